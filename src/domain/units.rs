@@ -1,0 +1,351 @@
+//! Exact money, quantity and ratio types.
+//!
+//! Prices and amounts are whole fen (0.01 yuan), quantities whole kilograms (0.001 t), ratios
+//! whole parts per million. Everything is an integer, so clearing never rounds by accident; the
+//! only roundings are the ones the rules name (amounts and fees half-up to the fen, the floor up
+//! and the cap down to the fen), and they live here.
+//!
+//! Text crosses into these types only through [`parse_decimal`], which accepts plain ASCII
+//! decimals and nothing else: no sign, exponent, separator, or scale finer than the unit. Finer
+//! input is rejected, never rounded.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Largest accepted unit price: 99,999,999.99 yuan per tonne.
+pub const MAX_PRICE_FEN: i64 = 10_000_000_000 - 1;
+/// Largest accepted quantity: 9,999,999.999 tonnes.
+pub const MAX_QUANTITY_KG: i64 = 10_000_000_000 - 1;
+/// Largest amount one bid may reach: 10,000,000,000,000.00 yuan.
+pub const MAX_BID_AMOUNT_FEN: i64 = 1_000_000_000_000_000;
+/// Largest amount the type holds, enough for any lot's total: MAX_PRICE x MAX_QUANTITY.
+pub const MAX_AMOUNT_FEN: i64 = 100_000_000_000_000_000;
+
+/// Why a decimal string was refused. The caller adds the field name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    #[error("is empty")]
+    Empty,
+    #[error("is not a plain decimal number (digits with an optional '.', no sign, exponent or separators)")]
+    Syntax,
+    #[error("has more than {max_scale} decimal places")]
+    TooFine { max_scale: u32 },
+    #[error("must be greater than zero")]
+    NotPositive,
+    #[error("is too large (at most {max})")]
+    TooLarge { max: String },
+}
+
+/// Parses a strictly positive plain decimal with at most `max_scale` decimals into an integer
+/// count of `10^-max_scale` units. "18000.5" with scale 2 is 1_800_050.
+pub fn parse_decimal(text: &str, max_scale: u32, max_units: i64) -> Result<i64, DecimalError> {
+    match parse_non_negative(text, max_scale, max_units)? {
+        0 => Err(DecimalError::NotPositive),
+        units => Ok(units),
+    }
+}
+
+/// As [`parse_decimal`], but zero is a value.
+pub fn parse_non_negative(text: &str, max_scale: u32, max_units: i64) -> Result<i64, DecimalError> {
+    if text.is_empty() {
+        return Err(DecimalError::Empty);
+    }
+    // rust_decimal alone would accept "1_000", "+1", "-0" and "1e5" (from_scientific); the
+    // grammar here is the contract with terminals, so it is checked first and by hand.
+    let (int_part, frac_part) = match text.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (text, None),
+    };
+    let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only(int_part) || frac_part.is_some_and(|f| !digits_only(f)) {
+        return Err(DecimalError::Syntax);
+    }
+    // 28 significant digits is Decimal's own limit; longer text is out of range anyway.
+    if text.len() > 28 {
+        return Err(DecimalError::TooLarge { max: format_units(max_units, max_scale) });
+    }
+    let value = Decimal::from_str_exact(text).map_err(|_| DecimalError::TooLarge {
+        max: format_units(max_units, max_scale),
+    })?;
+    let value = value.normalize();
+    if value.scale() > max_scale {
+        return Err(DecimalError::TooFine { max_scale });
+    }
+    let units = value.mantissa() * 10i128.pow(max_scale - value.scale());
+    if units > i128::from(max_units) {
+        return Err(DecimalError::TooLarge { max: format_units(max_units, max_scale) });
+    }
+    Ok(units as i64)
+}
+
+/// Renders `units` of `10^-scale` as a decimal with exactly `scale` places.
+pub fn format_units(units: i64, scale: u32) -> String {
+    Decimal::new(units, scale).to_string()
+}
+
+macro_rules! unit_type {
+    ($(#[$doc:meta])* $name:ident, $scale:expr, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(i64);
+
+        impl $name {
+            pub const ZERO: Self = Self(0);
+            /// Decimal places of the textual form.
+            pub const SCALE: u32 = $scale;
+            pub const MAX: Self = Self($max);
+
+            /// Builds a value from its integer unit count; `None` when negative or above `MAX`.
+            pub const fn from_units(units: i64) -> Option<Self> {
+                if units < 0 || units > $max { None } else { Some(Self(units)) }
+            }
+
+            pub const fn units(self) -> i64 {
+                self.0
+            }
+
+            pub const fn is_zero(self) -> bool {
+                self.0 == 0
+            }
+
+            pub fn checked_add(self, other: Self) -> Option<Self> {
+                self.0.checked_add(other.0).and_then(Self::from_units)
+            }
+
+            pub fn checked_sub(self, other: Self) -> Option<Self> {
+                self.0.checked_sub(other.0).and_then(Self::from_units)
+            }
+
+            /// Parses a strictly positive value (see [`parse_decimal`]).
+            pub fn parse_positive(text: &str) -> Result<Self, DecimalError> {
+                parse_decimal(text, $scale, $max).map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&format_units(self.0, $scale))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = DecimalError;
+            /// Parses a value that may be zero ("0.00"); used for stored data, not bids.
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                parse_non_negative(text, $scale, $max).map(Self)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = DecimalError;
+            fn try_from(text: String) -> Result<Self, Self::Error> {
+                text.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.to_string()
+            }
+        }
+    };
+}
+
+unit_type!(
+    /// A unit price in fen per tonne.
+    Price, 2, MAX_PRICE_FEN
+);
+unit_type!(
+    /// A quantity in kilograms (0.001 t), the finest tick a lot may have.
+    Quantity, 3, MAX_QUANTITY_KG
+);
+unit_type!(
+    /// A sum of money in fen.
+    Amount, 2, MAX_AMOUNT_FEN
+);
+
+impl Amount {
+    /// `price x quantity`, rounded half-up to the fen. `None` above [`MAX_AMOUNT_FEN`], which
+    /// no product of in-range price and quantity reaches.
+    pub fn of(price: Price, quantity: Quantity) -> Option<Amount> {
+        // fen/t x kg = milli-fen; +500 then /1000 is half-up for non-negative values.
+        let milli_fen = i128::from(price.0) * i128::from(quantity.0);
+        let fen = (milli_fen + 500) / 1000;
+        i64::try_from(fen).ok().and_then(Amount::from_units)
+    }
+
+    /// `self x rate`, rounded half-up to the fen.
+    pub fn times(self, rate: Ratio) -> Amount {
+        let scaled = i128::from(self.0) * i128::from(rate.0);
+        let fen = (scaled + 500_000) / 1_000_000;
+        Amount(fen as i64)
+    }
+}
+
+impl Quantity {
+    /// Whether this is a whole number of `unit`s (a zero unit divides nothing).
+    pub fn is_multiple_of(self, unit: Quantity) -> bool {
+        unit.0 > 0 && self.0 % unit.0 == 0
+    }
+
+    /// How many whole `unit`s fit in this quantity.
+    pub fn whole_units(self, unit: Quantity) -> i64 {
+        if unit.0 == 0 { 0 } else { self.0 / unit.0 }
+    }
+
+    /// `n` fill units.
+    pub fn units_of(unit: Quantity, n: i64) -> Quantity {
+        Quantity(unit.0 * n)
+    }
+
+    /// `self x ratio`, rounded down to a whole number of `unit`s.
+    pub fn share_in_units(self, ratio: Ratio, unit: Quantity) -> Quantity {
+        let kg = i128::from(self.0) * i128::from(ratio.0) / 1_000_000;
+        let kg = kg as i64;
+        if unit.0 == 0 { Quantity(kg) } else { Quantity(kg - kg % unit.0) }
+    }
+}
+
+/// A dimensionless ratio in parts per million: fee rates, conversion factors, markups, and
+/// percentages (20% is 200_000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ratio(i64);
+
+impl Ratio {
+    pub const ONE: Ratio = Ratio(1_000_000);
+    /// Upper bound for any factor: 1000x.
+    const MAX_PPM: i64 = 1_000_000_000;
+
+    pub const fn from_ppm(ppm: i64) -> Ratio {
+        Ratio(ppm)
+    }
+
+    pub const fn ppm(self) -> i64 {
+        self.0
+    }
+
+    /// Parses a factor such as "1.5" or a rate such as "0.0075" (up to six decimals, > 0).
+    pub fn parse_factor(text: &str) -> Result<Ratio, DecimalError> {
+        parse_decimal(text, 6, Self::MAX_PPM).map(Ratio)
+    }
+
+    /// Parses a percentage such as "20" or "12.5" (up to four decimals, > 0, at most `max`).
+    pub fn parse_percent(text: &str, max_percent: i64) -> Result<Ratio, DecimalError> {
+        parse_decimal(text, 4, max_percent * 10_000).map(Ratio)
+    }
+
+    /// Renders as a factor ("1.5", "0.0075").
+    pub fn as_factor(self) -> String {
+        Decimal::new(self.0, 6).normalize().to_string()
+    }
+
+    /// Renders as a percentage ("20", "0.75").
+    pub fn as_percent(self) -> String {
+        Decimal::new(self.0, 4).normalize().to_string()
+    }
+}
+
+impl fmt::Display for Ratio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_factor())
+    }
+}
+
+impl TryFrom<String> for Ratio {
+    type Error = DecimalError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Ratio::parse_factor(&text)
+    }
+}
+
+impl From<Ratio> for String {
+    fn from(value: Ratio) -> String {
+        value.as_factor()
+    }
+}
+
+impl Price {
+    /// `self x a x b`, rounded up to the fen: a floor derived this way is never below policy.
+    pub fn scaled_up(self, a: Ratio, b: Ratio) -> Option<Price> {
+        let num = i128::from(self.0) * i128::from(a.0) * i128::from(b.0);
+        let den = 1_000_000_000_000i128;
+        let fen = (num + den - 1) / den;
+        i64::try_from(fen).ok().and_then(Price::from_units)
+    }
+
+    /// `self x (1 + pct)`, rounded down to the fen: a cap derived this way is never above policy.
+    pub fn raised_down(self, pct: Ratio) -> Option<Price> {
+        let num = i128::from(self.0) * i128::from(1_000_000 + pct.0);
+        let fen = num / 1_000_000;
+        i64::try_from(fen).ok().and_then(Price::from_units)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_everything_but_plain_decimals() {
+        for bad in ["", "NaN", "1e5", "-1", "+1", "-0", "1,000", "1_000", " 1", "1.", ".5", "１２", "0x10", "inf"] {
+            assert!(Price::parse_positive(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(Price::parse_positive("0"), Err(DecimalError::NotPositive));
+        assert_eq!(Price::parse_positive("0.00"), Err(DecimalError::NotPositive));
+        assert_eq!(Price::parse_positive("0.001"), Err(DecimalError::TooFine { max_scale: 2 }));
+        assert_eq!(Quantity::parse_positive("0.0001"), Err(DecimalError::TooFine { max_scale: 3 }));
+        assert!(matches!(Price::parse_positive("12345678901234567890123456789"), Err(DecimalError::TooLarge { .. })));
+        assert!(matches!(Price::parse_positive("100000000.00"), Err(DecimalError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn parses_to_exact_units() {
+        assert_eq!(Price::parse_positive("18000").unwrap().units(), 1_800_000);
+        assert_eq!(Price::parse_positive("18000.5").unwrap().units(), 1_800_050);
+        assert_eq!(Price::parse_positive("18000.50000").unwrap().units(), 1_800_050);
+        assert_eq!(Quantity::parse_positive("4.048").unwrap().units(), 4_048);
+        assert_eq!(Quantity::parse_positive("4.048").unwrap().to_string(), "4.048");
+        assert_eq!(Price::parse_positive("0.01").unwrap().to_string(), "0.01");
+    }
+
+    #[test]
+    fn amounts_round_half_up_to_the_fen() {
+        // 18000.01 yuan/t x 0.001 t = 18.00001 yuan -> 18.00
+        let p = Price::parse_positive("18000.01").unwrap();
+        let q = Quantity::parse_positive("0.001").unwrap();
+        assert_eq!(Amount::of(p, q).unwrap().to_string(), "18.00");
+        // 0.05 yuan/t x 0.1 t = 0.005 yuan -> 0.01 (half-up)
+        let p = Price::parse_positive("0.05").unwrap();
+        let q = Quantity::parse_positive("0.1").unwrap();
+        assert_eq!(Amount::of(p, q).unwrap().to_string(), "0.01");
+        // 0.75% of 0.66 yuan = 0.00495 -> 0.00; of 0.67 yuan = 0.005025 -> 0.01
+        let rate = Ratio::parse_factor("0.0075").unwrap();
+        assert_eq!("0.66".parse::<Amount>().unwrap().times(rate).to_string(), "0.00");
+        assert_eq!("0.67".parse::<Amount>().unwrap().times(rate).to_string(), "0.01");
+    }
+
+    #[test]
+    fn floor_rounds_up_and_cap_rounds_down() {
+        let bench = Price::parse_positive("18000.00").unwrap();
+        let third = Ratio::parse_factor("0.333333").unwrap();
+        // 18000 x 0.333333 = 5999.994: 5999.99 would be below policy, so the floor is 6000.00
+        assert_eq!(bench.scaled_up(third, Ratio::ONE).unwrap().to_string(), "6000.00");
+        let odd = Price::parse_positive("100.01").unwrap();
+        let half = Ratio::parse_factor("0.5").unwrap();
+        assert_eq!(odd.scaled_up(half, Ratio::ONE).unwrap().to_string(), "50.01");
+        let pct = Ratio::parse_percent("20", 1000).unwrap();
+        assert_eq!(odd.raised_down(pct).unwrap().to_string(), "120.01");
+        assert_eq!(bench.raised_down(pct).unwrap().to_string(), "21600.00");
+    }
+
+    #[test]
+    fn zero_is_readable_from_stored_text() {
+        assert_eq!("0.000".parse::<Quantity>().unwrap(), Quantity::ZERO);
+        assert_eq!("0.00".parse::<Amount>().unwrap(), Amount::ZERO);
+    }
+}

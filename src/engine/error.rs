@@ -1,0 +1,151 @@
+//! What the core says when a command breaks a rule. Every variant has a stable reason code
+//! and carries the numbers a client needs to correct itself. Texts never mention other
+//! bidders' bids: a sealed book must not leak through an error.
+
+use crate::domain::{Price, Quantity, Ratio, Timestamp};
+
+use super::Phase;
+
+/// How the shell should present an error; the gRPC layer maps each class to one status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request itself is malformed, whatever the state (INVALID_ARGUMENT).
+    InvalidArgument,
+    /// The request is well-formed but breaks a rule given the current state (FAILED_PRECONDITION).
+    FailedPrecondition,
+    /// The named thing does not exist for this caller (NOT_FOUND).
+    NotFound,
+    /// An id the shell drew collided; the shell retries with a fresh one.
+    Conflict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("{field} {reason}")]
+    InvalidSpec { field: &'static str, reason: String },
+    #[error("quantity must be a multiple of the fill unit {fill_unit} t")]
+    NotFillMultiple { fill_unit: Quantity },
+    #[error("quantity must be the whole lot, {lot_quantity} t, in a single-lot auction")]
+    WholeLotOnly { lot_quantity: Quantity },
+    #[error("price x quantity exceeds the largest amount the engine accepts")]
+    AmountOverflow,
+    #[error("the auction is not open yet; it opens at {opens_at}")]
+    NotOpen { opens_at: Timestamp },
+    #[error("the auction is closed to bids since {closes_at}")]
+    AuctionClosed { closes_at: Timestamp },
+    #[error("the auction is {phase}; {action} is not possible")]
+    InvalidTransition { phase: Phase, action: &'static str },
+    #[error("price is below the floor of {floor} yuan/t")]
+    BelowFloor { floor: Price },
+    #[error("price is above the cap of {cap} yuan/t")]
+    AboveCap { cap: Price },
+    #[error("quantity exceeds the lot of {lot_quantity} t")]
+    QuantityExceedsLot { lot_quantity: Quantity },
+    #[error("the per-bidder cap of {cap_percent}% ({cap} t) leaves room for {room_left} t")]
+    BidderCapExceeded { cap_percent: String, cap: Quantity, room_left: Quantity },
+    #[error("you already have a bid in this single-lot auction; revise it instead")]
+    BidExists,
+    #[error("bids in this auction are irrevocable")]
+    BidIrrevocable,
+    #[error("the bid was withdrawn")]
+    BidWithdrawn,
+    #[error("no such bid of yours in this auction")]
+    BidNotFound,
+    #[error("bids are sealed until the auction closes at {closes_at}")]
+    BidsSealed { closes_at: Timestamp },
+    #[error("bid id already in use")]
+    DuplicateBidId,
+}
+
+impl EngineError {
+    pub fn class(&self) -> ErrorClass {
+        use EngineError::*;
+        match self {
+            InvalidSpec { .. } | NotFillMultiple { .. } | WholeLotOnly { .. } | AmountOverflow => {
+                ErrorClass::InvalidArgument
+            }
+            BidNotFound => ErrorClass::NotFound,
+            DuplicateBidId => ErrorClass::Conflict,
+            NotOpen { .. }
+            | AuctionClosed { .. }
+            | InvalidTransition { .. }
+            | BelowFloor { .. }
+            | AboveCap { .. }
+            | QuantityExceedsLot { .. }
+            | BidderCapExceeded { .. }
+            | BidExists
+            | BidIrrevocable
+            | BidWithdrawn
+            | BidsSealed { .. } => ErrorClass::FailedPrecondition,
+        }
+    }
+
+    /// The stable, machine-readable reason code.
+    pub fn reason(&self) -> &'static str {
+        use EngineError::*;
+        match self {
+            InvalidSpec { .. } => "INVALID_SPEC",
+            NotFillMultiple { .. } => "NOT_FILL_MULTIPLE",
+            WholeLotOnly { .. } => "WHOLE_LOT_ONLY",
+            AmountOverflow => "AMOUNT_OVERFLOW",
+            NotOpen { .. } => "AUCTION_NOT_OPEN",
+            AuctionClosed { .. } => "AUCTION_CLOSED",
+            InvalidTransition { .. } => "INVALID_TRANSITION",
+            BelowFloor { .. } => "BELOW_FLOOR",
+            AboveCap { .. } => "ABOVE_CAP",
+            QuantityExceedsLot { .. } => "QUANTITY_EXCEEDS_LOT",
+            BidderCapExceeded { .. } => "BIDDER_CAP_EXCEEDED",
+            BidExists => "BID_EXISTS",
+            BidIrrevocable => "BID_IRREVOCABLE",
+            BidWithdrawn => "BID_WITHDRAWN",
+            BidNotFound => "BID_NOT_FOUND",
+            BidsSealed { .. } => "BIDS_SEALED",
+            DuplicateBidId => "DUPLICATE_BID_ID",
+        }
+    }
+
+    /// The request field at fault, for malformed input.
+    pub fn field(&self) -> Option<&'static str> {
+        use EngineError::*;
+        match self {
+            InvalidSpec { field, .. } => Some(field),
+            NotFillMultiple { .. } | WholeLotOnly { .. } => Some("quantity"),
+            AmountOverflow => Some("price"),
+            _ => None,
+        }
+    }
+
+    /// Numbers the client needs, as (key, value) pairs for the error's metadata.
+    pub fn details(&self) -> Vec<(&'static str, String)> {
+        use EngineError::*;
+        match self {
+            NotFillMultiple { fill_unit } => vec![("fill_unit", fill_unit.to_string())],
+            WholeLotOnly { lot_quantity } | QuantityExceedsLot { lot_quantity } => {
+                vec![("lot_quantity", lot_quantity.to_string())]
+            }
+            NotOpen { opens_at } => vec![("opens_at", opens_at.to_string())],
+            AuctionClosed { closes_at } | BidsSealed { closes_at } => vec![("closes_at", closes_at.to_string())],
+            InvalidTransition { phase, action } => vec![("phase", phase.to_string()), ("action", action.to_string())],
+            BelowFloor { floor } => vec![("floor", floor.to_string())],
+            AboveCap { cap } => vec![("cap", cap.to_string())],
+            BidderCapExceeded { cap_percent, cap, room_left } => vec![
+                ("cap_percent", cap_percent.clone()),
+                ("cap", cap.to_string()),
+                ("room_left", room_left.to_string()),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
+        EngineError::InvalidSpec { field, reason: reason.into() }
+    }
+
+    pub(crate) fn bidder_cap(cap_ratio: Ratio, cap: Quantity, used: Quantity) -> EngineError {
+        EngineError::BidderCapExceeded {
+            cap_percent: cap_ratio.as_percent(),
+            cap,
+            room_left: cap.checked_sub(used).unwrap_or(Quantity::ZERO),
+        }
+    }
+}

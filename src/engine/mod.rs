@@ -1,0 +1,300 @@
+//! The pure core: one [`Auction`] per lot, driven by [`Command`]s that carry the server's
+//! timestamp and answered with [`Event`]s or an [`EngineError`].
+//!
+//! Invariant: nothing in this module awaits, reads a clock, draws randomness, does I/O or sees
+//! a protobuf type. Given the same commands with the same timestamps, ids and seeds, it
+//! produces the same events, byte for byte.
+//!
+//! Invariant: a rejected command changes nothing.
+
+mod book;
+mod clearing;
+mod error;
+mod settlement;
+mod spec;
+
+pub use book::{BidState, BidView, SealedBook};
+pub use clearing::Seed;
+pub use error::{EngineError, ErrorClass};
+pub use settlement::{Allocation, Settlement, SettlementStatus, TieBreak, reason};
+pub use spec::{
+    AuctionRequest, AuctionSpec, BidRevision, CapChoice, Format, Lot, LotOrigin, Phase, PriceBand, TieRule,
+    Undersubscription,
+};
+
+use crate::domain::{Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Price, PricePolicy, Quantity, Timestamp};
+
+/// A request to change an auction. The timestamp travels beside it (see [`Auction::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Open before `opens_at` (the timer opens it at `opens_at` otherwise).
+    Open,
+    /// Close now and settle; before `closes_at` this is an early close by the operator.
+    Close,
+    Cancel { note: Option<String> },
+    PlaceBid { bidder: BidderId, bid: BidId, price: Price, quantity: Quantity },
+    ReviseBid { bidder: BidderId, bid: BidId, price: Price, quantity: Quantity },
+    WithdrawBid { bidder: BidderId, bid: BidId },
+}
+
+/// What changed. A settlement is emitted exactly once per auction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Opened { at: Timestamp },
+    BidAccepted(BidView),
+    BidWithdrawn(BidView),
+    Concluded(Settlement),
+}
+
+/// One auction and its sealed book.
+#[derive(Debug)]
+pub struct Auction {
+    spec: AuctionSpec,
+    phase: Phase,
+    book: SealedBook,
+    /// SEEDED_RANDOM only. Secret until the settlement reveals it.
+    seed: Option<Seed>,
+    settlement: Option<Settlement>,
+}
+
+impl Auction {
+    /// Creates a scheduled auction. `seed` is required for SEEDED_RANDOM and ignored otherwise.
+    pub fn create(
+        id: AuctionId,
+        request: AuctionRequest,
+        policy: &PricePolicy,
+        at: Timestamp,
+        seed: Seed,
+    ) -> Result<Auction, EngineError> {
+        let spec = AuctionSpec::resolve(id, request, policy, at)?;
+        let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
+        Ok(Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed, settlement: None })
+    }
+
+    pub fn spec(&self) -> &AuctionSpec {
+        &self.spec
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The published commitment to the tie-break seed.
+    pub fn seed_hash(&self) -> Option<String> {
+        self.seed.as_ref().map(Seed::hash_hex)
+    }
+
+    pub fn settlement(&self) -> Option<&Settlement> {
+        self.settlement.as_ref()
+    }
+
+    /// The next moment at which time alone changes this auction, for the shell's timer.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        match self.phase {
+            Phase::Scheduled => Some(self.spec.opens_at),
+            Phase::Open => Some(self.spec.closes_at),
+            _ => None,
+        }
+    }
+
+    /// Applies what time alone does by `at`: opening at `opens_at`, closing at `closes_at`.
+    pub fn tick(&mut self, at: Timestamp) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self.phase == Phase::Scheduled && at >= self.spec.opens_at {
+            self.phase = Phase::Open;
+            events.push(Event::Opened { at });
+        }
+        if self.phase == Phase::Open && at >= self.spec.closes_at {
+            events.push(self.conclude(at));
+        }
+        events
+    }
+
+    pub fn apply(&mut self, at: Timestamp, command: Command) -> Result<Vec<Event>, EngineError> {
+        match command {
+            Command::Open => self.open(at).map(|e| vec![e]),
+            Command::Close => self.close(at).map(|e| vec![e]),
+            Command::Cancel { note } => self.cancel(at, note).map(|e| vec![e]),
+            Command::PlaceBid { bidder, bid, price, quantity } => self.place_bid(at, bidder, bid, price, quantity),
+            Command::ReviseBid { bidder, bid, price, quantity } => self.revise_bid(at, bidder, bid, price, quantity),
+            Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid),
+        }
+    }
+
+    fn open(&mut self, at: Timestamp) -> Result<Event, EngineError> {
+        if self.phase != Phase::Scheduled {
+            return Err(EngineError::InvalidTransition { phase: self.phase, action: "opening" });
+        }
+        if at >= self.spec.closes_at {
+            return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
+        }
+        self.phase = Phase::Open;
+        Ok(Event::Opened { at })
+    }
+
+    fn close(&mut self, at: Timestamp) -> Result<Event, EngineError> {
+        if self.phase != Phase::Open {
+            return Err(EngineError::InvalidTransition { phase: self.phase, action: "closing" });
+        }
+        Ok(self.conclude(at))
+    }
+
+    fn cancel(&mut self, at: Timestamp, note: Option<String>) -> Result<Event, EngineError> {
+        if self.phase.is_terminal() {
+            return Err(EngineError::InvalidTransition { phase: self.phase, action: "cancelling" });
+        }
+        let mut settlement =
+            clearing::empty(&self.spec, SettlementStatus::Cancelled, reason::CANCELLED_BY_OPERATOR, self.seed.as_ref(), at);
+        settlement.note = note;
+        Ok(self.finish(settlement))
+    }
+
+    fn conclude(&mut self, at: Timestamp) -> Event {
+        let settlement = clearing::clear(&self.spec, &self.book, self.seed.as_ref(), at);
+        self.finish(settlement)
+    }
+
+    fn finish(&mut self, settlement: Settlement) -> Event {
+        self.phase = match settlement.status {
+            SettlementStatus::Settled => Phase::Settled,
+            SettlementStatus::Failed => Phase::Failed,
+            SettlementStatus::Cancelled => Phase::Cancelled,
+        };
+        self.settlement = Some(settlement.clone());
+        Event::Concluded(settlement)
+    }
+
+    /// Checks that a bid stamped `at` may act on the book. Returns whether accepting it also
+    /// opens the auction (a bid that arrives at `opens_at` before the timer fired).
+    fn accepting(&self, at: Timestamp) -> Result<bool, EngineError> {
+        if self.phase.is_terminal() || at >= self.spec.closes_at {
+            return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
+        }
+        match self.phase {
+            Phase::Scheduled if at < self.spec.opens_at => Err(EngineError::NotOpen { opens_at: self.spec.opens_at }),
+            Phase::Scheduled => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Price and quantity rules shared by new and revised bids. `held` is what the bidder
+    /// already holds in active bids, not counting the bid being revised.
+    fn check_terms(&self, price: Price, quantity: Quantity, held: Quantity) -> Result<(), EngineError> {
+        let lot = &self.spec.lot;
+        if self.spec.format.is_divisible() {
+            if !quantity.is_multiple_of(lot.fill_unit) {
+                return Err(EngineError::NotFillMultiple { fill_unit: lot.fill_unit });
+            }
+            if quantity > lot.quantity {
+                return Err(EngineError::QuantityExceedsLot { lot_quantity: lot.quantity });
+            }
+        } else if quantity != lot.quantity {
+            return Err(EngineError::WholeLotOnly { lot_quantity: lot.quantity });
+        }
+        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
+            return Err(EngineError::AmountOverflow);
+        }
+        let band = &self.spec.prices;
+        if price < band.floor {
+            return Err(EngineError::BelowFloor { floor: band.floor });
+        }
+        if let Some(cap) = band.cap.filter(|cap| price > *cap) {
+            return Err(EngineError::AboveCap { cap });
+        }
+        if let (Some(ratio), Some(cap)) = (self.spec.per_bidder_cap, self.spec.bidder_cap_quantity()) {
+            if held.checked_add(quantity).is_none_or(|total| total > cap) {
+                return Err(EngineError::bidder_cap(ratio, cap, held));
+            }
+        }
+        Ok(())
+    }
+
+    fn opened_events(&mut self, opening: bool, at: Timestamp) -> Vec<Event> {
+        if opening {
+            self.phase = Phase::Open;
+            vec![Event::Opened { at }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    pub fn place_bid(
+        &mut self,
+        at: Timestamp,
+        bidder: BidderId,
+        bid: BidId,
+        price: Price,
+        quantity: Quantity,
+    ) -> Result<Vec<Event>, EngineError> {
+        let opening = self.accepting(at)?;
+        let held = self.book.active_quantity_of(bidder);
+        self.check_terms(price, quantity, held)?;
+        if !self.spec.format.is_divisible() && self.book.has_active_bid(bidder) {
+            return Err(EngineError::BidExists);
+        }
+        if self.book.contains(bid) {
+            return Err(EngineError::DuplicateBidId);
+        }
+        let mut events = self.opened_events(opening, at);
+        self.book.insert(bid, bidder, price, quantity, at);
+        events.push(Event::BidAccepted(self.book.bid_of(bidder, bid).expect("just inserted")));
+        Ok(events)
+    }
+
+    /// The bidder's own active bid, for revision or withdrawal.
+    fn own_active_bid(&self, bidder: BidderId, bid: BidId) -> Result<BidView, EngineError> {
+        let current = self.book.bid_of(bidder, bid).ok_or(EngineError::BidNotFound)?;
+        if current.state == BidState::Withdrawn {
+            return Err(EngineError::BidWithdrawn);
+        }
+        if self.spec.revision == BidRevision::Irrevocable {
+            return Err(EngineError::BidIrrevocable);
+        }
+        Ok(current)
+    }
+
+    pub fn revise_bid(
+        &mut self,
+        at: Timestamp,
+        bidder: BidderId,
+        bid: BidId,
+        price: Price,
+        quantity: Quantity,
+    ) -> Result<Vec<Event>, EngineError> {
+        let opening = self.accepting(at)?;
+        let current = self.own_active_bid(bidder, bid)?;
+        let held = self.book.active_quantity_of(bidder).checked_sub(current.quantity).expect("bid counted in total");
+        self.check_terms(price, quantity, held)?;
+        let mut events = self.opened_events(opening, at);
+        self.book.revise(bid, price, quantity, at);
+        events.push(Event::BidAccepted(self.book.bid_of(bidder, bid).expect("just revised")));
+        Ok(events)
+    }
+
+    pub fn withdraw_bid(&mut self, at: Timestamp, bidder: BidderId, bid: BidId) -> Result<Vec<Event>, EngineError> {
+        let opening = self.accepting(at)?;
+        self.own_active_bid(bidder, bid)?;
+        let mut events = self.opened_events(opening, at);
+        events.push(Event::BidWithdrawn(self.book.withdraw(bid)));
+        Ok(events)
+    }
+
+    /// A bidder's own bids; always allowed, sealed or not.
+    pub fn bids_of(&self, bidder: BidderId) -> Vec<BidView> {
+        self.book.bids_of(bidder)
+    }
+
+    /// Every bid, for operators and auditors, once the auction has ended. Before that the book
+    /// is sealed and not even the number of bids is given out.
+    pub fn all_bids(&self) -> Result<Vec<BidView>, EngineError> {
+        if !self.phase.is_terminal() {
+            return Err(EngineError::BidsSealed { closes_at: self.spec.closes_at });
+        }
+        Ok(self.book.all_bids())
+    }
+
+    /// For tests: the book's internal consistency.
+    pub fn check_invariants(&self) {
+        self.book.check_invariants();
+    }
+}

@@ -1,0 +1,78 @@
+//! The result of an auction, as recorded and published. A settlement is a value: once
+//! emitted it is never edited (a correction would be a new settlement that supersedes it).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Amount, AuctionId, BidId, BidderId, LotId, Pollutant, Price, Quantity, Timestamp};
+
+use super::{Format, TieRule};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SettlementStatus {
+    Settled,
+    /// 流拍: no valid bids, or fewer bidders than required.
+    Failed,
+    /// By the operator, or undersubscribed under the CANCEL policy.
+    Cancelled,
+}
+
+/// Stable reason codes for a settlement that sold nothing.
+pub mod reason {
+    pub const NO_BIDS: &str = "NO_BIDS";
+    pub const TOO_FEW_BIDDERS: &str = "TOO_FEW_BIDDERS";
+    pub const UNDERSUBSCRIBED: &str = "UNDERSUBSCRIBED";
+    pub const CANCELLED_BY_OPERATOR: &str = "CANCELLED_BY_OPERATOR";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub bid_id: BidId,
+    pub bidder: BidderId,
+    pub quantity: Quantity,
+    pub unit_price: Price,
+    /// unit_price x quantity, rounded half-up to the fen.
+    pub amount: Amount,
+    pub buyer_fee: Amount,
+    pub seller_fee: Amount,
+}
+
+/// How bids that tied at the margin were served, so that anyone can re-check the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TieBreak {
+    pub rule: TieRule,
+    /// The price level whose bids competed for the last units, when any did.
+    pub marginal_price: Option<Price>,
+    /// Bid ids at the margin, in the order the rule served them.
+    pub order: Vec<BidId>,
+    /// SEEDED_RANDOM: hex SHA-256 of the seed, published at creation.
+    pub seed_hash: Option<String>,
+    /// SEEDED_RANDOM: the seed, hex, revealed now. Each bid at the margin drew
+    /// SHA-256(seed || bid id as 8 big-endian bytes); lower draws were served first.
+    pub seed: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub auction_id: AuctionId,
+    pub lot_id: LotId,
+    pub pollutant: Pollutant,
+    pub format: Format,
+    pub status: SettlementStatus,
+    pub reason: Option<String>,
+    pub note: Option<String>,
+    /// The price every winner pays in a uniform-price auction, the winning bid in a
+    /// first-price one, the floor when cleared at the floor; `None` when nothing was sold or
+    /// winners pay different prices.
+    pub clearing_price: Option<Price>,
+    pub allocations: Vec<Allocation>,
+    pub sold: Quantity,
+    pub unsold: Quantity,
+    pub total_amount: Amount,
+    pub total_buyer_fee: Amount,
+    pub total_seller_fee: Amount,
+    pub tie_break: Option<TieBreak>,
+    pub floor: Price,
+    pub cap: Option<Price>,
+    pub settled_at: Timestamp,
+}

@@ -1,0 +1,16 @@
+//! emission-auction: an electronic auction engine for emission-rights trading (排污权交易).
+//!
+//! See ARCHITECTURE.md for the code map and the invariants each module keeps.
+
+pub mod domain;
+pub mod engine;
+
+/// Types generated from `proto/emission_auction/v1/auction.proto`. Only `grpc` and the client
+/// commands use them.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("emission_auction.v1");
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("emission_auction_descriptor");
+}

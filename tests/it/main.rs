@@ -1,0 +1,4 @@
+//! The one integration-test binary: data-driven clearing scenarios, property tests, and the
+//! real gRPC server driven over loopback.
+
+mod scenarios;

@@ -1,0 +1,318 @@
+//! Data-driven clearing tests. Each file in `tests/scenarios/` is a sequence of blocks:
+//!
+//! ```text
+//! # a comment
+//! bid A 18500.00 4.000 t=3
+//! ----
+//! ok id=1
+//! ```
+//!
+//! A command line, `----`, then the expected output up to a blank line. One [`check`] runs every
+//! file against the pure core, so an API change touches only this module.
+//!
+//! Commands (times `t=` are whole seconds after a fixed epoch; by default each command comes one
+//! second after the previous one, starting at t=1):
+//! - `auction key=value ...`: format=first|uniform|pay-as-bid, pollutant=SO2..., origin=reserve|
+//!   erc|allocated, quantity, fill, tie=time|pro-rata|seeded, under=sell|cancel|floor,
+//!   min_bidders, bidder_cap (percent), irrevocable=yes, factor, markup, cap=default|none|PCT,
+//!   opens, closes (seconds), seed (one hex byte, repeated 32 times).
+//! - `bid BIDDER PRICE QTY [id=N]` (ids count up from 1 by default), `revise BIDDER ID PRICE QTY`,
+//!   `withdraw BIDDER ID`, `open`, `close`, `cancel`, `tick`, `mybids BIDDER`, `allbids`.
+//!
+//! Bidders are single letters mapped to valid credit codes; bid ids print as plain numbers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use emission_auction::domain::{AuctionId, BidId, BidderId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, Timestamp};
+use emission_auction::engine::{
+    Auction, AuctionRequest, BidRevision, BidView, CapChoice, EngineError, Event, Format, Lot, LotOrigin, Settlement, TieRule, Undersubscription,
+};
+use sha2::{Digest, Sha256};
+
+/// 2026-01-01T00:00:00Z: scenario time zero.
+const EPOCH: i64 = 1_767_225_600_000_000;
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_micros(EPOCH + seconds * 1_000_000)
+}
+
+pub fn bidder(letter: &str) -> BidderId {
+    let n = letter.bytes().next().expect("bidder letter") - b'A';
+    CreditCode::with_check_digit(&format!("91140100MA0000{:03}", n)).unwrap()
+}
+
+fn letter(code: BidderId) -> String {
+    let n: u8 = code.as_str()[14..17].parse().unwrap();
+    ((b'A' + n) as char).to_string()
+}
+
+struct Run {
+    auction: Option<Auction>,
+    next_id: u64,
+    now: i64,
+}
+
+impl Run {
+    fn auction(&mut self) -> &mut Auction {
+        self.auction.as_mut().expect("`auction` must come first")
+    }
+
+    fn exec(&mut self, line: &str) -> String {
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        let mut opts = BTreeMap::new();
+        words.retain(|w| match w.split_once('=') {
+            Some((k, v)) => {
+                opts.insert(k.to_owned(), v.to_owned());
+                false
+            }
+            None => true,
+        });
+        self.now = opts.get("t").map_or(self.now + 1, |t| t.parse().unwrap());
+        let now = at(self.now);
+        let (verb, args) = (words[0], &words[1..]);
+        if verb == "auction" {
+            return self.create(&opts);
+        }
+        let result = match verb {
+            "bid" => {
+                let id = opts.get("id").map_or(self.next_id, |i| i.parse().unwrap());
+                let (p, q) = (price(args[1]), qty(args[2]));
+                let result = self.auction().place_bid(now, bidder(args[0]), BidId::new(id), p, q);
+                if result.is_ok() {
+                    self.next_id = id + 1;
+                }
+                result
+            }
+            "revise" => {
+                let (b, id, p, q) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()), price(args[2]), qty(args[3]));
+                self.auction().revise_bid(now, b, id, p, q)
+            }
+            "withdraw" => {
+                let (b, id) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()));
+                self.auction().withdraw_bid(now, b, id)
+            }
+            "open" => self.auction().apply(now, emission_auction::engine::Command::Open),
+            "close" => self.auction().apply(now, emission_auction::engine::Command::Close),
+            "cancel" => self.auction().apply(now, emission_auction::engine::Command::Cancel { note: None }),
+            "tick" => Ok(self.auction().tick(now)),
+            "mybids" => {
+                let bids = self.auction().bids_of(bidder(args[0]));
+                return render_bids(&bids);
+            }
+            "allbids" => {
+                return match self.auction().all_bids() {
+                    Ok(bids) => render_bids(&bids),
+                    Err(e) => render_error(&e),
+                };
+            }
+            other => panic!("unknown command {other:?}"),
+        };
+        self.auction().check_invariants();
+        match result {
+            Ok(events) => render_events(&events, self.auction().spec().lot.quantity),
+            Err(e) => render_error(&e),
+        }
+    }
+
+    fn create(&mut self, o: &BTreeMap<String, String>) -> String {
+        let get = |k: &str, d: &str| o.get(k).cloned().unwrap_or_else(|| d.to_owned());
+        let format = match get("format", "uniform").as_str() {
+            "first" => Format::SealedFirstPrice,
+            "uniform" => Format::SealedUniformPrice,
+            "pay-as-bid" => Format::SealedPayAsBid,
+            f => panic!("format {f}"),
+        };
+        let quantity = qty(&get("quantity", "10.000"));
+        let fill_default = if format == Format::SealedFirstPrice { quantity.to_string() } else { "1.000".into() };
+        let origin = match get("origin", "erc").as_str() {
+            "reserve" => LotOrigin::GovernmentReserve,
+            "erc" => LotOrigin::ErcCertified { certificate_id: "ERC-2026-001".parse().unwrap() },
+            "allocated" => LotOrigin::Allocated,
+            x => panic!("origin {x}"),
+        };
+        let seed_byte = u8::from_str_radix(&get("seed", "07"), 16).unwrap();
+        let request = AuctionRequest {
+            lot: Lot {
+                id: "LOT-1".parse::<Reference>().unwrap(),
+                pollutant: get("pollutant", "SO2").parse::<Pollutant>().unwrap(),
+                quantity,
+                fill_unit: qty(&get("fill", &fill_default)),
+                seller: bidder("S"),
+                origin,
+                region: "140100".parse().unwrap(),
+                vintage_year: 2025,
+                valid_years: 5,
+            },
+            format,
+            tie_rule: match get("tie", "time").as_str() {
+                "time" => TieRule::TimePriority,
+                "pro-rata" => TieRule::ProRata,
+                "seeded" => TieRule::SeededRandom,
+                t => panic!("tie {t}"),
+            },
+            undersubscription: match get("under", "sell").as_str() {
+                "sell" => Undersubscription::SellAvailable,
+                "cancel" => Undersubscription::Cancel,
+                "floor" => Undersubscription::ClearAtFloor,
+                u => panic!("under {u}"),
+            },
+            min_bidders: get("min_bidders", "0").parse().unwrap(),
+            per_bidder_cap: o.get("bidder_cap").map(|p| Ratio::parse_percent(p, 100).unwrap()),
+            revision: if get("irrevocable", "no") == "yes" { BidRevision::Irrevocable } else { BidRevision::Revisable },
+            conversion_factor: Ratio::parse_factor(&get("factor", "1")).unwrap(),
+            reserve_markup: o.get("markup").map(|m| Ratio::parse_factor(m).unwrap()),
+            cap: match get("cap", "default").as_str() {
+                "default" => CapChoice::PolicyDefault,
+                "none" => CapChoice::None,
+                pct => CapChoice::PercentOverFloor(Ratio::parse_percent(pct, 1000).unwrap()),
+            },
+            opens_at: at(get("opens", "0").parse().unwrap()),
+            closes_at: at(get("closes", "1000").parse().unwrap()),
+        };
+        let seed = emission_auction::engine::Seed([seed_byte; 32]);
+        match Auction::create(AuctionId::new(1), request, &PricePolicy::default(), at(-10), seed) {
+            Ok(a) => {
+                let p = &a.spec().prices;
+                let cap = p.cap.map_or("none".to_owned(), |c| c.to_string());
+                let out = format!("ok floor={} cap={cap}", p.floor);
+                self.auction = Some(a);
+                out
+            }
+            Err(e) => render_error(&e),
+        }
+    }
+}
+
+fn price(s: &str) -> Price {
+    Price::parse_positive(s).unwrap_or_else(|e| panic!("scenario price {s}: {e}"))
+}
+
+fn qty(s: &str) -> Quantity {
+    Quantity::parse_positive(s).unwrap_or_else(|e| panic!("scenario quantity {s}: {e}"))
+}
+
+fn render_error(e: &EngineError) -> String {
+    let mut out = format!("error {}", e.reason());
+    for (k, v) in e.details() {
+        if k != "opens_at" && k != "closes_at" {
+            write!(out, " {k}={v}").unwrap();
+        }
+    }
+    out
+}
+
+fn render_bids(bids: &[BidView]) -> String {
+    if bids.is_empty() {
+        return "none".into();
+    }
+    bids.iter()
+        .map(|b| format!("bid id={} {} {} {} {:?}", b.id.get(), letter(b.bidder), b.price, b.quantity, b.state))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn render_events(events: &[Event], supply: Quantity) -> String {
+    let mut lines = Vec::new();
+    for e in events {
+        match e {
+            Event::Opened { .. } => lines.push("opened".to_owned()),
+            Event::BidAccepted(b) => lines.push(format!("ok id={}", b.id.get())),
+            Event::BidWithdrawn(b) => lines.push(format!("withdrawn id={}", b.id.get())),
+            Event::Concluded(s) => {
+                check_settlement(s, supply);
+                lines.push(render_settlement(s));
+            }
+        }
+    }
+    if lines.is_empty() { "nothing".into() } else { lines.join("\n") }
+}
+
+/// Invariants every settlement must keep, whatever the scenario expects.
+fn check_settlement(s: &Settlement, supply: Quantity) {
+    let sold: i64 = s.allocations.iter().map(|a| a.quantity.units()).sum();
+    assert_eq!(sold, s.sold.units(), "sold is the sum of allocations");
+    assert_eq!(s.sold.units() + s.unsold.units(), supply.units(), "sold + unsold = supply");
+    let total: i64 = s.allocations.iter().map(|a| a.amount.units()).sum();
+    assert_eq!(total, s.total_amount.units(), "total is the sum of amounts");
+    for a in &s.allocations {
+        assert!(a.unit_price >= s.floor, "paid below the floor");
+        assert!(s.cap.is_none_or(|c| a.unit_price <= c), "paid above the cap");
+    }
+    if let Some(t) = &s.tie_break {
+        if let (Some(seed), Some(hash)) = (&t.seed, &t.seed_hash) {
+            assert_eq!(&hex::encode(Sha256::digest(hex::decode(seed).unwrap())), hash, "seed does not match its commitment");
+        }
+    }
+}
+
+fn render_settlement(s: &Settlement) -> String {
+    let status = format!("{:?}", s.status).to_uppercase();
+    let mut out = status;
+    if let Some(r) = &s.reason {
+        write!(out, " reason={r}").unwrap();
+    }
+    if let Some(p) = s.clearing_price {
+        write!(out, " clearing={p}").unwrap();
+    }
+    write!(out, " sold={} unsold={} total={} fees={}/{}", s.sold, s.unsold, s.total_amount, s.total_buyer_fee, s.total_seller_fee).unwrap();
+    for a in &s.allocations {
+        write!(out, "\nalloc id={} {} {} @ {} amount={} fees={}/{}", a.bid_id.get(), letter(a.bidder), a.quantity, a.unit_price, a.amount, a.buyer_fee, a.seller_fee).unwrap();
+    }
+    if let Some(t) = &s.tie_break {
+        let rule = format!("{:?}", t.rule);
+        write!(out, "\ntie {rule}").unwrap();
+        if let Some(m) = t.marginal_price {
+            write!(out, " margin={m}").unwrap();
+        }
+        if !t.order.is_empty() {
+            let order: Vec<String> = t.order.iter().map(|b| b.get().to_string()).collect();
+            write!(out, " order={}", order.join(",")).unwrap();
+        }
+        if t.seed.is_some() {
+            out.push_str(" seed=revealed");
+        }
+    }
+    out
+}
+
+/// Runs one scenario file; returns a description of every block whose output differed.
+pub fn check(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut run = Run { auction: None, next_id: 1, now: 0 };
+    let mut failures = Vec::new();
+    let mut lines = text.lines().enumerate().peekable();
+    while let Some((n, line)) = lines.next() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let sep = lines.next().map(|(_, l)| l.trim());
+        assert_eq!(sep, Some("----"), "{}:{}: expected ---- after the command", path.display(), n + 1);
+        let mut expected = Vec::new();
+        while let Some((_, l)) = lines.peek() {
+            if l.trim().is_empty() {
+                break;
+            }
+            expected.push(l.trim().to_owned());
+            lines.next();
+        }
+        let actual = run.exec(line);
+        let expected = expected.join("\n");
+        if actual != expected {
+            failures.push(format!("{}:{}: {line}\n--- expected\n{expected}\n--- actual\n{actual}", path.display(), n + 1));
+        }
+    }
+    failures
+}
+
+#[test]
+fn scenarios() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect();
+    files.sort();
+    assert!(files.len() >= 25, "expected at least 25 scenario files, found {}", files.len());
+    let failures: Vec<String> = files.iter().flat_map(|f| check(f)).collect();
+    assert!(failures.is_empty(), "{} scenario blocks differ:\n\n{}", failures.len(), failures.join("\n\n"));
+}

@@ -2,8 +2,13 @@
 //!
 //! See ARCHITECTURE.md for the code map and the invariants each module keeps.
 
+pub mod auth;
+pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod grpc;
+pub mod server;
+pub mod service;
 
 /// Types generated from `proto/emission_auction/v1/auction.proto`. Only `grpc` and the client
 /// commands use them.

@@ -1,0 +1,376 @@
+//! Protobuf <-> domain. Every request is validated here, field by field, before the core
+//! sees it: decimals parsed exactly, enums checked, ids shaped, required fields present.
+
+use std::sync::Arc;
+
+use crate::domain::{
+    AuctionId, BidId, CreditCode, DecimalError, IdError, Pollutant, Price, Quantity, Ratio, Reference, RegionCode, Timestamp,
+};
+use crate::engine::{
+    AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice, Format, Lot, LotOrigin, Phase, SettlementStatus, TieRule,
+    Undersubscription,
+};
+use crate::proto as pb;
+use crate::service::{AuctionSnapshot, RecordedSettlement};
+
+/// A malformed field: becomes INVALID_ARGUMENT naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, reason: impl ToString) -> FieldError {
+        FieldError { field: field.to_owned(), reason: reason.to_string() }
+    }
+}
+
+type Result<T> = std::result::Result<T, FieldError>;
+
+pub fn price(field: &str, text: &str) -> Result<Price> {
+    Price::parse_positive(text).map_err(|e| decimal_error(field, e, "a price in yuan per tonne such as \"18000.00\""))
+}
+
+pub fn quantity(field: &str, text: &str) -> Result<Quantity> {
+    Quantity::parse_positive(text).map_err(|e| decimal_error(field, e, "a quantity in tonnes such as \"4.048\""))
+}
+
+fn decimal_error(field: &str, e: DecimalError, what: &str) -> FieldError {
+    match e {
+        DecimalError::Empty => FieldError::new(field, format!("is required: {what}")),
+        other => FieldError::new(field, other),
+    }
+}
+
+fn id<T>(field: &str, parsed: std::result::Result<T, IdError>) -> Result<T> {
+    parsed.map_err(|e| match e {
+        IdError::Empty => FieldError::new(field, "is required"),
+        other => FieldError::new(field, other),
+    })
+}
+
+pub fn auction_id(text: &str) -> Result<AuctionId> {
+    id("auction_id", text.parse())
+}
+
+pub fn bid_id(text: &str) -> Result<BidId> {
+    id("bid_id", text.parse())
+}
+
+/// Client request ids: 1 to 128 printable ASCII characters. They key idempotent retries.
+pub fn request_id(text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Err(FieldError::new("request_id", "is required (a unique id per change, reused only to retry it)"));
+    }
+    if text.len() > 128 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(FieldError::new("request_id", "must be 1 to 128 printable ASCII characters"));
+    }
+    Ok(())
+}
+
+fn timestamp(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<Timestamp> {
+    let ts = ts.ok_or_else(|| FieldError::new(field, "is required"))?;
+    // Years 2000 to 2200: anything else is a client bug, not an auction.
+    if !(946_684_800..=7_258_118_400).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(FieldError::new(field, "must be a time between 2000 and 2200"));
+    }
+    Ok(Timestamp::from_micros(ts.seconds * 1_000_000 + i64::from(ts.nanos / 1000)))
+}
+
+pub fn to_timestamp(at: Timestamp) -> prost_types::Timestamp {
+    let micros = at.as_micros();
+    prost_types::Timestamp { seconds: micros.div_euclid(1_000_000), nanos: (micros.rem_euclid(1_000_000) * 1000) as i32 }
+}
+
+/// Decodes an enum field; `None` for UNSPECIFIED, an error for values this server does not know.
+fn known<E: TryFrom<i32>>(field: &str, raw: i32) -> Result<Option<E>> {
+    if raw == 0 {
+        return Ok(None);
+    }
+    E::try_from(raw).map(Some).map_err(|_| FieldError::new(field, format!("has an unknown value {raw}")))
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| FieldError::new(field, "is required"))
+}
+
+pub fn pollutant(field: &str, raw: i32) -> Result<Option<Pollutant>> {
+    Ok(known::<pb::Pollutant>(field, raw)?.map(|p| match p {
+        pb::Pollutant::So2 => Pollutant::So2,
+        pb::Pollutant::Nox => Pollutant::Nox,
+        pb::Pollutant::Cod => Pollutant::Cod,
+        pb::Pollutant::Nh3N => Pollutant::Nh3N,
+        pb::Pollutant::SmokeDust => Pollutant::SmokeDust,
+        pb::Pollutant::IndustrialDust => Pollutant::IndustrialDust,
+        pb::Pollutant::Unspecified => unreachable!("known() maps 0 to None"),
+    }))
+}
+
+pub fn phase(field: &str, raw: i32) -> Result<Option<Phase>> {
+    known::<pb::AuctionPhase>(field, raw)?
+        .map(|p| match p {
+            pb::AuctionPhase::Scheduled => Ok(Phase::Scheduled),
+            pb::AuctionPhase::Open => Ok(Phase::Open),
+            pb::AuctionPhase::Settled => Ok(Phase::Settled),
+            pb::AuctionPhase::Failed => Ok(Phase::Failed),
+            pb::AuctionPhase::Cancelled => Ok(Phase::Cancelled),
+            pb::AuctionPhase::Closed => Err(FieldError::new(field, "CLOSED is never a resting phase of a sealed auction")),
+            pb::AuctionPhase::Unspecified => unreachable!("known() maps 0 to None"),
+        })
+        .transpose()
+}
+
+pub fn region(field: &str, text: &str) -> Result<RegionCode> {
+    id(field, text.parse())
+}
+
+fn optional_text<T>(text: &str, parse: impl FnOnce(&str) -> Result<T>) -> Result<Option<T>> {
+    if text.is_empty() { Ok(None) } else { parse(text).map(Some) }
+}
+
+pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest> {
+    request_id(&req.request_id)?;
+    let lot = required("lot", req.lot.as_ref())?;
+    let format = match required("format", known::<pb::AuctionFormat>("format", req.format)?)? {
+        pb::AuctionFormat::SealedFirstPrice => Format::SealedFirstPrice,
+        pb::AuctionFormat::SealedUniformPrice => Format::SealedUniformPrice,
+        pb::AuctionFormat::SealedPayAsBid => Format::SealedPayAsBid,
+        pb::AuctionFormat::Unspecified => unreachable!("known() maps 0 to None"),
+    };
+    let lot_quantity = quantity("lot.quantity", &lot.quantity)?;
+    let fill_unit = match optional_text(&lot.fill_unit, |t| quantity("lot.fill_unit", t))? {
+        Some(unit) => unit,
+        // A single lot is its own fill unit; divisible lots trade to the kilogram by default.
+        None if !format.is_divisible() => lot_quantity,
+        None => Quantity::from_units(1).expect("one kilogram"),
+    };
+    let origin = match required("lot.origin", known::<pb::LotOrigin>("lot.origin", lot.origin)?)? {
+        pb::LotOrigin::GovernmentReserve => LotOrigin::GovernmentReserve,
+        pb::LotOrigin::ErcCertified => LotOrigin::ErcCertified { certificate_id: id("lot.certificate_id", lot.certificate_id.parse::<Reference>())? },
+        pb::LotOrigin::Allocated => LotOrigin::Allocated,
+        pb::LotOrigin::Unspecified => unreachable!("known() maps 0 to None"),
+    };
+    if !lot.certificate_id.is_empty() && !matches!(origin, LotOrigin::ErcCertified { .. }) {
+        return Err(FieldError::new("lot.certificate_id", "applies to ERC_CERTIFIED lots only"));
+    }
+    if !(2000..=2200).contains(&lot.vintage_year) {
+        return Err(FieldError::new("lot.vintage_year", "is required: the year the right was certified, 2000 to 2200"));
+    }
+    if !(1..=100).contains(&lot.valid_years) {
+        return Err(FieldError::new("lot.valid_years", "is required: 1 to 100 years"));
+    }
+    let cap = match known::<pb::CapMode>("cap_mode", req.cap_mode)? {
+        None | Some(pb::CapMode::Unspecified) if req.cap_percent.is_empty() => CapChoice::PolicyDefault,
+        Some(pb::CapMode::None) if req.cap_percent.is_empty() => CapChoice::None,
+        Some(pb::CapMode::Percent) => CapChoice::PercentOverFloor(
+            Ratio::parse_percent(&req.cap_percent, 1000).map_err(|e| FieldError::new("cap_percent", format!("{e} (a percentage over the floor, up to 1000)")))?,
+        ),
+        _ => return Err(FieldError::new("cap_percent", "goes with cap_mode CAP_MODE_PERCENT only")),
+    };
+    Ok(AuctionRequest {
+        lot: Lot {
+            id: id("lot.lot_id", lot.lot_id.parse())?,
+            pollutant: required("lot.pollutant", pollutant("lot.pollutant", lot.pollutant)?)?,
+            quantity: lot_quantity,
+            fill_unit,
+            seller: id("lot.seller", lot.seller.parse::<CreditCode>())?,
+            origin,
+            region: region("lot.region_code", &lot.region_code)?,
+            vintage_year: lot.vintage_year as u16,
+            valid_years: lot.valid_years as u16,
+        },
+        format,
+        tie_rule: match known::<pb::TieRule>("tie_rule", req.tie_rule)? {
+            None | Some(pb::TieRule::Unspecified | pb::TieRule::TimePriority) => TieRule::TimePriority,
+            Some(pb::TieRule::ProRata) => TieRule::ProRata,
+            Some(pb::TieRule::SeededRandom) => TieRule::SeededRandom,
+        },
+        undersubscription: match known::<pb::Undersubscription>("undersubscription", req.undersubscription)? {
+            None | Some(pb::Undersubscription::Unspecified | pb::Undersubscription::SellAvailable) => Undersubscription::SellAvailable,
+            Some(pb::Undersubscription::Cancel) => Undersubscription::Cancel,
+            Some(pb::Undersubscription::ClearAtFloor) => Undersubscription::ClearAtFloor,
+        },
+        min_bidders: req.min_bidders,
+        per_bidder_cap: optional_text(&req.per_bidder_cap_percent, |t| {
+            Ratio::parse_percent(t, 100).map_err(|e| FieldError::new("per_bidder_cap_percent", format!("{e} (a percentage of the lot, up to 100)")))
+        })?,
+        revision: match known::<pb::BidRevision>("bid_revision", req.bid_revision)? {
+            None | Some(pb::BidRevision::Unspecified | pb::BidRevision::Revisable) => BidRevision::Revisable,
+            Some(pb::BidRevision::Irrevocable) => BidRevision::Irrevocable,
+        },
+        conversion_factor: optional_text(&req.conversion_factor, |t| Ratio::parse_factor(t).map_err(|e| FieldError::new("conversion_factor", e)))?
+            .unwrap_or(Ratio::ONE),
+        reserve_markup: optional_text(&req.reserve_markup, |t| Ratio::parse_factor(t).map_err(|e| FieldError::new("reserve_markup", e)))?,
+        cap,
+        opens_at: timestamp("opens_at", req.opens_at.as_ref())?,
+        closes_at: timestamp("closes_at", req.closes_at.as_ref())?,
+    })
+}
+
+fn pb_pollutant(p: Pollutant) -> pb::Pollutant {
+    match p {
+        Pollutant::So2 => pb::Pollutant::So2,
+        Pollutant::Nox => pb::Pollutant::Nox,
+        Pollutant::Cod => pb::Pollutant::Cod,
+        Pollutant::Nh3N => pb::Pollutant::Nh3N,
+        Pollutant::SmokeDust => pb::Pollutant::SmokeDust,
+        Pollutant::IndustrialDust => pb::Pollutant::IndustrialDust,
+    }
+}
+
+fn pb_format(f: Format) -> pb::AuctionFormat {
+    match f {
+        Format::SealedFirstPrice => pb::AuctionFormat::SealedFirstPrice,
+        Format::SealedUniformPrice => pb::AuctionFormat::SealedUniformPrice,
+        Format::SealedPayAsBid => pb::AuctionFormat::SealedPayAsBid,
+    }
+}
+
+fn pb_tie_rule(t: TieRule) -> pb::TieRule {
+    match t {
+        TieRule::TimePriority => pb::TieRule::TimePriority,
+        TieRule::ProRata => pb::TieRule::ProRata,
+        TieRule::SeededRandom => pb::TieRule::SeededRandom,
+    }
+}
+
+pub fn pb_phase(p: Phase) -> pb::AuctionPhase {
+    match p {
+        Phase::Scheduled => pb::AuctionPhase::Scheduled,
+        Phase::Open => pb::AuctionPhase::Open,
+        Phase::Settled => pb::AuctionPhase::Settled,
+        Phase::Failed => pb::AuctionPhase::Failed,
+        Phase::Cancelled => pb::AuctionPhase::Cancelled,
+    }
+}
+
+fn pb_lot(lot: &Lot) -> pb::Lot {
+    let (origin, certificate_id) = match &lot.origin {
+        LotOrigin::GovernmentReserve => (pb::LotOrigin::GovernmentReserve, String::new()),
+        LotOrigin::ErcCertified { certificate_id } => (pb::LotOrigin::ErcCertified, certificate_id.to_string()),
+        LotOrigin::Allocated => (pb::LotOrigin::Allocated, String::new()),
+    };
+    pb::Lot {
+        lot_id: lot.id.to_string(),
+        pollutant: pb_pollutant(lot.pollutant) as i32,
+        quantity: lot.quantity.to_string(),
+        fill_unit: lot.fill_unit.to_string(),
+        seller: lot.seller.to_string(),
+        origin: origin as i32,
+        certificate_id,
+        region_code: lot.region.to_string(),
+        vintage_year: u32::from(lot.vintage_year),
+        valid_years: u32::from(lot.valid_years),
+    }
+}
+
+pub fn pb_auction(s: &AuctionSnapshot) -> pb::Auction {
+    let spec: &Arc<AuctionSpec> = &s.spec;
+    pb::Auction {
+        auction_id: spec.id.to_string(),
+        lot: Some(pb_lot(&spec.lot)),
+        format: pb_format(spec.format) as i32,
+        tie_rule: pb_tie_rule(spec.tie_rule) as i32,
+        undersubscription: match spec.undersubscription {
+            Undersubscription::SellAvailable => pb::Undersubscription::SellAvailable,
+            Undersubscription::Cancel => pb::Undersubscription::Cancel,
+            Undersubscription::ClearAtFloor => pb::Undersubscription::ClearAtFloor,
+        } as i32,
+        min_bidders: spec.min_bidders,
+        per_bidder_cap_percent: spec.per_bidder_cap.map(Ratio::as_percent).unwrap_or_default(),
+        bid_revision: match spec.revision {
+            BidRevision::Revisable => pb::BidRevision::Revisable,
+            BidRevision::Irrevocable => pb::BidRevision::Irrevocable,
+        } as i32,
+        benchmark_price: spec.prices.benchmark.to_string(),
+        conversion_factor: spec.prices.conversion_factor.as_factor(),
+        reserve_markup: spec.prices.reserve_markup.as_factor(),
+        floor_price: spec.prices.floor.to_string(),
+        cap_price: spec.prices.cap.map(|c| c.to_string()).unwrap_or_default(),
+        opens_at: Some(to_timestamp(spec.opens_at)),
+        closes_at: Some(to_timestamp(spec.closes_at)),
+        phase: pb_phase(s.phase) as i32,
+        seed_hash: s.seed_hash.clone().unwrap_or_default(),
+        created_at: Some(to_timestamp(spec.created_at)),
+        buyer_fee_rate: spec.buyer_fee.as_factor(),
+        seller_fee_rate: spec.seller_fee.as_factor(),
+    }
+}
+
+pub fn pb_bid(auction: AuctionId, b: &BidView) -> pb::Bid {
+    pb::Bid {
+        bid_id: b.id.to_string(),
+        auction_id: auction.to_string(),
+        bidder: b.bidder.to_string(),
+        price: b.price.to_string(),
+        quantity: b.quantity.to_string(),
+        placed_at: Some(to_timestamp(b.placed_at)),
+        state: pb_bid_state(b.state) as i32,
+    }
+}
+
+fn pb_bid_state(s: BidState) -> pb::BidState {
+    match s {
+        BidState::Active => pb::BidState::Active,
+        BidState::Withdrawn => pb::BidState::Withdrawn,
+    }
+}
+
+pub fn pb_receipt(auction: AuctionId, b: &BidView) -> pb::BidReceipt {
+    pb::BidReceipt {
+        auction_id: auction.to_string(),
+        bid_id: b.id.to_string(),
+        price: b.price.to_string(),
+        quantity: b.quantity.to_string(),
+        received_at: Some(to_timestamp(b.placed_at)),
+        state: pb_bid_state(b.state) as i32,
+    }
+}
+
+pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
+    let s = &r.settlement;
+    pb::Settlement {
+        sequence: r.sequence,
+        auction_id: s.auction_id.to_string(),
+        lot_id: s.lot_id.to_string(),
+        pollutant: pb_pollutant(s.pollutant) as i32,
+        format: pb_format(s.format) as i32,
+        status: match s.status {
+            SettlementStatus::Settled => pb::SettlementStatus::Settled,
+            SettlementStatus::Failed => pb::SettlementStatus::Failed,
+            SettlementStatus::Cancelled => pb::SettlementStatus::Cancelled,
+        } as i32,
+        reason: s.reason.clone().unwrap_or_default(),
+        clearing_price: s.clearing_price.map(|p| p.to_string()).unwrap_or_default(),
+        allocations: s
+            .allocations
+            .iter()
+            .map(|a| pb::Allocation {
+                bid_id: a.bid_id.to_string(),
+                bidder: a.bidder.to_string(),
+                quantity: a.quantity.to_string(),
+                unit_price: a.unit_price.to_string(),
+                amount: a.amount.to_string(),
+                buyer_fee: a.buyer_fee.to_string(),
+                seller_fee: a.seller_fee.to_string(),
+            })
+            .collect(),
+        sold_quantity: s.sold.to_string(),
+        unsold_quantity: s.unsold.to_string(),
+        total_amount: s.total_amount.to_string(),
+        total_buyer_fee: s.total_buyer_fee.to_string(),
+        total_seller_fee: s.total_seller_fee.to_string(),
+        tie_break: s.tie_break.as_ref().map(|t| pb::TieBreak {
+            rule: pb_tie_rule(t.rule) as i32,
+            marginal_price: t.marginal_price.map(|p| p.to_string()).unwrap_or_default(),
+            order: t.order.iter().map(ToString::to_string).collect(),
+            seed_hash: t.seed_hash.clone().unwrap_or_default(),
+            seed: t.seed.clone().unwrap_or_default(),
+        }),
+        settled_at: Some(to_timestamp(s.settled_at)),
+        floor_price: s.floor.to_string(),
+        cap_price: s.cap.map(|c| c.to_string()).unwrap_or_default(),
+        note: s.note.clone().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,241 @@
+//! The three API services. Handlers are thin: authorize, convert and validate the request,
+//! ask the [`Exchange`], convert the answer. No rule lives here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status};
+
+use crate::auth::Role;
+use crate::domain::AuctionId;
+use crate::engine::{Command, Format};
+use crate::proto as pb;
+use crate::service::{AuctionFilter, Exchange, ServiceError};
+
+use super::auth::{bidder, require};
+use super::convert::{self, FieldError};
+use super::status::status;
+
+const ANY_ROLE: &[Role] = &[Role::Operator, Role::Bidder, Role::Auditor, Role::Observer];
+
+pub struct OperatorService {
+    pub exchange: Arc<Exchange>,
+}
+
+pub struct TradingService {
+    pub exchange: Arc<Exchange>,
+}
+
+pub struct ResultsService {
+    pub exchange: Arc<Exchange>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn auction(exchange: &Exchange, id: AuctionId) -> Reply<pb::Auction> {
+    Ok(Response::new(convert::pb_auction(&exchange.get(id)?)))
+}
+
+impl OperatorService {
+    async fn operate(&self, request: Request<pb::AuctionRef>, command: Command) -> Reply<pb::Auction> {
+        require(&request, &[Role::Operator])?;
+        let req = request.get_ref();
+        convert::request_id(&req.request_id)?;
+        let id = convert::auction_id(&req.auction_id)?;
+        let snapshot = self.exchange.operate(id, command).await?;
+        Ok(Response::new(convert::pb_auction(&snapshot)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::auction_operator_server::AuctionOperator for OperatorService {
+    async fn create_auction(&self, request: Request<pb::CreateAuctionRequest>) -> Reply<pb::Auction> {
+        require(&request, &[Role::Operator])?;
+        let spec = convert::auction_request(request.get_ref())?;
+        let snapshot = self.exchange.create_auction(spec)?;
+        Ok(Response::new(convert::pb_auction(&snapshot)))
+    }
+
+    async fn open_auction(&self, request: Request<pb::AuctionRef>) -> Reply<pb::Auction> {
+        self.operate(request, Command::Open).await
+    }
+
+    async fn close_auction(&self, request: Request<pb::AuctionRef>) -> Reply<pb::Auction> {
+        self.operate(request, Command::Close).await
+    }
+
+    async fn cancel_auction(&self, request: Request<pb::CancelAuctionRequest>) -> Reply<pb::Auction> {
+        require(&request, &[Role::Operator])?;
+        let req = request.get_ref();
+        convert::request_id(&req.request_id)?;
+        let id = convert::auction_id(&req.auction_id)?;
+        if req.reason.len() > 1000 {
+            return Err(FieldError::new("reason", "must be at most 1000 bytes").into());
+        }
+        let note = (!req.reason.is_empty()).then(|| req.reason.clone());
+        let snapshot = self.exchange.operate(id, Command::Cancel { note }).await?;
+        Ok(Response::new(convert::pb_auction(&snapshot)))
+    }
+
+    async fn get_auction(&self, request: Request<pb::GetAuctionRequest>) -> Reply<pb::Auction> {
+        require(&request, &[Role::Operator, Role::Auditor])?;
+        auction(&self.exchange, convert::auction_id(&request.get_ref().auction_id)?)
+    }
+
+    async fn list_bids(&self, request: Request<pb::ListBidsRequest>) -> Reply<pb::ListBidsResponse> {
+        require(&request, &[Role::Operator, Role::Auditor])?;
+        let id = convert::auction_id(&request.get_ref().auction_id)?;
+        let bids = self.exchange.all_bids(id).await?;
+        Ok(Response::new(pb::ListBidsResponse { bids: bids.iter().map(|b| convert::pb_bid(id, b)).collect() }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::trading_server::Trading for TradingService {
+    async fn list_auctions(&self, request: Request<pb::ListAuctionsRequest>) -> Reply<pb::ListAuctionsResponse> {
+        require(&request, ANY_ROLE)?;
+        let req = request.get_ref();
+        let filter = AuctionFilter {
+            pollutant: convert::pollutant("pollutant", req.pollutant)?,
+            region: if req.region_code.is_empty() { None } else { Some(convert::region("region_code", &req.region_code)?) },
+            phase: convert::phase("phase", req.phase)?,
+        };
+        let auctions = self.exchange.list(&filter).iter().map(convert::pb_auction).collect();
+        Ok(Response::new(pb::ListAuctionsResponse { auctions }))
+    }
+
+    async fn get_auction(&self, request: Request<pb::GetAuctionRequest>) -> Reply<pb::Auction> {
+        require(&request, ANY_ROLE)?;
+        auction(&self.exchange, convert::auction_id(&request.get_ref().auction_id)?)
+    }
+
+    async fn place_bid(&self, request: Request<pb::PlaceBidRequest>) -> Reply<pb::BidReceipt> {
+        let bidder = bidder(&request)?;
+        let req = request.get_ref();
+        convert::request_id(&req.request_id)?;
+        let id = convert::auction_id(&req.auction_id)?;
+        let price = convert::price("price", &req.price)?;
+        let quantity = if req.quantity.is_empty() {
+            // A single-lot auction is bid for the whole lot; saying so is optional.
+            let snapshot = self.exchange.get(id)?;
+            if snapshot.spec.format != Format::SealedFirstPrice {
+                return Err(FieldError::new("quantity", "is required in a divisible-lot auction").into());
+            }
+            snapshot.spec.lot.quantity
+        } else {
+            convert::quantity("quantity", &req.quantity)?
+        };
+        let bid = self.exchange.place_bid(id, bidder, price, quantity).await?;
+        Ok(Response::new(convert::pb_receipt(id, &bid)))
+    }
+
+    async fn revise_bid(&self, request: Request<pb::ReviseBidRequest>) -> Reply<pb::BidReceipt> {
+        let bidder = bidder(&request)?;
+        let req = request.get_ref();
+        convert::request_id(&req.request_id)?;
+        let id = convert::auction_id(&req.auction_id)?;
+        let bid_id = convert::bid_id(&req.bid_id)?;
+        let price = convert::price("price", &req.price)?;
+        let quantity = convert::quantity("quantity", &req.quantity)?;
+        let bid = self.exchange.revise_bid(id, bidder, bid_id, price, quantity).await?;
+        Ok(Response::new(convert::pb_receipt(id, &bid)))
+    }
+
+    async fn withdraw_bid(&self, request: Request<pb::WithdrawBidRequest>) -> Reply<pb::BidReceipt> {
+        let bidder = bidder(&request)?;
+        let req = request.get_ref();
+        convert::request_id(&req.request_id)?;
+        let id = convert::auction_id(&req.auction_id)?;
+        let bid_id = convert::bid_id(&req.bid_id)?;
+        let bid = self.exchange.withdraw_bid(id, bidder, bid_id).await?;
+        Ok(Response::new(convert::pb_receipt(id, &bid)))
+    }
+
+    async fn list_my_bids(&self, request: Request<pb::ListMyBidsRequest>) -> Reply<pb::ListMyBidsResponse> {
+        let bidder = bidder(&request)?;
+        let id = convert::auction_id(&request.get_ref().auction_id)?;
+        let bids = self.exchange.bids_of(id, bidder).await?;
+        Ok(Response::new(pb::ListMyBidsResponse { bids: bids.iter().map(|b| convert::pb_bid(id, b)).collect() }))
+    }
+}
+
+type SettlementStream = Pin<Box<dyn Stream<Item = Result<pb::Settlement, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::results_server::Results for ResultsService {
+    async fn get_settlement(&self, request: Request<pb::GetSettlementRequest>) -> Reply<pb::Settlement> {
+        require(&request, ANY_ROLE)?;
+        let id = convert::auction_id(&request.get_ref().auction_id)?;
+        match self.exchange.settlement(id).await {
+            Ok(recorded) => Ok(Response::new(convert::pb_settlement(&recorded))),
+            Err(ServiceError::AuctionNotFound(_)) => {
+                // The auction exists but has not concluded: say when it will.
+                let snapshot = self.exchange.get(id)?;
+                Err(status(
+                    Code::FailedPrecondition,
+                    "NOT_SETTLED",
+                    format!("auction {id} has not concluded; it closes at {}", snapshot.spec.closes_at),
+                    vec![("closes_at", snapshot.spec.closes_at.to_string())],
+                    None,
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    type SubscribeSettlementsStream = SettlementStream;
+
+    async fn subscribe_settlements(&self, request: Request<pb::SubscribeSettlementsRequest>) -> Reply<SettlementStream> {
+        require(&request, ANY_ROLE)?;
+        let from = request.get_ref().from_sequence.max(1);
+        let (backlog, mut live) = self.exchange.hub().subscribe(from).await;
+        let stream = async_stream(move |tx| async move {
+            let mut next = from;
+            for recorded in backlog {
+                next = recorded.sequence + 1;
+                if tx.send(Ok(convert::pb_settlement(&recorded))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    // Already sent from the backlog.
+                    Ok(recorded) if recorded.sequence < next => continue,
+                    Ok(recorded) => {
+                        next = recorded.sequence + 1;
+                        if tx.send(Ok(convert::pb_settlement(&recorded))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx
+                            .send(Err(status(
+                                Code::ResourceExhausted,
+                                "SUBSCRIBER_TOO_SLOW",
+                                format!("fell behind the settlement stream; resubscribe from sequence {next}"),
+                                vec![("resume_from", next.to_string())],
+                                None,
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task through a small bounded channel; the task stops when the client
+/// goes away.
+fn async_stream<F, Fut>(body: F) -> SettlementStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Settlement, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(body(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,62 @@
+//! Starting a server from a [`Config`]: data directory, principals, recorders, the exchange,
+//! then the gRPC listener. `main`, the demo and the integration tests all come through here.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthError, Principals};
+use crate::config::Config;
+use crate::service::clock::{Clock, SystemClock};
+use crate::service::hub::SettlementHub;
+use crate::service::recorder::{JsonLinesRecorder, Recorder, RecorderError};
+use crate::service::Exchange;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Recorder(#[from] RecorderError),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Everything a running server is made of, before it listens.
+pub struct Parts {
+    pub exchange: Arc<Exchange>,
+    pub principals: Principals,
+    pub max_message_bytes: usize,
+}
+
+/// Opens the data directory and builds the exchange with the wall clock.
+pub async fn assemble(config: &Config) -> Result<Parts, ServerError> {
+    assemble_with_clock(config, Arc::new(SystemClock)).await
+}
+
+pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Parts, ServerError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let principals = Principals::load(&config.principals_file)?;
+    if principals.is_empty() {
+        tracing::warn!(file = %config.principals_file.display(), "no principals: every call will be refused; add one with `emission-auction principal add`");
+    }
+    let settlements = config.settlements_file();
+    let history = JsonLinesRecorder::read_all(&settlements)?;
+    let recorder: Arc<dyn Recorder> = Arc::new(JsonLinesRecorder::open(&settlements)?);
+    let hub = Arc::new(SettlementHub::new(vec![recorder], history));
+    let exchange = Arc::new(Exchange::new(config.policy.clone(), hub, clock).await);
+    Ok(Parts { exchange, principals, max_message_bytes: config.max_message_bytes })
+}
+
+/// Serves on an already bound listener until `shutdown` resolves.
+pub async fn run(parts: Parts, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, principals = parts.principals.len(), "serving emission_auction.v1");
+    crate::grpc::serve(listener, parts.exchange, parts.principals, parts.max_message_bytes, shutdown).await?;
+    tracing::info!("server stopped");
+    Ok(())
+}

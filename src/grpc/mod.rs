@@ -41,7 +41,12 @@ pub async fn serve(
         .max_decoding_message_size(max_message_bytes);
     let trading = pb::trading_server::TradingServer::new(TradingService { exchange: Arc::clone(&exchange) })
         .max_decoding_message_size(max_message_bytes);
-    let results = pb::results_server::ResultsServer::new(ResultsService { exchange }).max_decoding_message_size(max_message_bytes);
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let results = pb::results_server::ResultsServer::new(ResultsService { exchange, stopping }).max_decoding_message_size(max_message_bytes);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<pb::auction_operator_server::AuctionOperatorServer<OperatorService>>().await;

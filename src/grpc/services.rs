@@ -29,6 +29,9 @@ pub struct TradingService {
 
 pub struct ResultsService {
     pub exchange: Arc<Exchange>,
+    /// Becomes true when the server begins to stop; live subscriptions then end, so that
+    /// graceful shutdown is not held open by subscribers.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -190,6 +193,7 @@ impl pb::results_server::Results for ResultsService {
         require(&request, ANY_ROLE)?;
         let from = request.get_ref().from_sequence.max(1);
         let (backlog, mut live) = self.exchange.hub().subscribe(from).await;
+        let mut stopping = self.stopping.clone();
         let stream = async_stream(move |tx| async move {
             let mut next = from;
             for recorded in backlog {
@@ -199,7 +203,23 @@ impl pb::results_server::Results for ResultsService {
                 }
             }
             loop {
-                match live.recv().await {
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    () = tx.closed() => return,
+                    () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                        let _ = tx
+                            .send(Err(status(
+                                Code::Unavailable,
+                                "SHUTTING_DOWN",
+                                format!("the server is stopping; resubscribe from sequence {next}"),
+                                vec![("resume_from", next.to_string())],
+                                None,
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                match received {
                     // Already sent from the backlog.
                     Ok(recorded) if recorded.sequence < next => continue,
                     Ok(recorded) => {

@@ -1,0 +1,220 @@
+//! `emission-auction demo`: a whole trading session in a few seconds, over real gRPC.
+//!
+//! It starts a server on a loopback port with a temporary data directory, registers an
+//! operator, an auditor and five enterprises' terminals, and runs two auctions that the
+//! server's own timers close:
+//! - a government-reserve SO2 lot sold by sealed uniform price, with a tie at the margin;
+//! - an enterprise NOx reduction credit sold by sealed first price, with the +20% band cap
+//!   reached by two bidders.
+//!
+//! It then prints the settlements and where they were recorded, and stops by itself.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+use crate::auth::{Principal, Principals, Role};
+use crate::config::Config;
+use crate::domain::{CreditCode, Timestamp};
+use crate::grpc::convert::to_timestamp;
+use crate::proto as pb;
+use crate::service::clock::{Clock, SystemClock};
+
+use super::client::{Terminal, request_id};
+use super::render;
+
+/// How long bidding stays open in the demo.
+const WINDOW: Duration = Duration::from_millis(2500);
+
+struct Enterprise {
+    name: &'static str,
+    code: CreditCode,
+}
+
+fn enterprises() -> Vec<Enterprise> {
+    let make = |name, first17| Enterprise { name, code: CreditCode::with_check_digit(first17).expect("demo code") };
+    vec![
+        make("Taiyuan Iron & Steel Works", "91140100MA0DEM001"),
+        make("Datong Thermal Power", "91140200MA0DEM002"),
+        make("Changzhi Coking Co.", "91140400MA0DEM003"),
+        make("Jincheng Cement Plant", "91140500MA0DEM004"),
+        make("Yangquan Aluminium", "91140300MA0DEM005"),
+    ]
+}
+
+pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::default();
+    config.set_data_dir(dir.path().to_owned());
+
+    // Principals, written to the principals file the server reads.
+    let mut principals = Principals::default();
+    let operator_token = principals.add(Principal { name: "centre-operator".into(), role: Role::Operator, enterprise: None })?;
+    let auditor_token = principals.add(Principal { name: "provincial-auditor".into(), role: Role::Auditor, enterprise: None })?;
+    let firms = enterprises();
+    let mut firm_tokens = Vec::new();
+    for firm in &firms {
+        firm_tokens.push(principals.add(Principal { name: firm.name.into(), role: Role::Bidder, enterprise: Some(firm.code) })?);
+    }
+    principals.save(&config.principals_file)?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let parts = crate::server::assemble(&config).await?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(crate::server::run(parts, listener, async {
+        let _ = stopped.await;
+    }));
+
+    println!("emission-auction demo: server on {addr}, data in {}\n", dir.path().display());
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    let mut operator = Terminal::on(channel.clone(), &operator_token)?;
+    let mut auditor = Terminal::on(channel.clone(), &auditor_token)?;
+    let terminals: Vec<Terminal> = firm_tokens.iter().map(|t| Terminal::on(channel.clone(), t)).collect::<Result<_, _>>()?;
+
+    // Watch results from the start, as a downstream recorder would.
+    let mut results = auditor.results.subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 1 }).await?.into_inner();
+
+    let now = SystemClock.now();
+    let closes = Timestamp::from_micros(now.as_micros() + WINDOW.as_micros() as i64);
+    let so2 = operator
+        .operator
+        .create_auction(create(
+            "SX-RES-2026-SO2-017",
+            pb::Pollutant::So2,
+            "20.000",
+            "1.000",
+            centre(),
+            pb::AuctionFormat::SealedUniformPrice,
+            now,
+            closes,
+        ))
+        .await?
+        .into_inner();
+    let nox = operator
+        .operator
+        .create_auction(create(
+            "SX-ERC-2026-NOX-042",
+            pb::Pollutant::Nox,
+            "4.048",
+            "",
+            firms[4].code,
+            pb::AuctionFormat::SealedFirstPrice,
+            now,
+            closes,
+        ))
+        .await?
+        .into_inner();
+    println!("{}\n\n{}\n", render::auction(&so2), render::auction(&nox));
+
+    // The terminals bid concurrently. SO2: 20 t; T1 and T2 take 11 t above the margin, T3 and
+    // T4 tie at 18300.00 for the last 9 t, and time priority serves T3 first.
+    let so2_bids = [(0, "18800.00", "6.000"), (1, "18600.00", "5.000"), (2, "18300.00", "5.000"), (3, "18300.00", "6.000"), (4, "18100.00", "4.000")];
+    let mut tasks = Vec::new();
+    for (i, (who, price, qty)) in so2_bids.into_iter().enumerate() {
+        let mut t = terminals[who].clone();
+        let auction = so2.auction_id.clone();
+        tasks.push(tokio::spawn(async move {
+            // Staggered by a few milliseconds so that the tie is decided by a visible order.
+            tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+            let r = t.trading.place_bid(pb::PlaceBidRequest { request_id: request_id(), auction_id: auction, price: price.into(), quantity: qty.into() }).await;
+            (who, price, qty, r.map(|r| r.into_inner()))
+        }));
+    }
+    // NOx: the band cap is 19000 x 1.2 = 22800.00. One fen above is refused; T1 and T2 both bid
+    // the cap and T1, first to reach it, wins.
+    let nox_bids = [(0, "22800.01"), (0, "22800.00"), (1, "22800.00"), (2, "21000.00")];
+    for (i, (who, price)) in nox_bids.into_iter().enumerate() {
+        let mut t = terminals[who].clone();
+        let auction = nox.auction_id.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150 + 20 * i as u64)).await;
+            let r = t.trading.place_bid(pb::PlaceBidRequest { request_id: request_id(), auction_id: auction, price: price.into(), quantity: String::new() }).await;
+            (who, price, "4.048", r.map(|r| r.into_inner()))
+        }));
+    }
+    println!("bids from {} terminals:", terminals.len());
+    for task in tasks {
+        let (who, price, qty, result) = task.await?;
+        match result {
+            Ok(receipt) => println!("  {:<28} {:>9} t at {:>9}  accepted as {}", firms[who].name, qty, price, receipt.bid_id),
+            Err(status) => println!("  {:<28} {:>9} t at {:>9}  refused: {}", firms[who].name, qty, price, render::status(&status)),
+        }
+    }
+
+    // Sealed means sealed: not even the operator sees the book before the close.
+    match operator.operator.list_bids(pb::ListBidsRequest { auction_id: so2.auction_id.clone() }).await {
+        Ok(_) => println!("\n  !! the operator could list sealed bids"),
+        Err(status) => println!("\noperator asks for the SO2 bids before the close: {}", render::status(&status)),
+    }
+    let mine = terminals[3].clone().trading.list_my_bids(pb::ListMyBidsRequest { auction_id: so2.auction_id.clone() }).await?.into_inner();
+    println!("{} sees only its own bid:\n{}", firms[3].name, render::bids(&mine.bids));
+
+    println!("\nwaiting for the server's timers to close both auctions at {closes} ...\n");
+    let mut settled = Vec::new();
+    while settled.len() < 2 {
+        let next = tokio::time::timeout(WINDOW + Duration::from_secs(5), results.message()).await;
+        match next {
+            Ok(Ok(Some(s))) => settled.push(s),
+            Ok(Ok(None)) => return Err("settlement stream ended early".into()),
+            Ok(Err(status)) => return Err(render::status(&status).into()),
+            Err(_) => return Err("no settlement within the expected time".into()),
+        }
+    }
+    let names = |code: &str| firms.iter().find(|f| f.code.as_str() == code).map_or(code.to_owned(), |f| f.name.to_owned());
+    for s in &settled {
+        println!("{}\n", render::settlement_named(s, &names));
+    }
+
+    let bids = auditor.operator.list_bids(pb::ListBidsRequest { auction_id: so2.auction_id.clone() }).await?.into_inner();
+    println!("after the close the auditor may read all {} SO2 bids.", bids.bids.len());
+
+    let file = config.settlements_file();
+    let lines = std::fs::read_to_string(&file)?.lines().count();
+    println!("recorded: {lines} settlements in {} (one JSON object per line)", file.display());
+
+    // Hang up before stopping: the server drains open connections on shutdown.
+    drop((results, operator, auditor, terminals, channel));
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
+
+/// The trading centre, seller of government reserve rights.
+fn centre() -> CreditCode {
+    CreditCode::with_check_digit("12140000MB0CENTRE").expect("centre code")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create(
+    lot_id: &str,
+    pollutant: pb::Pollutant,
+    quantity: &str,
+    fill_unit: &str,
+    seller: CreditCode,
+    format: pb::AuctionFormat,
+    opens: Timestamp,
+    closes: Timestamp,
+) -> pb::CreateAuctionRequest {
+    let reserve = format == pb::AuctionFormat::SealedUniformPrice;
+    pb::CreateAuctionRequest {
+        request_id: request_id(),
+        lot: Some(pb::Lot {
+            lot_id: lot_id.into(),
+            pollutant: pollutant as i32,
+            quantity: quantity.into(),
+            fill_unit: fill_unit.into(),
+            seller: seller.to_string(),
+            origin: if reserve { pb::LotOrigin::GovernmentReserve } else { pb::LotOrigin::ErcCertified } as i32,
+            certificate_id: if reserve { String::new() } else { "SX-ERC-CERT-2025-0388".into() },
+            region_code: "140100".into(),
+            vintage_year: 2025,
+            valid_years: 5,
+        }),
+        format: format as i32,
+        opens_at: Some(to_timestamp(opens)),
+        closes_at: Some(to_timestamp(closes)),
+        ..Default::default()
+    }
+}

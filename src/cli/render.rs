@@ -1,0 +1,132 @@
+//! Plain-text views of auctions, bids, settlements and errors for people at a terminal.
+
+use std::fmt::Write as _;
+
+use tonic_types::StatusExt;
+
+use crate::proto as pb;
+
+/// Protobuf enums by their short proto names (SEALED_UNIFORM_PRICE, not
+/// AUCTION_FORMAT_SEALED_UNIFORM_PRICE).
+pub trait ProtoName: TryFrom<i32> {
+    const PREFIX: &'static str;
+    fn proto_name(&self) -> &'static str;
+}
+
+macro_rules! proto_name {
+    ($($t:ty => $prefix:literal),* $(,)?) => {$(
+        impl ProtoName for $t {
+            const PREFIX: &'static str = $prefix;
+            fn proto_name(&self) -> &'static str {
+                self.as_str_name()
+            }
+        }
+    )*};
+}
+
+proto_name!(
+    pb::AuctionPhase => "AUCTION_PHASE_",
+    pb::AuctionFormat => "AUCTION_FORMAT_",
+    pb::Pollutant => "POLLUTANT_",
+    pb::LotOrigin => "LOT_ORIGIN_",
+    pb::TieRule => "TIE_RULE_",
+    pb::Undersubscription => "UNDERSUBSCRIPTION_",
+    pb::BidRevision => "BID_REVISION_",
+    pb::BidState => "BID_STATE_",
+    pb::SettlementStatus => "SETTLEMENT_STATUS_",
+);
+
+pub fn name_of<E: ProtoName>(raw: i32) -> String {
+    E::try_from(raw).map_or_else(|_| raw.to_string(), |e| e.proto_name().trim_start_matches(E::PREFIX).to_owned())
+}
+
+pub fn time(ts: &Option<prost_types::Timestamp>) -> String {
+    ts.as_ref().map_or("-".into(), |t| crate::domain::Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000)).to_string())
+}
+
+pub fn auction(a: &pb::Auction) -> String {
+    let lot = a.lot.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "{}  {}  {}  {}", a.auction_id, name_of::<pb::AuctionPhase>(a.phase), name_of::<pb::AuctionFormat>(a.format), name_of::<pb::Pollutant>(lot.pollutant));
+    let _ = writeln!(out, "  lot        {} {} t (fill unit {} t), {} from {}, region {}", lot.lot_id, lot.quantity, lot.fill_unit, name_of::<pb::LotOrigin>(lot.origin), lot.seller, lot.region_code);
+    let cap = if a.cap_price.is_empty() { "none".into() } else { a.cap_price.clone() };
+    let _ = writeln!(out, "  prices     benchmark {}  floor {}  cap {}  (yuan/t)", a.benchmark_price, a.floor_price, cap);
+    let _ = writeln!(out, "  window     {} .. {}", time(&a.opens_at), time(&a.closes_at));
+    let _ = write!(out, "  rules      ties {}, undersubscription {}, bids {}", name_of::<pb::TieRule>(a.tie_rule), name_of::<pb::Undersubscription>(a.undersubscription), name_of::<pb::BidRevision>(a.bid_revision));
+    if !a.per_bidder_cap_percent.is_empty() {
+        let _ = write!(out, ", per-bidder cap {}%", a.per_bidder_cap_percent);
+    }
+    if a.min_bidders > 1 {
+        let _ = write!(out, ", at least {} bidders", a.min_bidders);
+    }
+    if !a.seed_hash.is_empty() {
+        let _ = write!(out, "\n  seed hash  {}", a.seed_hash);
+    }
+    out
+}
+
+pub fn bids(bids: &[pb::Bid]) -> String {
+    if bids.is_empty() {
+        return "  (no bids)".into();
+    }
+    let mut out = format!("  {:<16}  {:<18}  {:>12}  {:>12}  {:<9}  placed at", "bid", "bidder", "price", "quantity", "state");
+    for b in bids {
+        let _ = write!(out, "\n  {:<16}  {:<18}  {:>12}  {:>12}  {:<9}  {}", b.bid_id, b.bidder, b.price, b.quantity, name_of::<pb::BidState>(b.state), time(&b.placed_at));
+    }
+    out
+}
+
+pub fn settlement(s: &pb::Settlement) -> String {
+    settlement_named(s, &|code| code.to_owned())
+}
+
+/// A settlement with bidders shown by `name` (an enterprise's name instead of its code).
+pub fn settlement_named(s: &pb::Settlement, name: &dyn Fn(&str) -> String) -> String {
+    let width = s.allocations.iter().map(|a| name(&a.bidder).chars().count()).max().unwrap_or(0).max(18);
+    let mut out = String::new();
+    let _ = write!(out, "#{} {}  {}  {}  {}", s.sequence, s.auction_id, name_of::<pb::Pollutant>(s.pollutant), name_of::<pb::AuctionFormat>(s.format), name_of::<pb::SettlementStatus>(s.status));
+    if !s.reason.is_empty() {
+        let _ = write!(out, " ({})", s.reason);
+    }
+    if !s.clearing_price.is_empty() {
+        let _ = write!(out, "  clearing price {} yuan/t", s.clearing_price);
+    }
+    let _ = write!(out, "\n  lot {}: sold {} t, unsold {} t, floor {}", s.lot_id, s.sold_quantity, s.unsold_quantity, s.floor_price);
+    if !s.cap_price.is_empty() {
+        let _ = write!(out, ", cap {}", s.cap_price);
+    }
+    if !s.allocations.is_empty() {
+        let _ = write!(out, "\n  {:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}", "bidder", "t", "yuan/t", "amount", "buyer fee", "seller fee");
+        for a in &s.allocations {
+            let who = name(&a.bidder);
+            let _ = write!(out, "\n  {who:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}", a.quantity, a.unit_price, a.amount, a.buyer_fee, a.seller_fee);
+        }
+        let _ = write!(out, "\n  {:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}", "total", s.sold_quantity, "", s.total_amount, s.total_buyer_fee, s.total_seller_fee);
+    }
+    if let Some(t) = &s.tie_break {
+        let _ = write!(out, "\n  tie-break {}", name_of::<pb::TieRule>(t.rule));
+        if !t.marginal_price.is_empty() {
+            let _ = write!(out, " at {}: served {}", t.marginal_price, t.order.join(", "));
+        }
+        if !t.seed.is_empty() {
+            let _ = write!(out, "; seed {} (sha256 {})", t.seed, t.seed_hash);
+        }
+    }
+    if !s.note.is_empty() {
+        let _ = write!(out, "\n  note: {}", s.note);
+    }
+    out
+}
+
+/// A status as a person should read it: code, message, and the numbers in its ErrorInfo.
+pub fn status(s: &tonic::Status) -> String {
+    let mut out = format!("{:?}: {}", s.code(), s.message());
+    if let Some(info) = s.get_details_error_info() {
+        let mut pairs: Vec<_> = info.metadata.iter().collect();
+        pairs.sort();
+        for (k, v) in pairs {
+            let _ = write!(out, " [{k}={v}]");
+        }
+    }
+    out
+}

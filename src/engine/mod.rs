@@ -180,6 +180,10 @@ impl Auction {
     /// Price and quantity rules shared by new and revised bids. `held` is what the bidder
     /// already holds in active bids, not counting the bid being revised.
     fn check_terms(&self, price: Price, quantity: Quantity, held: Quantity) -> Result<(), EngineError> {
+        // Malformed whatever the state, so checked first.
+        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
+            return Err(EngineError::AmountOverflow);
+        }
         let lot = &self.spec.lot;
         if self.spec.format.is_divisible() {
             if !quantity.is_multiple_of(lot.fill_unit) {
@@ -190,9 +194,6 @@ impl Auction {
             }
         } else if quantity != lot.quantity {
             return Err(EngineError::WholeLotOnly { lot_quantity: lot.quantity });
-        }
-        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
-            return Err(EngineError::AmountOverflow);
         }
         let band = &self.spec.prices;
         if price < band.floor {

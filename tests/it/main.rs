@@ -1,4 +1,5 @@
 //! The one integration-test binary: data-driven clearing scenarios, property tests, and the
 //! real gRPC server driven over loopback.
 
+mod grpc;
 mod scenarios;

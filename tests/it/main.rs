@@ -2,4 +2,5 @@
 //! real gRPC server driven over loopback.
 
 mod grpc;
+mod props;
 mod scenarios;

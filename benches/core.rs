@@ -1,1 +1,143 @@
-fn main() {}
+//! Benchmarks of the pure core (no I/O, no async): the sealed book and clearing.
+//!
+//! Run: `cargo bench --bench core`. Throughput is reported per bid. Each group also measures a
+//! "ceiling" in the same run — the cheapest thing the benchmarked work must at least do
+//! (writing the same number of bids into a plain Vec, or sorting the same keys) — so figures
+//! can be read as ratios on shared, noisy machines.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use emission_auction::domain::{AuctionId, BidId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Timestamp};
+use emission_auction::engine::{
+    Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, TieRule, Undersubscription,
+};
+
+const BIDS: usize = 1_000_000;
+const BIDDERS: usize = 2_000;
+const T0: i64 = 1_767_225_600_000_000;
+
+fn bidders() -> Vec<CreditCode> {
+    (0..BIDDERS).map(|n| CreditCode::with_check_digit(&format!("9114010{n:010}")).unwrap()).collect()
+}
+
+fn auction(format: Format, tie: TieRule, lot_tonnes: i64) -> Auction {
+    let request = AuctionRequest {
+        lot: Lot {
+            id: "BENCH-1".parse().unwrap(),
+            pollutant: Pollutant::So2,
+            quantity: Quantity::from_units(lot_tonnes * 1000).unwrap(),
+            fill_unit: Quantity::from_units(1000).unwrap(),
+            seller: CreditCode::with_check_digit("12140000MB0CENTRE").unwrap(),
+            origin: LotOrigin::GovernmentReserve,
+            region: "140100".parse().unwrap(),
+            vintage_year: 2025,
+            valid_years: 5,
+        },
+        format,
+        tie_rule: tie,
+        undersubscription: Undersubscription::SellAvailable,
+        min_bidders: 0,
+        per_bidder_cap: None,
+        revision: BidRevision::Revisable,
+        conversion_factor: emission_auction::domain::Ratio::ONE,
+        reserve_markup: None,
+        cap: CapChoice::None,
+        opens_at: Timestamp::from_micros(T0),
+        closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
+    };
+    Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([1; 32])).unwrap()
+}
+
+/// A deterministic spread of bids: prices over 2,000 fen levels above the floor (so many
+/// ties), quantities 1 to 5 t.
+fn bid_stream() -> Vec<(BidId, CreditCode, Price, Quantity)> {
+    let who = bidders();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..BIDS)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let price = Price::from_units(1_800_000 + (x % 2_000) as i64 * 50).unwrap();
+            let qty = Quantity::from_units(((x >> 20) % 5 + 1) as i64 * 1000).unwrap();
+            (BidId::new(x ^ i as u64), who[i % BIDDERS], price, qty)
+        })
+        .collect()
+}
+
+fn filled(format: Format, tie: TieRule, stream: &[(BidId, CreditCode, Price, Quantity)]) -> Auction {
+    let mut a = auction(format, tie, 500_000);
+    for (i, (id, who, price, qty)) in stream.iter().enumerate() {
+        a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, *price, *qty).unwrap();
+    }
+    a
+}
+
+fn insert(c: &mut Criterion) {
+    let stream = bid_stream();
+    let mut g = c.benchmark_group("sealed_book");
+    g.throughput(Throughput::Elements(BIDS as u64)).sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("insert_1m_bids", |b| {
+        b.iter_batched(
+            || auction(Format::SealedUniformPrice, TieRule::TimePriority, 500_000),
+            |mut a| {
+                for (i, (id, who, price, qty)) in stream.iter().enumerate() {
+                    black_box(a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, *price, *qty).is_ok());
+                }
+                a
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // Ceiling: copying the same bids into a preallocated Vec, which any book must at least do.
+    g.bench_function("ceiling_vec_push_1m", |b| {
+        b.iter_batched(
+            || Vec::with_capacity(BIDS),
+            |mut v: Vec<(BidId, CreditCode, Price, Quantity, Timestamp)>| {
+                for (i, (id, who, price, qty)) in stream.iter().enumerate() {
+                    v.push((*id, *who, *price, *qty, Timestamp::from_micros(T0 + i as i64)));
+                }
+                v
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn clear(c: &mut Criterion) {
+    let stream = bid_stream();
+    let mut g = c.benchmark_group("clearing");
+    g.throughput(Throughput::Elements(BIDS as u64)).sample_size(10).measurement_time(Duration::from_secs(20));
+    for (name, format, tie) in [
+        ("uniform_1m_bids", Format::SealedUniformPrice, TieRule::TimePriority),
+        ("pay_as_bid_1m_bids", Format::SealedPayAsBid, TieRule::TimePriority),
+        ("uniform_pro_rata_1m_bids", Format::SealedUniformPrice, TieRule::ProRata),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || filled(format, tie, &stream),
+                |mut a| black_box(a.tick(Timestamp::from_micros(T0 + 3_600_000_000))),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    // Ceiling: a stable sort of the same (price, arrival) keys, which price-time clearing
+    // cannot avoid.
+    g.bench_function("ceiling_sort_1m_keys", |b| {
+        b.iter_batched(
+            || stream.iter().enumerate().map(|(i, s)| (std::cmp::Reverse(s.2), i as u32)).collect::<Vec<_>>(),
+            |mut keys| {
+                keys.sort_by_key(|k| k.0);
+                keys
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, insert, clear);
+criterion_main!(benches);

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{BidId, BidderId, Price, Quantity, Timestamp};
@@ -49,19 +51,24 @@ struct BidderEntry {
     bids: Vec<BidId>,
 }
 
+/// The book's indexes hash with foldhash under a fixed seed: keys are server-drawn bid ids and
+/// authenticated enterprise codes, never chosen freely by a client, and a fixed seed keeps the
+/// core free of randomness. Nothing iterates these maps into an output.
+type Map<K, V> = HashMap<K, V, FixedState>;
+
 #[derive(Debug, Default, Clone)]
 pub struct SealedBook {
     slots: Vec<Slot>,
     /// Bid id -> index of its current slot.
-    by_id: HashMap<BidId, u32>,
-    by_bidder: HashMap<BidderId, BidderEntry>,
+    by_id: Map<BidId, u32>,
+    by_bidder: Map<BidderId, BidderEntry>,
     active_bidders: u32,
 }
 
+/// Most bid versions one book holds; slot indexes must fit the clearing keys.
+pub(crate) const MAX_SLOTS: usize = 1 << 30;
+
 impl SealedBook {
-    pub fn with_capacity(bids: usize) -> SealedBook {
-        SealedBook { slots: Vec::with_capacity(bids), by_id: HashMap::with_capacity(bids), ..Default::default() }
-    }
 
     pub fn contains(&self, id: BidId) -> bool {
         self.by_id.contains_key(&id)
@@ -87,23 +94,33 @@ impl SealedBook {
         self.active_bidders
     }
 
-    /// Appends a new active bid. The caller has checked that `id` is unused.
-    pub fn insert(&mut self, id: BidId, bidder: BidderId, price: Price, quantity: Quantity, at: Timestamp) {
-        debug_assert!(!self.by_id.contains_key(&id));
-        let index = self.push(Slot { id, bidder, price, quantity, placed_at: at, active: true });
-        self.by_id.insert(id, index);
+    /// Whether another bid version fits.
+    pub fn is_full(&self) -> bool {
+        self.slots.len() >= MAX_SLOTS
+    }
+
+    /// Appends a new active bid. The caller has checked that `id` is unused and the book is
+    /// not full.
+    pub fn insert(&mut self, id: BidId, bidder: BidderId, price: Price, quantity: Quantity, at: Timestamp) -> BidView {
+        let slot = Slot { id, bidder, price, quantity, placed_at: at, active: true };
+        let index = self.push(slot);
+        let previous = self.by_id.insert(id, index);
+        debug_assert!(previous.is_none(), "bid id reused");
         let entry = self.by_bidder.entry(bidder).or_default();
         entry.bids.push(id);
         Self::activate(entry, &mut self.active_bidders, quantity);
+        view(&slot)
     }
 
     /// Replaces an active bid with a new version that arrives now (it loses time priority).
-    pub fn revise(&mut self, id: BidId, price: Price, quantity: Quantity, at: Timestamp) {
+    pub fn revise(&mut self, id: BidId, price: Price, quantity: Quantity, at: Timestamp) -> BidView {
         let old = self.retire(id);
-        let index = self.push(Slot { id, bidder: old.bidder, price, quantity, placed_at: at, active: true });
+        let slot = Slot { id, bidder: old.bidder, price, quantity, placed_at: at, active: true };
+        let index = self.push(slot);
         self.by_id.insert(id, index);
         let entry = self.by_bidder.get_mut(&old.bidder).expect("bidder of an indexed bid");
         Self::activate(entry, &mut self.active_bidders, quantity);
+        view(&slot)
     }
 
     /// Withdraws an active bid.
@@ -141,9 +158,10 @@ impl SealedBook {
         slot
     }
 
-    /// Active bids in arrival (time-priority) order.
-    pub(crate) fn active_slots(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().filter(|s| s.active)
+    /// Every bid version in arrival (time-priority) order; inactive ones are superseded or
+    /// withdrawn.
+    pub(crate) fn slots(&self) -> &[Slot] {
+        &self.slots
     }
 
     /// The current version of each of `bidder`'s bids, in the order first placed.
@@ -163,6 +181,7 @@ impl SealedBook {
     /// Checks every index against the slots; tests call it after each mutation.
     pub fn check_invariants(&self) {
         let mut totals: HashMap<BidderId, (Quantity, u32)> = HashMap::new();
+        assert!(self.slots.len() <= MAX_SLOTS);
         for (&id, &index) in &self.by_id {
             let slot = &self.slots[index as usize];
             assert_eq!(slot.id, id, "by_id points at another bid's slot");

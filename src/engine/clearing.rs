@@ -3,7 +3,8 @@
 //!
 //! Divisible lots are filled in price order (highest first). Whole price levels are filled
 //! while supply lasts; the level that does not fit (the margin) is shared by the auction's tie
-//! rule. Within a level, bids keep arrival order because the sort is stable.
+//! rule. Within a level, bids are taken in arrival order (time priority) unless the rule says
+//! otherwise.
 
 use std::cmp::Reverse;
 
@@ -70,28 +71,34 @@ fn seed_evidence(rule: TieRule, seed: &Seed) -> TieBreak {
 
 /// Clears a closed book.
 pub(crate) fn clear(spec: &AuctionSpec, book: &SealedBook, seed: Option<&Seed>, at: Timestamp) -> Settlement {
-    let bids: Vec<&Slot> = book.active_slots().collect();
-    if bids.is_empty() {
+    if book.active_bidders() == 0 {
         return empty(spec, SettlementStatus::Failed, reason::NO_BIDS, seed, at);
     }
     if book.active_bidders() < spec.min_bidders {
         return empty(spec, SettlementStatus::Failed, reason::TOO_FEW_BIDDERS, seed, at);
     }
+    let slots = book.slots();
     let fills = match spec.format {
-        Format::SealedFirstPrice => first_price(spec, &bids, seed),
+        Format::SealedFirstPrice => first_price(spec, slots, seed),
         Format::SealedUniformPrice | Format::SealedPayAsBid => {
-            let demand: i128 = bids.iter().map(|b| i128::from(b.quantity.units())).sum();
+            let keys: Vec<Key> = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.active)
+                .map(|(i, s)| Key { price: s.price, quantity: s.quantity, slot: i as u32 })
+                .collect();
+            let demand: i128 = keys.iter().map(|k| i128::from(k.quantity.units())).sum();
             let undersubscribed = demand < i128::from(spec.lot.quantity.units());
             match spec.undersubscription {
                 Undersubscription::Cancel if undersubscribed => {
                     return empty(spec, SettlementStatus::Cancelled, reason::UNDERSUBSCRIBED, seed, at);
                 }
                 Undersubscription::ClearAtFloor if undersubscribed => {
-                    let mut fills = fill_by_price(spec, &bids, seed);
+                    let mut fills = fill_by_price(spec, slots, keys, seed);
                     fills.pricing = Pricing::Uniform(spec.prices.floor);
                     fills
                 }
-                _ => fill_by_price(spec, &bids, seed),
+                _ => fill_by_price(spec, slots, keys, seed),
             }
         }
     };
@@ -113,9 +120,18 @@ struct Fills<'a> {
     tie_break: Option<TieBreak>,
 }
 
-fn first_price<'a>(spec: &AuctionSpec, bids: &[&'a Slot], seed: Option<&Seed>) -> Fills<'a> {
-    let top = bids.iter().map(|b| b.price).max().expect("at least one bid");
-    let tied: Vec<&Slot> = bids.iter().copied().filter(|b| b.price == top).collect();
+/// An active bid as clearing sees it; `slot` is its arrival position.
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    price: Price,
+    quantity: Quantity,
+    slot: u32,
+}
+
+fn first_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], seed: Option<&Seed>) -> Fills<'a> {
+    let active = || slots.iter().filter(|s| s.active);
+    let top = active().map(|b| b.price).max().expect("at least one bid");
+    let tied: Vec<&Slot> = active().filter(|b| b.price == top).collect();
     let order = order_at_margin(spec.tie_rule, &tied, seed);
     let winner = order[0];
     let tie_break = if tied.len() > 1 || seed.is_some() {
@@ -132,37 +148,95 @@ fn first_price<'a>(spec: &AuctionSpec, bids: &[&'a Slot], seed: Option<&Seed>) -
     Fills { served: vec![(winner, spec.lot.quantity)], pricing: Pricing::Uniform(top), tie_break }
 }
 
-/// Time priority or seeded order; pro-rata shares are computed separately.
-fn order_at_margin<'a>(rule: TieRule, level: &[&'a Slot], seed: Option<&Seed>) -> Vec<&'a Slot> {
-    let mut order = level.to_vec();
-    if let (TieRule::SeededRandom, Some(seed)) = (rule, seed) {
-        order.sort_by_cached_key(|b| seed.draw(b.id));
-    }
-    order
+/// Reorders `keys` around the margin: the price level at which cumulative demand, from the top,
+/// first reaches `supply`. Returns `(above, end)`: `keys[..above]` are the bids priced above
+/// the margin (all served in full), `keys[above..end]` the bids at it, the rest priced below
+/// (served nothing). When total demand is below supply there is no margin: `above == end ==
+/// keys.len()`.
+///
+/// A weighted three-way quickselect, expected O(n): clearing needs the winners in price
+/// order, not the whole book. A window that resists its pivots is finished by sorting it.
+fn cut(keys: &mut [Key], supply: i128) -> (usize, usize) {
+    cut_within(keys, supply, 64)
 }
 
-fn fill_by_price<'a>(spec: &AuctionSpec, bids: &[&'a Slot], seed: Option<&Seed>) -> Fills<'a> {
-    // (negated price, arrival index): a stable sort on the price alone keeps time priority.
-    let mut keyed: Vec<(Reverse<Price>, u32)> = bids.iter().enumerate().map(|(i, b)| (Reverse(b.price), i as u32)).collect();
-    keyed.sort_by_key(|k| k.0);
-
-    let unit = spec.lot.fill_unit;
-    let mut remaining = spec.lot.quantity;
-    let mut served = Vec::new();
-    let mut tie_break = seed.map(|s| seed_evidence(spec.tie_rule, s));
-    let mut start = 0;
-    while start < keyed.len() && !remaining.is_zero() {
-        let price = keyed[start].0.0;
-        let end = start + keyed[start..].iter().take_while(|k| k.0.0 == price).count();
-        let level: Vec<&Slot> = keyed[start..end].iter().map(|k| bids[k.1 as usize]).collect();
-        let level_demand: i128 = level.iter().map(|b| i128::from(b.quantity.units())).sum();
-        if level_demand <= i128::from(remaining.units()) {
-            for b in level {
-                served.push((b, b.quantity));
-                remaining = remaining.checked_sub(b.quantity).expect("level fits in remaining");
+fn cut_within(keys: &mut [Key], supply: i128, rounds: usize) -> (usize, usize) {
+    let qty = |k: &Key| i128::from(k.quantity.units());
+    let (mut lo, mut hi) = (0usize, keys.len());
+    let mut need = supply;
+    for _ in 0..rounds {
+        if lo >= hi {
+            return (lo, lo);
+        }
+        let mid = lo + (hi - lo) / 2;
+        let mut three = [keys[lo].price, keys[mid].price, keys[hi - 1].price];
+        three.sort_unstable();
+        let pivot = three[1];
+        // [lo, gt) above the pivot, [gt, i) at it, [i, lt) unseen, [lt, hi) below it.
+        let (mut gt, mut i, mut lt) = (lo, lo, hi);
+        let (mut above, mut at) = (0i128, 0i128);
+        while i < lt {
+            let price = keys[i].price;
+            if price > pivot {
+                keys.swap(gt, i);
+                above += qty(&keys[gt]);
+                gt += 1;
+                i += 1;
+            } else if price == pivot {
+                at += qty(&keys[i]);
+                i += 1;
+            } else {
+                lt -= 1;
+                keys.swap(i, lt);
             }
+        }
+        if above >= need {
+            hi = gt;
+        } else if above + at >= need {
+            return (gt, lt);
         } else {
-            let (shares, order) = share_margin(spec.tie_rule, &level, remaining, unit, seed);
+            need -= above + at;
+            lo = lt;
+        }
+    }
+    // Fallback: sort what is left and walk its levels.
+    keys[lo..hi].sort_unstable_by_key(|k| Reverse(k.price));
+    let mut i = lo;
+    while i < hi {
+        let price = keys[i].price;
+        let j = i + keys[i..hi].iter().take_while(|k| k.price == price).count();
+        let level: i128 = keys[i..j].iter().map(qty).sum();
+        if level >= need {
+            return (i, j);
+        }
+        need -= level;
+        i = j;
+    }
+    (hi, hi)
+}
+
+fn fill_by_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], mut keys: Vec<Key>, seed: Option<&Seed>) -> Fills<'a> {
+    let (above, end) = cut(&mut keys, i128::from(spec.lot.quantity.units()));
+    let (winners, rest) = keys.split_at_mut(above);
+    // Price priority, then time priority (arrival order).
+    winners.sort_unstable_by_key(|k| (Reverse(k.price), k.slot));
+    let margin = &mut rest[..end - above];
+    margin.sort_unstable_by_key(|k| k.slot);
+
+    let mut remaining = spec.lot.quantity;
+    let mut served = Vec::with_capacity(end);
+    for k in winners.iter() {
+        served.push((&slots[k.slot as usize], k.quantity));
+        remaining = remaining.checked_sub(k.quantity).expect("levels above the margin fit in supply");
+    }
+    let mut tie_break = seed.map(|s| seed_evidence(spec.tie_rule, s));
+    if !margin.is_empty() {
+        let level: Vec<&Slot> = margin.iter().map(|k| &slots[k.slot as usize]).collect();
+        let level_demand: i128 = margin.iter().map(|k| i128::from(k.quantity.units())).sum();
+        if level_demand <= i128::from(remaining.units()) {
+            served.extend(level.iter().map(|b| (*b, b.quantity)));
+        } else {
+            let (shares, order) = share_margin(spec.tie_rule, &level, remaining, spec.lot.fill_unit, seed);
             served.extend(shares.into_iter().filter(|(_, q)| !q.is_zero()));
             if level.len() > 1 {
                 let evidence = tie_break.get_or_insert_with(|| TieBreak {
@@ -172,18 +246,25 @@ fn fill_by_price<'a>(spec: &AuctionSpec, bids: &[&'a Slot], seed: Option<&Seed>)
                     seed_hash: None,
                     seed: None,
                 });
-                evidence.marginal_price = Some(price);
+                evidence.marginal_price = Some(margin[0].price);
                 evidence.order = order;
             }
-            remaining = Quantity::ZERO;
         }
-        start = end;
     }
     let pricing = match spec.format {
         Format::SealedUniformPrice => Pricing::Uniform(served.iter().map(|(b, _)| b.price).min().expect("something served")),
         _ => Pricing::OwnBid,
     };
     Fills { served, pricing, tie_break }
+}
+
+/// Time priority or seeded order; pro-rata shares are computed separately.
+fn order_at_margin<'a>(rule: TieRule, level: &[&'a Slot], seed: Option<&Seed>) -> Vec<&'a Slot> {
+    let mut order = level.to_vec();
+    if let (TieRule::SeededRandom, Some(seed)) = (rule, seed) {
+        order.sort_by_cached_key(|b| seed.draw(b.id));
+    }
+    order
 }
 
 /// Shares `remaining` (a whole number of fill units, less than the level's demand) among the
@@ -284,5 +365,64 @@ fn settle(spec: &AuctionSpec, fills: Fills<'_>, at: Timestamp) -> Settlement {
         floor: spec.prices.floor,
         cap: spec.prices.cap,
         settled_at: at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plain way: sort everything by price and walk levels until supply is met.
+    fn reference(keys: &[Key], supply: i128) -> (Vec<u32>, Vec<u32>) {
+        let mut sorted = keys.to_vec();
+        sorted.sort_by_key(|k| (Reverse(k.price), k.slot));
+        let (mut above, mut margin, mut need) = (Vec::new(), Vec::new(), supply);
+        let mut i = 0;
+        while i < sorted.len() {
+            let p = sorted[i].price;
+            let level: Vec<Key> = sorted[i..].iter().copied().take_while(|k| k.price == p).collect();
+            let demand: i128 = level.iter().map(|k| i128::from(k.quantity.units())).sum();
+            if demand >= need {
+                margin = level.iter().map(|k| k.slot).collect();
+                break;
+            }
+            need -= demand;
+            above.extend(level.iter().map(|k| k.slot));
+            i += level.len();
+        }
+        above.sort_unstable();
+        margin.sort_unstable();
+        (above, margin)
+    }
+
+    fn split(keys: &[Key], (above, end): (usize, usize)) -> (Vec<u32>, Vec<u32>) {
+        let mut a: Vec<u32> = keys[..above].iter().map(|k| k.slot).collect();
+        let mut m: Vec<u32> = keys[above..end].iter().map(|k| k.slot).collect();
+        a.sort_unstable();
+        m.sort_unstable();
+        (a, m)
+    }
+
+    proptest! {
+        #[test]
+        fn cut_finds_the_same_margin_as_a_full_sort(
+            bids in prop::collection::vec((1i64..30, 1i64..8), 0..300),
+            supply in 1i128..400,
+        ) {
+            let keys: Vec<Key> = bids
+                .iter()
+                .enumerate()
+                .map(|(i, (p, q))| Key { price: Price::from_units(*p).unwrap(), quantity: Quantity::from_units(*q).unwrap(), slot: i as u32 })
+                .collect();
+            let expected = reference(&keys, supply);
+            let mut quick = keys.clone();
+            let found = cut(&mut quick, supply);
+            prop_assert_eq!(split(&quick, found), expected.clone());
+            // The sorting fallback alone gives the same answer.
+            let mut fallback = keys.clone();
+            let found = cut_within(&mut fallback, supply, 0);
+            prop_assert_eq!(split(&fallback, found), expected);
+        }
     }
 }

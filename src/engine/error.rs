@@ -55,6 +55,8 @@ pub enum EngineError {
     BidsSealed { closes_at: Timestamp },
     #[error("bid id already in use")]
     DuplicateBidId,
+    #[error("the auction holds as many bids as one book can")]
+    BookFull,
 }
 
 impl EngineError {
@@ -76,7 +78,8 @@ impl EngineError {
             | BidExists
             | BidIrrevocable
             | BidWithdrawn
-            | BidsSealed { .. } => ErrorClass::FailedPrecondition,
+            | BidsSealed { .. }
+            | BookFull => ErrorClass::FailedPrecondition,
         }
     }
 
@@ -101,6 +104,7 @@ impl EngineError {
             BidNotFound => "BID_NOT_FOUND",
             BidsSealed { .. } => "BIDS_SEALED",
             DuplicateBidId => "DUPLICATE_BID_ID",
+            BookFull => "BOOK_FULL",
         }
     }
 

@@ -37,6 +37,29 @@ pub enum Command {
     WithdrawBid { bidder: BidderId, bid: BidId },
 }
 
+/// A bid taken into the book (placed, revised or withdrawn), and whether taking it opened the
+/// auction. The hot path returns this rather than a list of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BidChange {
+    /// Set when the bid arrived at or after `opens_at` before the open timer fired.
+    pub opened_at: Option<Timestamp>,
+    pub bid: BidView,
+}
+
+impl BidChange {
+    fn into_events(self) -> Vec<Event> {
+        let mut events = Vec::with_capacity(2);
+        if let Some(at) = self.opened_at {
+            events.push(Event::Opened { at });
+        }
+        events.push(match self.bid.state {
+            BidState::Active => Event::BidAccepted(self.bid),
+            BidState::Withdrawn => Event::BidWithdrawn(self.bid),
+        });
+        events
+    }
+}
+
 /// What changed. A settlement is emitted exactly once per auction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -54,7 +77,6 @@ pub struct Auction {
     book: SealedBook,
     /// SEEDED_RANDOM only. Secret until the settlement reveals it.
     seed: Option<Seed>,
-    settlement: Option<Settlement>,
 }
 
 impl Auction {
@@ -68,7 +90,7 @@ impl Auction {
     ) -> Result<Auction, EngineError> {
         let spec = AuctionSpec::resolve(id, request, policy, at)?;
         let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
-        Ok(Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed, settlement: None })
+        Ok(Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed })
     }
 
     pub fn spec(&self) -> &AuctionSpec {
@@ -82,10 +104,6 @@ impl Auction {
     /// The published commitment to the tie-break seed.
     pub fn seed_hash(&self) -> Option<String> {
         self.seed.as_ref().map(Seed::hash_hex)
-    }
-
-    pub fn settlement(&self) -> Option<&Settlement> {
-        self.settlement.as_ref()
     }
 
     /// The next moment at which time alone changes this auction, for the shell's timer.
@@ -115,9 +133,11 @@ impl Auction {
             Command::Open => self.open(at).map(|e| vec![e]),
             Command::Close => self.close(at).map(|e| vec![e]),
             Command::Cancel { note } => self.cancel(at, note).map(|e| vec![e]),
-            Command::PlaceBid { bidder, bid, price, quantity } => self.place_bid(at, bidder, bid, price, quantity),
-            Command::ReviseBid { bidder, bid, price, quantity } => self.revise_bid(at, bidder, bid, price, quantity),
-            Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid),
+            Command::PlaceBid { bidder, bid, price, quantity } => self.place_bid(at, bidder, bid, price, quantity).map(BidChange::into_events),
+            Command::ReviseBid { bidder, bid, price, quantity } => {
+                self.revise_bid(at, bidder, bid, price, quantity).map(BidChange::into_events)
+            }
+            Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid).map(BidChange::into_events),
         }
     }
 
@@ -160,7 +180,6 @@ impl Auction {
             SettlementStatus::Failed => Phase::Failed,
             SettlementStatus::Cancelled => Phase::Cancelled,
         };
-        self.settlement = Some(settlement.clone());
         Event::Concluded(settlement)
     }
 
@@ -210,13 +229,12 @@ impl Auction {
         Ok(())
     }
 
-    fn opened_events(&mut self, opening: bool, at: Timestamp) -> Vec<Event> {
-        if opening {
+    /// Commits the implicit open of a bid that arrived at `opens_at` before the timer.
+    fn open_for_bid(&mut self, opening: bool, at: Timestamp) -> Option<Timestamp> {
+        opening.then(|| {
             self.phase = Phase::Open;
-            vec![Event::Opened { at }]
-        } else {
-            Vec::new()
-        }
+            at
+        })
     }
 
     pub fn place_bid(
@@ -226,20 +244,21 @@ impl Auction {
         bid: BidId,
         price: Price,
         quantity: Quantity,
-    ) -> Result<Vec<Event>, EngineError> {
+    ) -> Result<BidChange, EngineError> {
         let opening = self.accepting(at)?;
         let held = self.book.active_quantity_of(bidder);
         self.check_terms(price, quantity, held)?;
         if !self.spec.format.is_divisible() && self.book.has_active_bid(bidder) {
             return Err(EngineError::BidExists);
         }
+        if self.book.is_full() {
+            return Err(EngineError::BookFull);
+        }
         if self.book.contains(bid) {
             return Err(EngineError::DuplicateBidId);
         }
-        let mut events = self.opened_events(opening, at);
-        self.book.insert(bid, bidder, price, quantity, at);
-        events.push(Event::BidAccepted(self.book.bid_of(bidder, bid).expect("just inserted")));
-        Ok(events)
+        let opened_at = self.open_for_bid(opening, at);
+        Ok(BidChange { opened_at, bid: self.book.insert(bid, bidder, price, quantity, at) })
     }
 
     /// The bidder's own active bid, for revision or withdrawal.
@@ -261,23 +280,23 @@ impl Auction {
         bid: BidId,
         price: Price,
         quantity: Quantity,
-    ) -> Result<Vec<Event>, EngineError> {
+    ) -> Result<BidChange, EngineError> {
         let opening = self.accepting(at)?;
         let current = self.own_active_bid(bidder, bid)?;
         let held = self.book.active_quantity_of(bidder).checked_sub(current.quantity).expect("bid counted in total");
         self.check_terms(price, quantity, held)?;
-        let mut events = self.opened_events(opening, at);
-        self.book.revise(bid, price, quantity, at);
-        events.push(Event::BidAccepted(self.book.bid_of(bidder, bid).expect("just revised")));
-        Ok(events)
+        if self.book.is_full() {
+            return Err(EngineError::BookFull);
+        }
+        let opened_at = self.open_for_bid(opening, at);
+        Ok(BidChange { opened_at, bid: self.book.revise(bid, price, quantity, at) })
     }
 
-    pub fn withdraw_bid(&mut self, at: Timestamp, bidder: BidderId, bid: BidId) -> Result<Vec<Event>, EngineError> {
+    pub fn withdraw_bid(&mut self, at: Timestamp, bidder: BidderId, bid: BidId) -> Result<BidChange, EngineError> {
         let opening = self.accepting(at)?;
         self.own_active_bid(bidder, bid)?;
-        let mut events = self.opened_events(opening, at);
-        events.push(Event::BidWithdrawn(self.book.withdraw(bid)));
-        Ok(events)
+        let opened_at = self.open_for_bid(opening, at);
+        Ok(BidChange { opened_at, bid: self.book.withdraw(bid) })
     }
 
     /// A bidder's own bids; always allowed, sealed or not.

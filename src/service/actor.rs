@@ -92,14 +92,12 @@ impl AuctionActor {
                         other => break other,
                     }
                 };
-                let result = match result {
-                    Ok(events) => {
-                        self.after(&events).await;
-                        Ok(accepted(&events))
+                if let Ok(change) = &result {
+                    if let Some(at) = change.opened_at {
+                        self.after(&[Event::Opened { at }]).await;
                     }
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(result);
+                }
+                let _ = reply.send(result.map(|change| change.bid));
             }
             Request::Apply { command, reply } => {
                 let at = self.stamp();
@@ -137,16 +135,6 @@ impl AuctionActor {
             self.snapshot.send_replace(Self::snapshot_of(&self.auction, &spec));
         }
     }
-}
-
-fn accepted(events: &[Event]) -> BidView {
-    events
-        .iter()
-        .find_map(|e| match e {
-            Event::BidAccepted(bid) => Some(*bid),
-            _ => None,
-        })
-        .expect("an accepted bid yields BidAccepted")
 }
 
 /// A random bid id, so that ids reveal nothing about how many bids an auction holds.

@@ -27,7 +27,8 @@ use std::path::Path;
 
 use emission_auction::domain::{AuctionId, BidId, BidderId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, Timestamp};
 use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, BidView, CapChoice, EngineError, Event, Format, Lot, LotOrigin, Settlement, TieRule, Undersubscription,
+    Auction, AuctionRequest, BidRevision, BidView, CapChoice, Command, EngineError, Event, Format, Lot, LotOrigin, Settlement, TieRule,
+    Undersubscription,
 };
 use sha2::{Digest, Sha256};
 
@@ -79,7 +80,7 @@ impl Run {
             "bid" => {
                 let id = opts.get("id").map_or(self.next_id, |i| i.parse().unwrap());
                 let (p, q) = (price(args[1]), qty(args[2]));
-                let result = self.auction().place_bid(now, bidder(args[0]), BidId::new(id), p, q);
+                let result = self.auction().apply(now, Command::PlaceBid { bidder: bidder(args[0]), bid: BidId::new(id), price: p, quantity: q });
                 if result.is_ok() {
                     self.next_id = id + 1;
                 }
@@ -87,15 +88,15 @@ impl Run {
             }
             "revise" => {
                 let (b, id, p, q) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()), price(args[2]), qty(args[3]));
-                self.auction().revise_bid(now, b, id, p, q)
+                self.auction().apply(now, Command::ReviseBid { bidder: b, bid: id, price: p, quantity: q })
             }
             "withdraw" => {
                 let (b, id) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()));
-                self.auction().withdraw_bid(now, b, id)
+                self.auction().apply(now, Command::WithdrawBid { bidder: b, bid: id })
             }
-            "open" => self.auction().apply(now, emission_auction::engine::Command::Open),
-            "close" => self.auction().apply(now, emission_auction::engine::Command::Close),
-            "cancel" => self.auction().apply(now, emission_auction::engine::Command::Cancel { note: None }),
+            "open" => self.auction().apply(now, Command::Open),
+            "close" => self.auction().apply(now, Command::Close),
+            "cancel" => self.auction().apply(now, Command::Cancel { note: None }),
             "tick" => Ok(self.auction().tick(now)),
             "mybids" => {
                 let bids = self.auction().bids_of(bidder(args[0]));

@@ -172,17 +172,22 @@ impl Amount {
     /// `price x quantity`, rounded half-up to the fen. `None` above [`MAX_AMOUNT_FEN`], which
     /// no product of in-range price and quantity reaches.
     pub fn of(price: Price, quantity: Quantity) -> Option<Amount> {
-        // fen/t x kg = milli-fen; +500 then /1000 is half-up for non-negative values.
-        let milli_fen = i128::from(price.0) * i128::from(quantity.0);
-        let fen = (milli_fen + 500) / 1000;
-        i64::try_from(fen).ok().and_then(Amount::from_units)
+        // fen/t x kg = milli-fen; +500 then /1000 is half-up for non-negative values. Real
+        // products fit in i64, whose division is far cheaper than i128's.
+        let fen = match price.0.checked_mul(quantity.0).and_then(|m| m.checked_add(500)) {
+            Some(milli_fen) => milli_fen / 1000,
+            None => i64::try_from((i128::from(price.0) * i128::from(quantity.0) + 500) / 1000).ok()?,
+        };
+        Amount::from_units(fen)
     }
 
     /// `self x rate`, rounded half-up to the fen.
     pub fn times(self, rate: Ratio) -> Amount {
-        let scaled = i128::from(self.0) * i128::from(rate.0);
-        let fen = (scaled + 500_000) / 1_000_000;
-        Amount(fen as i64)
+        let fen = match self.0.checked_mul(rate.0).and_then(|m| m.checked_add(500_000)) {
+            Some(scaled) => scaled / 1_000_000,
+            None => ((i128::from(self.0) * i128::from(rate.0) + 500_000) / 1_000_000) as i64,
+        };
+        Amount(fen)
     }
 }
 
@@ -327,6 +332,16 @@ mod tests {
         let rate = Ratio::parse_factor("0.0075").unwrap();
         assert_eq!("0.66".parse::<Amount>().unwrap().times(rate).to_string(), "0.00");
         assert_eq!("0.67".parse::<Amount>().unwrap().times(rate).to_string(), "0.01");
+    }
+
+    #[test]
+    fn wide_products_take_the_exact_slow_path() {
+        // 99,999,999.99 x 9,999,999.999 overflows i64 in milli-fen but not as an amount.
+        let p = Price::parse_positive("99999999.99").unwrap();
+        let q = Quantity::parse_positive("9999999.999").unwrap();
+        assert_eq!(Amount::of(p, q).unwrap().to_string(), "999999999800000.00");
+        let big = Amount::from_units(MAX_AMOUNT_FEN).unwrap();
+        assert_eq!(big.times(Ratio::parse_factor("0.0075").unwrap()).to_string(), "7500000000000.00");
     }
 
     #[test]

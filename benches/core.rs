@@ -47,7 +47,8 @@ fn auction(format: Format, tie: TieRule, lot_tonnes: i64) -> Auction {
         opens_at: Timestamp::from_micros(T0),
         closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
     };
-    Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([1; 32])).unwrap()
+    Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([1; 32]))
+        .unwrap()
 }
 
 /// A deterministic spread of bids: prices over 2,000 fen levels above the floor (so many

@@ -96,14 +96,17 @@ impl Principals {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Principals::default()),
             Err(source) => return Err(AuthError::Io { path: path.display().to_string(), source }),
         };
-        let file: PrincipalsFile =
-            serde_json::from_str(&text).map_err(|e| AuthError::Format { path: path.display().to_string(), reason: e.to_string() })?;
+        let file: PrincipalsFile = serde_json::from_str(&text)
+            .map_err(|e| AuthError::Format { path: path.display().to_string(), reason: e.to_string() })?;
         let mut principals = Principals::default();
         for stored in file.principals {
-            let hash: [u8; 32] = hex::decode(&stored.token_sha256)
-                .ok()
-                .and_then(|h| h.try_into().ok())
-                .ok_or_else(|| AuthError::Format { path: path.display().to_string(), reason: format!("bad token hash for {}", stored.principal.name) })?;
+            let hash: [u8; 32] =
+                hex::decode(&stored.token_sha256).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| {
+                    AuthError::Format {
+                        path: path.display().to_string(),
+                        reason: format!("bad token hash for {}", stored.principal.name),
+                    }
+                })?;
             principals.by_token_hash.insert(hash, stored.principal.clone());
             principals.stored.push(stored);
         }
@@ -131,7 +134,9 @@ impl Principals {
     /// Adds a principal and returns its new token, which is not stored anywhere.
     pub fn add(&mut self, principal: Principal) -> Result<String, AuthError> {
         match (principal.role, principal.enterprise) {
-            (Role::Bidder, None) => return Err(AuthError::Invalid("a bidder needs --enterprise (its unified social credit code)".into())),
+            (Role::Bidder, None) => {
+                return Err(AuthError::Invalid("a bidder needs --enterprise (its unified social credit code)".into()));
+            }
             (Role::Bidder, Some(_)) => {}
             (_, Some(_)) => return Err(AuthError::Invalid("only bidders act for an enterprise".into())),
             (_, None) => {}

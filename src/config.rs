@@ -83,8 +83,10 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         let Some(path) = path else { return Ok(config) };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
-        let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        let file: FileConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
         if let Some(listen) = file.listen {
             config.listen = listen;
         }
@@ -144,8 +146,10 @@ impl FilePolicy {
         if !self.benchmarks.is_empty() {
             let mut entries = policy.benchmarks.entries().to_vec();
             for b in &self.benchmarks {
-                let pollutant: Pollutant = b.pollutant.parse().map_err(|e| invalid("policy.benchmarks.pollutant", e))?;
-                let effective_from = parse_date(&b.effective_from).ok_or_else(|| invalid("policy.benchmarks.effective_from", "must be YYYY-MM-DD"))?;
+                let pollutant: Pollutant =
+                    b.pollutant.parse().map_err(|e| invalid("policy.benchmarks.pollutant", e))?;
+                let effective_from = parse_date(&b.effective_from)
+                    .ok_or_else(|| invalid("policy.benchmarks.effective_from", "must be YYYY-MM-DD"))?;
                 let price = Price::parse_positive(&b.price).map_err(|e| invalid("policy.benchmarks.price", e))?;
                 // A configured entry replaces a built-in one for the same pollutant and date.
                 entries.retain(|e| !(e.pollutant == pollutant && e.effective_from == effective_from));
@@ -209,7 +213,10 @@ price = "20000.00"
         assert_eq!(c.policy.enterprise_cap, None);
         let july = parse_date("2024-07-01").unwrap();
         assert_eq!(c.policy.benchmarks.in_force(Pollutant::So2, july).unwrap().to_string(), "20000.00");
-        assert_eq!(c.policy.benchmarks.in_force(Pollutant::So2, parse_date("2024-06-30").unwrap()).unwrap().to_string(), "18000.00");
+        assert_eq!(
+            c.policy.benchmarks.in_force(Pollutant::So2, parse_date("2024-06-30").unwrap()).unwrap().to_string(),
+            "18000.00"
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ fn main() -> ExitCode {
 async fn serve(args: cli::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.config()?;
     let parts = emission_auction::server::assemble(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     eprintln!("emission-auction listening on {} (data in {})", listener.local_addr()?, config.data_dir.display());
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

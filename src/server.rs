@@ -8,10 +8,10 @@ use tokio::net::TcpListener;
 
 use crate::auth::{AuthError, Principals};
 use crate::config::Config;
+use crate::service::Exchange;
 use crate::service::clock::{Clock, SystemClock};
 use crate::service::hub::SettlementHub;
 use crate::service::recorder::{JsonLinesRecorder, Recorder, RecorderError};
-use crate::service::Exchange;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -53,7 +53,11 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
 }
 
 /// Serves on an already bound listener until `shutdown` resolves.
-pub async fn run(parts: Parts, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+pub async fn run(
+    parts: Parts,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, principals = parts.principals.len(), "serving emission_auction.v1");
     crate::grpc::serve(listener, parts.exchange, parts.principals, parts.max_message_bytes, shutdown).await?;

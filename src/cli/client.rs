@@ -2,8 +2,8 @@
 //! token attached to every call.
 
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -45,7 +45,7 @@ impl Terminal {
             .connect()
             .await
             .map_err(|source| ConnectError::Connect { addr: addr.to_owned(), source })?;
-        Ok(Terminal::on(channel, token)?)
+        Terminal::on(channel, token)
     }
 
     /// Shares one HTTP/2 connection among principals.
@@ -53,7 +53,10 @@ impl Terminal {
         let value: MetadataValue<Ascii> = format!("Bearer {token}").parse().map_err(|_| ConnectError::Token)?;
         let bearer = Bearer(value);
         Ok(Terminal {
-            operator: pb::auction_operator_client::AuctionOperatorClient::with_interceptor(channel.clone(), bearer.clone()),
+            operator: pb::auction_operator_client::AuctionOperatorClient::with_interceptor(
+                channel.clone(),
+                bearer.clone(),
+            ),
             trading: pb::trading_client::TradingClient::with_interceptor(channel.clone(), bearer.clone()),
             results: pb::results_client::ResultsClient::with_interceptor(channel, bearer),
         })

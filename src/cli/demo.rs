@@ -50,12 +50,18 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // Principals, written to the principals file the server reads.
     let mut principals = Principals::default();
-    let operator_token = principals.add(Principal { name: "centre-operator".into(), role: Role::Operator, enterprise: None })?;
-    let auditor_token = principals.add(Principal { name: "provincial-auditor".into(), role: Role::Auditor, enterprise: None })?;
+    let operator_token =
+        principals.add(Principal { name: "centre-operator".into(), role: Role::Operator, enterprise: None })?;
+    let auditor_token =
+        principals.add(Principal { name: "provincial-auditor".into(), role: Role::Auditor, enterprise: None })?;
     let firms = enterprises();
     let mut firm_tokens = Vec::new();
     for firm in &firms {
-        firm_tokens.push(principals.add(Principal { name: firm.name.into(), role: Role::Bidder, enterprise: Some(firm.code) })?);
+        firm_tokens.push(principals.add(Principal {
+            name: firm.name.into(),
+            role: Role::Bidder,
+            enterprise: Some(firm.code),
+        })?);
     }
     principals.save(&config.principals_file)?;
 
@@ -71,10 +77,12 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut operator = Terminal::on(channel.clone(), &operator_token)?;
     let mut auditor = Terminal::on(channel.clone(), &auditor_token)?;
-    let terminals: Vec<Terminal> = firm_tokens.iter().map(|t| Terminal::on(channel.clone(), t)).collect::<Result<_, _>>()?;
+    let terminals: Vec<Terminal> =
+        firm_tokens.iter().map(|t| Terminal::on(channel.clone(), t)).collect::<Result<_, _>>()?;
 
     // Watch results from the start, as a downstream recorder would.
-    let mut results = auditor.results.subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 1 }).await?.into_inner();
+    let mut results =
+        auditor.results.subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 1 }).await?.into_inner();
 
     let now = SystemClock.now();
     let closes = Timestamp::from_micros(now.as_micros() + WINDOW.as_micros() as i64);
@@ -110,7 +118,13 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // The terminals bid concurrently. SO2: 20 t; T1 and T2 take 11 t above the margin, T3 and
     // T4 tie at 18300.00 for the last 9 t, and time priority serves T3 first.
-    let so2_bids = [(0, "18800.00", "6.000"), (1, "18600.00", "5.000"), (2, "18300.00", "5.000"), (3, "18300.00", "6.000"), (4, "18100.00", "4.000")];
+    let so2_bids = [
+        (0, "18800.00", "6.000"),
+        (1, "18600.00", "5.000"),
+        (2, "18300.00", "5.000"),
+        (3, "18300.00", "6.000"),
+        (4, "18100.00", "4.000"),
+    ];
     let mut tasks = Vec::new();
     for (i, (who, price, qty)) in so2_bids.into_iter().enumerate() {
         let mut t = terminals[who].clone();
@@ -118,7 +132,15 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tasks.push(tokio::spawn(async move {
             // Staggered by a few milliseconds so that the tie is decided by a visible order.
             tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
-            let r = t.trading.place_bid(pb::PlaceBidRequest { request_id: request_id(), auction_id: auction, price: price.into(), quantity: qty.into() }).await;
+            let r = t
+                .trading
+                .place_bid(pb::PlaceBidRequest {
+                    request_id: request_id(),
+                    auction_id: auction,
+                    price: price.into(),
+                    quantity: qty.into(),
+                })
+                .await;
             (who, price, qty, r.map(|r| r.into_inner()))
         }));
     }
@@ -130,7 +152,15 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let auction = nox.auction_id.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(150 + 20 * i as u64)).await;
-            let r = t.trading.place_bid(pb::PlaceBidRequest { request_id: request_id(), auction_id: auction, price: price.into(), quantity: String::new() }).await;
+            let r = t
+                .trading
+                .place_bid(pb::PlaceBidRequest {
+                    request_id: request_id(),
+                    auction_id: auction,
+                    price: price.into(),
+                    quantity: String::new(),
+                })
+                .await;
             (who, price, "4.048", r.map(|r| r.into_inner()))
         }));
     }
@@ -138,8 +168,12 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     for task in tasks {
         let (who, price, qty, result) = task.await?;
         match result {
-            Ok(receipt) => println!("  {:<28} {:>9} t at {:>9}  accepted as {}", firms[who].name, qty, price, receipt.bid_id),
-            Err(status) => println!("  {:<28} {:>9} t at {:>9}  refused: {}", firms[who].name, qty, price, render::status(&status)),
+            Ok(receipt) => {
+                println!("  {:<28} {:>9} t at {:>9}  accepted as {}", firms[who].name, qty, price, receipt.bid_id)
+            }
+            Err(status) => {
+                println!("  {:<28} {:>9} t at {:>9}  refused: {}", firms[who].name, qty, price, render::status(&status))
+            }
         }
     }
 
@@ -148,7 +182,12 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Ok(_) => println!("\n  !! the operator could list sealed bids"),
         Err(status) => println!("\noperator asks for the SO2 bids before the close: {}", render::status(&status)),
     }
-    let mine = terminals[3].clone().trading.list_my_bids(pb::ListMyBidsRequest { auction_id: so2.auction_id.clone() }).await?.into_inner();
+    let mine = terminals[3]
+        .clone()
+        .trading
+        .list_my_bids(pb::ListMyBidsRequest { auction_id: so2.auction_id.clone() })
+        .await?
+        .into_inner();
     println!("{} sees only its own bid:\n{}", firms[3].name, render::bids(&mine.bids));
 
     println!("\nwaiting for the server's timers to close both auctions at {closes} ...\n");
@@ -162,12 +201,14 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
             Err(_) => return Err("no settlement within the expected time".into()),
         }
     }
-    let names = |code: &str| firms.iter().find(|f| f.code.as_str() == code).map_or(code.to_owned(), |f| f.name.to_owned());
+    let names =
+        |code: &str| firms.iter().find(|f| f.code.as_str() == code).map_or(code.to_owned(), |f| f.name.to_owned());
     for s in &settled {
         println!("{}\n", render::settlement_named(s, &names));
     }
 
-    let bids = auditor.operator.list_bids(pb::ListBidsRequest { auction_id: so2.auction_id.clone() }).await?.into_inner();
+    let bids =
+        auditor.operator.list_bids(pb::ListBidsRequest { auction_id: so2.auction_id.clone() }).await?.into_inner();
     println!("after the close the auditor may read all {} SO2 bids.", bids.bids.len());
 
     let file = config.settlements_file();

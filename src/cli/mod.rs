@@ -18,7 +18,11 @@ use crate::proto as pb;
 use client::{Terminal, request_id};
 
 #[derive(Debug, Parser)]
-#[command(name = "emission-auction", version, about = "Electronic auction engine for emission-rights trading (排污权交易)")]
+#[command(
+    name = "emission-auction",
+    version,
+    about = "Electronic auction engine for emission-rights trading (排污权交易)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Top,
@@ -240,9 +244,14 @@ pub enum BidCommand {
         #[arg(long)]
         quantity: String,
     },
-    Withdraw { auction: String, bid: String },
+    Withdraw {
+        auction: String,
+        bid: String,
+    },
     /// Your own bids in an auction.
-    List { auction: String },
+    List {
+        auction: String,
+    },
     /// Auctions you can bid in.
     Auctions {
         #[arg(long)]
@@ -252,7 +261,9 @@ pub enum BidCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SettlementCommand {
-    Get { auction: String },
+    Get {
+        auction: String,
+    },
     /// Print settlements as they are published, from a sequence number.
     Watch {
         #[arg(long, default_value_t = 1)]
@@ -287,7 +298,8 @@ pub fn principal_add(command: PrincipalCommand) -> Result<(), Box<dyn std::error
 }
 
 async fn terminal<C: Subcommand>(args: &ClientArgs<C>) -> Result<Terminal, ClientError> {
-    let token = args.token.as_deref().ok_or_else(|| ClientError::Usage("no token: pass --token or set EA_TOKEN".into()))?;
+    let token =
+        args.token.as_deref().ok_or_else(|| ClientError::Usage("no token: pass --token or set EA_TOKEN".into()))?;
     Ok(Terminal::connect(&args.server, token).await?)
 }
 
@@ -312,12 +324,22 @@ pub async fn auction(args: ClientArgs<AuctionCommand>) -> Result<(), ClientError
         AuctionCommand::Open { auction } => op.open_auction(reference(auction)).await?.into_inner(),
         AuctionCommand::Close { auction } => op.close_auction(reference(auction)).await?.into_inner(),
         AuctionCommand::Cancel { auction, reason } => op
-            .cancel_auction(pb::CancelAuctionRequest { request_id: request_id(), auction_id: auction.clone(), reason: reason.clone() })
+            .cancel_auction(pb::CancelAuctionRequest {
+                request_id: request_id(),
+                auction_id: auction.clone(),
+                reason: reason.clone(),
+            })
             .await?
             .into_inner(),
-        AuctionCommand::Get { auction } => op.get_auction(pb::GetAuctionRequest { auction_id: auction.clone() }).await?.into_inner(),
+        AuctionCommand::Get { auction } => {
+            op.get_auction(pb::GetAuctionRequest { auction_id: auction.clone() }).await?.into_inner()
+        }
         AuctionCommand::List { pollutant, region } => {
-            let req = pb::ListAuctionsRequest { pollutant: pollutant_filter(pollutant.as_deref())?, region_code: region.clone().unwrap_or_default(), phase: 0 };
+            let req = pb::ListAuctionsRequest {
+                pollutant: pollutant_filter(pollutant.as_deref())?,
+                region_code: region.clone().unwrap_or_default(),
+                phase: 0,
+            };
             for a in t.trading.list_auctions(req).await?.into_inner().auctions {
                 println!("{}\n", render::auction(&a));
             }
@@ -390,7 +412,12 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
     let tr = &mut t.trading;
     let receipt = match &args.command {
         BidCommand::Place { auction, price, quantity } => tr
-            .place_bid(pb::PlaceBidRequest { request_id: request_id(), auction_id: auction.clone(), price: price.clone(), quantity: quantity.clone() })
+            .place_bid(pb::PlaceBidRequest {
+                request_id: request_id(),
+                auction_id: auction.clone(),
+                price: price.clone(),
+                quantity: quantity.clone(),
+            })
             .await?
             .into_inner(),
         BidCommand::Revise { auction, bid, price, quantity } => tr
@@ -404,7 +431,11 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
             .await?
             .into_inner(),
         BidCommand::Withdraw { auction, bid } => tr
-            .withdraw_bid(pb::WithdrawBidRequest { request_id: request_id(), auction_id: auction.clone(), bid_id: bid.clone() })
+            .withdraw_bid(pb::WithdrawBidRequest {
+                request_id: request_id(),
+                auction_id: auction.clone(),
+                bid_id: bid.clone(),
+            })
             .await?
             .into_inner(),
         BidCommand::List { auction } => {
@@ -413,7 +444,8 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
             return Ok(());
         }
         BidCommand::Auctions { pollutant } => {
-            let req = pb::ListAuctionsRequest { pollutant: pollutant_filter(pollutant.as_deref())?, ..Default::default() };
+            let req =
+                pb::ListAuctionsRequest { pollutant: pollutant_filter(pollutant.as_deref())?, ..Default::default() };
             for a in tr.list_auctions(req).await?.into_inner().auctions {
                 println!("{}\n", render::auction(&a));
             }
@@ -436,11 +468,16 @@ pub async fn settlement(args: ClientArgs<SettlementCommand>) -> Result<(), Clien
     let mut t = terminal(&args).await?;
     match &args.command {
         SettlementCommand::Get { auction } => {
-            let s = t.results.get_settlement(pb::GetSettlementRequest { auction_id: auction.clone() }).await?.into_inner();
+            let s =
+                t.results.get_settlement(pb::GetSettlementRequest { auction_id: auction.clone() }).await?.into_inner();
             println!("{}", render::settlement(&s));
         }
         SettlementCommand::Watch { from, limit } => {
-            let mut stream = t.results.subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: *from }).await?.into_inner();
+            let mut stream = t
+                .results
+                .subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: *from })
+                .await?
+                .into_inner();
             let mut seen = 0;
             while let Some(s) = stream.message().await? {
                 println!("{}\n", render::settlement(&s));

@@ -41,18 +41,43 @@ pub fn name_of<E: ProtoName>(raw: i32) -> String {
 }
 
 pub fn time(ts: &Option<prost_types::Timestamp>) -> String {
-    ts.as_ref().map_or("-".into(), |t| crate::domain::Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000)).to_string())
+    ts.as_ref().map_or("-".into(), |t| {
+        crate::domain::Timestamp::from_micros(t.seconds * 1_000_000 + i64::from(t.nanos / 1000)).to_string()
+    })
 }
 
 pub fn auction(a: &pb::Auction) -> String {
     let lot = a.lot.clone().unwrap_or_default();
     let mut out = String::new();
-    let _ = writeln!(out, "{}  {}  {}  {}", a.auction_id, name_of::<pb::AuctionPhase>(a.phase), name_of::<pb::AuctionFormat>(a.format), name_of::<pb::Pollutant>(lot.pollutant));
-    let _ = writeln!(out, "  lot        {} {} t (fill unit {} t), {} from {}, region {}", lot.lot_id, lot.quantity, lot.fill_unit, name_of::<pb::LotOrigin>(lot.origin), lot.seller, lot.region_code);
+    let _ = writeln!(
+        out,
+        "{}  {}  {}  {}",
+        a.auction_id,
+        name_of::<pb::AuctionPhase>(a.phase),
+        name_of::<pb::AuctionFormat>(a.format),
+        name_of::<pb::Pollutant>(lot.pollutant)
+    );
+    let _ = writeln!(
+        out,
+        "  lot        {} {} t (fill unit {} t), {} from {}, region {}",
+        lot.lot_id,
+        lot.quantity,
+        lot.fill_unit,
+        name_of::<pb::LotOrigin>(lot.origin),
+        lot.seller,
+        lot.region_code
+    );
     let cap = if a.cap_price.is_empty() { "none".into() } else { a.cap_price.clone() };
-    let _ = writeln!(out, "  prices     benchmark {}  floor {}  cap {}  (yuan/t)", a.benchmark_price, a.floor_price, cap);
+    let _ =
+        writeln!(out, "  prices     benchmark {}  floor {}  cap {}  (yuan/t)", a.benchmark_price, a.floor_price, cap);
     let _ = writeln!(out, "  window     {} .. {}", time(&a.opens_at), time(&a.closes_at));
-    let _ = write!(out, "  rules      ties {}, undersubscription {}, bids {}", name_of::<pb::TieRule>(a.tie_rule), name_of::<pb::Undersubscription>(a.undersubscription), name_of::<pb::BidRevision>(a.bid_revision));
+    let _ = write!(
+        out,
+        "  rules      ties {}, undersubscription {}, bids {}",
+        name_of::<pb::TieRule>(a.tie_rule),
+        name_of::<pb::Undersubscription>(a.undersubscription),
+        name_of::<pb::BidRevision>(a.bid_revision)
+    );
     if !a.per_bidder_cap_percent.is_empty() {
         let _ = write!(out, ", per-bidder cap {}%", a.per_bidder_cap_percent);
     }
@@ -69,9 +94,19 @@ pub fn bids(bids: &[pb::Bid]) -> String {
     if bids.is_empty() {
         return "  (no bids)".into();
     }
-    let mut out = format!("  {:<16}  {:<18}  {:>12}  {:>12}  {:<9}  placed at", "bid", "bidder", "price", "quantity", "state");
+    let mut out =
+        format!("  {:<16}  {:<18}  {:>12}  {:>12}  {:<9}  placed at", "bid", "bidder", "price", "quantity", "state");
     for b in bids {
-        let _ = write!(out, "\n  {:<16}  {:<18}  {:>12}  {:>12}  {:<9}  {}", b.bid_id, b.bidder, b.price, b.quantity, name_of::<pb::BidState>(b.state), time(&b.placed_at));
+        let _ = write!(
+            out,
+            "\n  {:<16}  {:<18}  {:>12}  {:>12}  {:<9}  {}",
+            b.bid_id,
+            b.bidder,
+            b.price,
+            b.quantity,
+            name_of::<pb::BidState>(b.state),
+            time(&b.placed_at)
+        );
     }
     out
 }
@@ -84,24 +119,48 @@ pub fn settlement(s: &pb::Settlement) -> String {
 pub fn settlement_named(s: &pb::Settlement, name: &dyn Fn(&str) -> String) -> String {
     let width = s.allocations.iter().map(|a| name(&a.bidder).chars().count()).max().unwrap_or(0).max(18);
     let mut out = String::new();
-    let _ = write!(out, "#{} {}  {}  {}  {}", s.sequence, s.auction_id, name_of::<pb::Pollutant>(s.pollutant), name_of::<pb::AuctionFormat>(s.format), name_of::<pb::SettlementStatus>(s.status));
+    let _ = write!(
+        out,
+        "#{} {}  {}  {}  {}",
+        s.sequence,
+        s.auction_id,
+        name_of::<pb::Pollutant>(s.pollutant),
+        name_of::<pb::AuctionFormat>(s.format),
+        name_of::<pb::SettlementStatus>(s.status)
+    );
     if !s.reason.is_empty() {
         let _ = write!(out, " ({})", s.reason);
     }
     if !s.clearing_price.is_empty() {
         let _ = write!(out, "  clearing price {} yuan/t", s.clearing_price);
     }
-    let _ = write!(out, "\n  lot {}: sold {} t, unsold {} t, floor {}", s.lot_id, s.sold_quantity, s.unsold_quantity, s.floor_price);
+    let _ = write!(
+        out,
+        "\n  lot {}: sold {} t, unsold {} t, floor {}",
+        s.lot_id, s.sold_quantity, s.unsold_quantity, s.floor_price
+    );
     if !s.cap_price.is_empty() {
         let _ = write!(out, ", cap {}", s.cap_price);
     }
     if !s.allocations.is_empty() {
-        let _ = write!(out, "\n  {:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}", "bidder", "t", "yuan/t", "amount", "buyer fee", "seller fee");
+        let _ = write!(
+            out,
+            "\n  {:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}",
+            "bidder", "t", "yuan/t", "amount", "buyer fee", "seller fee"
+        );
         for a in &s.allocations {
             let who = name(&a.bidder);
-            let _ = write!(out, "\n  {who:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}", a.quantity, a.unit_price, a.amount, a.buyer_fee, a.seller_fee);
+            let _ = write!(
+                out,
+                "\n  {who:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}",
+                a.quantity, a.unit_price, a.amount, a.buyer_fee, a.seller_fee
+            );
         }
-        let _ = write!(out, "\n  {:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}", "total", s.sold_quantity, "", s.total_amount, s.total_buyer_fee, s.total_seller_fee);
+        let _ = write!(
+            out,
+            "\n  {:<width$}  {:>9}  {:>10}  {:>13}  {:>10}  {:>10}",
+            "total", s.sold_quantity, "", s.total_amount, s.total_buyer_fee, s.total_seller_fee
+        );
     }
     if let Some(t) = &s.tie_break {
         let _ = write!(out, "\n  tie-break {}", name_of::<pb::TieRule>(t.rule));

@@ -172,8 +172,7 @@ impl FromStr for Reference {
         if text.is_empty() {
             return Err(IdError::Empty);
         }
-        let ok = text.len() <= 64
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        let ok = text.len() <= 64 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
         if !ok {
             return Err(IdError::Shape("1 to 64 characters of A-Z, a-z, 0-9 and -_./"));
         }
@@ -275,9 +274,7 @@ impl FromStr for BidId {
         if text.len() != 16 {
             return Err(IdError::Shape("a bid id of 16 hexadecimal digits"));
         }
-        u64::from_str_radix(text, 16)
-            .map(BidId)
-            .map_err(|_| IdError::Shape("a bid id of 16 hexadecimal digits"))
+        u64::from_str_radix(text, 16).map(BidId).map_err(|_| IdError::Shape("a bid id of 16 hexadecimal digits"))
     }
 }
 
@@ -326,14 +323,7 @@ impl fmt::Display for Timestamp {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            micros / 1000
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, micros / 1000)
     }
 }
 

@@ -8,6 +8,6 @@ mod units;
 pub use ids::{AuctionId, BidId, BidderId, CreditCode, IdError, LotId, Reference, RegionCode, Timestamp};
 pub use policy::{BenchmarkEntry, BenchmarkSchedule, Pollutant, PricePolicy};
 pub use units::{
-    Amount, DecimalError, MAX_AMOUNT_FEN, MAX_BID_AMOUNT_FEN, MAX_PRICE_FEN, MAX_QUANTITY_KG, Price, Quantity, Ratio, format_units,
-    parse_decimal, parse_non_negative,
+    Amount, DecimalError, MAX_AMOUNT_FEN, MAX_BID_AMOUNT_FEN, MAX_PRICE_FEN, MAX_QUANTITY_KG, Price, Quantity, Ratio,
+    format_units, parse_decimal, parse_non_negative,
 };

@@ -152,7 +152,11 @@ mod tests {
     fn schedule_takes_the_revision_in_force() {
         let later = Timestamp::from_micros(SHANXI_2016.as_micros() + 1_000_000);
         let mut entries = BenchmarkSchedule::shanxi_2016().entries().to_vec();
-        entries.push(BenchmarkEntry { pollutant: Pollutant::So2, effective_from: later, price: Price::from_units(2_000_000).unwrap() });
+        entries.push(BenchmarkEntry {
+            pollutant: Pollutant::So2,
+            effective_from: later,
+            price: Price::from_units(2_000_000).unwrap(),
+        });
         let schedule = BenchmarkSchedule::new(entries);
         assert_eq!(schedule.in_force(Pollutant::So2, SHANXI_2016).unwrap().to_string(), "18000.00");
         assert_eq!(schedule.in_force(Pollutant::So2, later).unwrap().to_string(), "20000.00");

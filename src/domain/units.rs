@@ -67,9 +67,8 @@ pub fn parse_non_negative(text: &str, max_scale: u32, max_units: i64) -> Result<
     if text.len() > 28 {
         return Err(DecimalError::TooLarge { max: format_units(max_units, max_scale) });
     }
-    let value = Decimal::from_str_exact(text).map_err(|_| DecimalError::TooLarge {
-        max: format_units(max_units, max_scale),
-    })?;
+    let value = Decimal::from_str_exact(text)
+        .map_err(|_| DecimalError::TooLarge { max: format_units(max_units, max_scale) })?;
     let value = value.normalize();
     if value.scale() > max_scale {
         return Err(DecimalError::TooFine { max_scale });

@@ -69,7 +69,6 @@ pub struct SealedBook {
 pub(crate) const MAX_SLOTS: usize = 1 << 30;
 
 impl SealedBook {
-
     pub fn contains(&self, id: BidId) -> bool {
         self.by_id.contains_key(&id)
     }
@@ -139,7 +138,8 @@ impl SealedBook {
             *active_bidders += 1;
         }
         entry.active_bids += 1;
-        entry.active_quantity = entry.active_quantity.checked_add(quantity).expect("per-bidder total within lot bounds");
+        entry.active_quantity =
+            entry.active_quantity.checked_add(quantity).expect("per-bidder total within lot bounds");
     }
 
     /// Marks the current slot of `id` inactive and takes it off its bidder's totals.
@@ -151,7 +151,8 @@ impl SealedBook {
         let slot = *slot;
         let entry = self.by_bidder.get_mut(&slot.bidder).expect("bidder of an indexed bid");
         entry.active_bids -= 1;
-        entry.active_quantity = entry.active_quantity.checked_sub(slot.quantity).expect("active total covers each active bid");
+        entry.active_quantity =
+            entry.active_quantity.checked_sub(slot.quantity).expect("active total covers each active bid");
         if entry.active_bids == 0 {
             self.active_bidders -= 1;
         }
@@ -166,9 +167,9 @@ impl SealedBook {
 
     /// The current version of each of `bidder`'s bids, in the order first placed.
     pub fn bids_of(&self, bidder: BidderId) -> Vec<BidView> {
-        self.by_bidder.get(&bidder).map_or_else(Vec::new, |e| {
-            e.bids.iter().map(|id| view(&self.slots[self.by_id[id] as usize])).collect()
-        })
+        self.by_bidder
+            .get(&bidder)
+            .map_or_else(Vec::new, |e| e.bids.iter().map(|id| view(&self.slots[self.by_id[id] as usize])).collect())
     }
 
     /// The current version of every bid, in arrival order of that version.

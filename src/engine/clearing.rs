@@ -42,7 +42,13 @@ impl std::fmt::Debug for Seed {
 }
 
 /// A settlement that sold nothing.
-pub(crate) fn empty(spec: &AuctionSpec, status: SettlementStatus, why: &str, seed: Option<&Seed>, at: Timestamp) -> Settlement {
+pub(crate) fn empty(
+    spec: &AuctionSpec,
+    status: SettlementStatus,
+    why: &str,
+    seed: Option<&Seed>,
+    at: Timestamp,
+) -> Settlement {
     Settlement {
         auction_id: spec.id,
         lot_id: spec.lot.id.clone(),
@@ -66,7 +72,13 @@ pub(crate) fn empty(spec: &AuctionSpec, status: SettlementStatus, why: &str, see
 }
 
 fn seed_evidence(rule: TieRule, seed: &Seed) -> TieBreak {
-    TieBreak { rule, marginal_price: None, order: Vec::new(), seed_hash: Some(seed.hash_hex()), seed: Some(hex::encode(seed.0)) }
+    TieBreak {
+        rule,
+        marginal_price: None,
+        order: Vec::new(),
+        seed_hash: Some(seed.hash_hex()),
+        seed: Some(hex::encode(seed.0)),
+    }
 }
 
 /// Clears a closed book.
@@ -134,10 +146,6 @@ impl Key {
 
     fn demand(&self) -> i128 {
         i128::from((self.packed >> SLOT_BITS) as i64)
-    }
-
-    fn quantity(&self) -> Quantity {
-        Quantity::from_units((self.packed >> SLOT_BITS) as i64).expect("packed from a quantity")
     }
 
     fn slot(&self) -> usize {
@@ -365,7 +373,9 @@ fn fill_by_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], selection: Selection
         }
     }
     let pricing = match spec.format {
-        Format::SealedUniformPrice => Pricing::Uniform(served.iter().map(|(b, _)| b.price).min().expect("something served")),
+        Format::SealedUniformPrice => {
+            Pricing::Uniform(served.iter().map(|(b, _)| b.price).min().expect("something served"))
+        }
         _ => Pricing::OwnBid,
     };
     Fills { served, pricing, tie_break }
@@ -535,11 +545,16 @@ mod tests {
                         price: Price::from_units(1_000 + (x % levels as u64) as i64).unwrap(),
                         quantity: Quantity::from_units((x >> 32) as i64 % 9 + 1).unwrap(),
                         placed_at: Timestamp::from_micros(i as i64),
-                        active: x % 11 != 0,
+                        active: !x.is_multiple_of(11),
                     }
                 })
                 .collect();
-            let keys: Vec<Key> = slots.iter().enumerate().filter(|(_, s)| s.active).map(|(i, s)| Key::new(s.price, s.quantity, i)).collect();
+            let keys: Vec<Key> = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.active)
+                .map(|(i, s)| Key::new(s.price, s.quantity, i))
+                .collect();
             let total: i128 = keys.iter().map(Key::demand).sum();
             for supply in [1, 7, total / 100, total / 6, total / 2, total - 1, total, total + 5] {
                 let supply = supply.max(1);

@@ -31,10 +31,25 @@ pub enum Command {
     Open,
     /// Close now and settle; before `closes_at` this is an early close by the operator.
     Close,
-    Cancel { note: Option<String> },
-    PlaceBid { bidder: BidderId, bid: BidId, price: Price, quantity: Quantity },
-    ReviseBid { bidder: BidderId, bid: BidId, price: Price, quantity: Quantity },
-    WithdrawBid { bidder: BidderId, bid: BidId },
+    Cancel {
+        note: Option<String>,
+    },
+    PlaceBid {
+        bidder: BidderId,
+        bid: BidId,
+        price: Price,
+        quantity: Quantity,
+    },
+    ReviseBid {
+        bidder: BidderId,
+        bid: BidId,
+        price: Price,
+        quantity: Quantity,
+    },
+    WithdrawBid {
+        bidder: BidderId,
+        bid: BidId,
+    },
 }
 
 /// A bid taken into the book (placed, revised or withdrawn), and whether taking it opened the
@@ -63,10 +78,13 @@ impl BidChange {
 /// What changed. A settlement is emitted exactly once per auction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Opened { at: Timestamp },
+    Opened {
+        at: Timestamp,
+    },
     BidAccepted(BidView),
     BidWithdrawn(BidView),
-    Concluded(Settlement),
+    /// Boxed: a settlement is large and rare, bids are small and many.
+    Concluded(Box<Settlement>),
 }
 
 /// One auction and its sealed book.
@@ -133,7 +151,9 @@ impl Auction {
             Command::Open => self.open(at).map(|e| vec![e]),
             Command::Close => self.close(at).map(|e| vec![e]),
             Command::Cancel { note } => self.cancel(at, note).map(|e| vec![e]),
-            Command::PlaceBid { bidder, bid, price, quantity } => self.place_bid(at, bidder, bid, price, quantity).map(BidChange::into_events),
+            Command::PlaceBid { bidder, bid, price, quantity } => {
+                self.place_bid(at, bidder, bid, price, quantity).map(BidChange::into_events)
+            }
             Command::ReviseBid { bidder, bid, price, quantity } => {
                 self.revise_bid(at, bidder, bid, price, quantity).map(BidChange::into_events)
             }
@@ -163,8 +183,13 @@ impl Auction {
         if self.phase.is_terminal() {
             return Err(EngineError::InvalidTransition { phase: self.phase, action: "cancelling" });
         }
-        let mut settlement =
-            clearing::empty(&self.spec, SettlementStatus::Cancelled, reason::CANCELLED_BY_OPERATOR, self.seed.as_ref(), at);
+        let mut settlement = clearing::empty(
+            &self.spec,
+            SettlementStatus::Cancelled,
+            reason::CANCELLED_BY_OPERATOR,
+            self.seed.as_ref(),
+            at,
+        );
         settlement.note = note;
         Ok(self.finish(settlement))
     }
@@ -180,7 +205,7 @@ impl Auction {
             SettlementStatus::Failed => Phase::Failed,
             SettlementStatus::Cancelled => Phase::Cancelled,
         };
-        Event::Concluded(settlement)
+        Event::Concluded(Box::new(settlement))
     }
 
     /// Checks that a bid stamped `at` may act on the book. Returns whether accepting it also
@@ -221,10 +246,10 @@ impl Auction {
         if let Some(cap) = band.cap.filter(|cap| price > *cap) {
             return Err(EngineError::AboveCap { cap });
         }
-        if let (Some(ratio), Some(cap)) = (self.spec.per_bidder_cap, self.spec.bidder_cap_quantity()) {
-            if held.checked_add(quantity).is_none_or(|total| total > cap) {
-                return Err(EngineError::bidder_cap(ratio, cap, held));
-            }
+        if let (Some(ratio), Some(cap)) = (self.spec.per_bidder_cap, self.spec.bidder_cap_quantity())
+            && held.checked_add(quantity).is_none_or(|total| total > cap)
+        {
+            return Err(EngineError::bidder_cap(ratio, cap, held));
         }
         Ok(())
     }

@@ -5,7 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AuctionId, CreditCode, LotId, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, RegionCode, Timestamp};
+use crate::domain::{
+    AuctionId, CreditCode, LotId, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, RegionCode, Timestamp,
+};
 
 use super::EngineError;
 
@@ -162,13 +164,24 @@ const MAX_MIN_BIDDERS: u32 = 10_000;
 
 impl AuctionSpec {
     /// Checks a request against itself and policy and fixes its prices.
-    pub fn resolve(id: AuctionId, req: AuctionRequest, policy: &PricePolicy, at: Timestamp) -> Result<AuctionSpec, EngineError> {
+    pub fn resolve(
+        id: AuctionId,
+        req: AuctionRequest,
+        policy: &PricePolicy,
+        at: Timestamp,
+    ) -> Result<AuctionSpec, EngineError> {
         let lot = &req.lot;
         if !lot.quantity.is_multiple_of(lot.fill_unit) {
-            return Err(EngineError::invalid("lot.quantity", format!("must be a multiple of the fill unit {} t", lot.fill_unit)));
+            return Err(EngineError::invalid(
+                "lot.quantity",
+                format!("must be a multiple of the fill unit {} t", lot.fill_unit),
+            ));
         }
         if !req.format.is_divisible() && lot.fill_unit != lot.quantity {
-            return Err(EngineError::invalid("lot.fill_unit", format!("must equal the lot quantity {} t in a single-lot format", lot.quantity)));
+            return Err(EngineError::invalid(
+                "lot.fill_unit",
+                format!("must equal the lot quantity {} t in a single-lot format", lot.quantity),
+            ));
         }
         if req.closes_at <= req.opens_at {
             return Err(EngineError::invalid("closes_at", "must be after opens_at"));
@@ -184,13 +197,19 @@ impl AuctionSpec {
                 return Err(EngineError::invalid("tie_rule", "PRO_RATA cannot split a single indivisible lot"));
             }
             if req.per_bidder_cap.is_some() {
-                return Err(EngineError::invalid("per_bidder_cap_percent", "a single indivisible lot has no per-bidder cap"));
+                return Err(EngineError::invalid(
+                    "per_bidder_cap_percent",
+                    "a single indivisible lot has no per-bidder cap",
+                ));
             }
         }
-        if let Some(cap) = req.per_bidder_cap {
-            if lot.quantity.share_in_units(cap, lot.fill_unit).is_zero() {
-                return Err(EngineError::invalid("per_bidder_cap_percent", format!("leaves less than one fill unit ({} t) per bidder", lot.fill_unit)));
-            }
+        if let Some(cap) = req.per_bidder_cap
+            && lot.quantity.share_in_units(cap, lot.fill_unit).is_zero()
+        {
+            return Err(EngineError::invalid(
+                "per_bidder_cap_percent",
+                format!("leaves less than one fill unit ({} t) per bidder", lot.fill_unit),
+            ));
         }
         if req.reserve_markup.is_some() && !lot.origin.is_reserve() {
             return Err(EngineError::invalid("reserve_markup", "applies to government reserve lots only"));
@@ -198,7 +217,8 @@ impl AuctionSpec {
         let benchmark = policy.benchmarks.in_force(lot.pollutant, at).ok_or_else(|| {
             EngineError::invalid("lot.pollutant", format!("no benchmark price for {} is in force", lot.pollutant))
         })?;
-        let reserve_markup = if lot.origin.is_reserve() { req.reserve_markup.unwrap_or(policy.reserve_markup) } else { Ratio::ONE };
+        let reserve_markup =
+            if lot.origin.is_reserve() { req.reserve_markup.unwrap_or(policy.reserve_markup) } else { Ratio::ONE };
         let floor = benchmark
             .scaled_up(req.conversion_factor, reserve_markup)
             .ok_or_else(|| EngineError::invalid("conversion_factor", "makes the floor price too large"))?;
@@ -209,7 +229,11 @@ impl AuctionSpec {
             CapChoice::PercentOverFloor(pct) => Some(pct),
         };
         let cap = match cap_pct {
-            Some(pct) => Some(floor.raised_down(pct).ok_or_else(|| EngineError::invalid("cap_percent", "makes the cap price too large"))?),
+            Some(pct) => Some(
+                floor
+                    .raised_down(pct)
+                    .ok_or_else(|| EngineError::invalid("cap_percent", "makes the cap price too large"))?,
+            ),
             None => None,
         };
         Ok(AuctionSpec {

@@ -31,7 +31,8 @@ impl Authenticator {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| unauthenticated("authorization must be `Bearer <token>`"))?;
-        let principal = self.principals.authenticate(token.trim()).ok_or_else(|| unauthenticated("unknown token"))?.clone();
+        let principal =
+            self.principals.authenticate(token.trim()).ok_or_else(|| unauthenticated("unknown token"))?.clone();
         request.extensions_mut().insert(principal);
         Ok(request)
     }
@@ -43,10 +44,8 @@ fn unauthenticated(why: &str) -> Status {
 
 /// The caller, with one of `roles`.
 pub fn require<T>(request: &Request<T>, roles: &[Role]) -> Result<Principal, Status> {
-    let principal = request
-        .extensions()
-        .get::<Principal>()
-        .ok_or_else(|| unauthenticated("no principal on the request"))?;
+    let principal =
+        request.extensions().get::<Principal>().ok_or_else(|| unauthenticated("no principal on the request"))?;
     if !roles.contains(&principal.role) {
         let allowed: Vec<String> = roles.iter().map(ToString::to_string).collect();
         return Err(status(
@@ -63,5 +62,7 @@ pub fn require<T>(request: &Request<T>, roles: &[Role]) -> Result<Principal, Sta
 /// The enterprise a bidder acts for; it is the only source of bidder identity.
 pub fn bidder<T>(request: &Request<T>) -> Result<CreditCode, Status> {
     let principal = require(request, &[Role::Bidder])?;
-    principal.enterprise.ok_or_else(|| status(Code::PermissionDenied, "NO_ENTERPRISE", "this bidder token has no enterprise", Vec::new(), None))
+    principal.enterprise.ok_or_else(|| {
+        status(Code::PermissionDenied, "NO_ENTERPRISE", "this bidder token has no enterprise", Vec::new(), None)
+    })
 }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use crate::domain::{
-    AuctionId, BidId, CreditCode, DecimalError, IdError, Pollutant, Price, Quantity, Ratio, Reference, RegionCode, Timestamp,
+    AuctionId, BidId, CreditCode, DecimalError, IdError, Pollutant, Price, Quantity, Ratio, Reference, RegionCode,
+    Timestamp,
 };
 use crate::engine::{
-    AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice, Format, Lot, LotOrigin, Phase, SettlementStatus, TieRule,
-    Undersubscription,
+    AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice, Format, Lot, LotOrigin, Phase,
+    SettlementStatus, TieRule, Undersubscription,
 };
 use crate::proto as pb;
 use crate::service::{AuctionSnapshot, RecordedSettlement};
@@ -80,7 +81,10 @@ fn timestamp(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<Timesta
 
 pub fn to_timestamp(at: Timestamp) -> prost_types::Timestamp {
     let micros = at.as_micros();
-    prost_types::Timestamp { seconds: micros.div_euclid(1_000_000), nanos: (micros.rem_euclid(1_000_000) * 1000) as i32 }
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
 }
 
 /// Decodes an enum field; `None` for UNSPECIFIED, an error for values this server does not know.
@@ -115,7 +119,9 @@ pub fn phase(field: &str, raw: i32) -> Result<Option<Phase>> {
             pb::AuctionPhase::Settled => Ok(Phase::Settled),
             pb::AuctionPhase::Failed => Ok(Phase::Failed),
             pb::AuctionPhase::Cancelled => Ok(Phase::Cancelled),
-            pb::AuctionPhase::Closed => Err(FieldError::new(field, "CLOSED is never a resting phase of a sealed auction")),
+            pb::AuctionPhase::Closed => {
+                Err(FieldError::new(field, "CLOSED is never a resting phase of a sealed auction"))
+            }
             pb::AuctionPhase::Unspecified => unreachable!("known() maps 0 to None"),
         })
         .transpose()
@@ -147,7 +153,9 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
     };
     let origin = match required("lot.origin", known::<pb::LotOrigin>("lot.origin", lot.origin)?)? {
         pb::LotOrigin::GovernmentReserve => LotOrigin::GovernmentReserve,
-        pb::LotOrigin::ErcCertified => LotOrigin::ErcCertified { certificate_id: id("lot.certificate_id", lot.certificate_id.parse::<Reference>())? },
+        pb::LotOrigin::ErcCertified => LotOrigin::ErcCertified {
+            certificate_id: id("lot.certificate_id", lot.certificate_id.parse::<Reference>())?,
+        },
         pb::LotOrigin::Allocated => LotOrigin::Allocated,
         pb::LotOrigin::Unspecified => unreachable!("known() maps 0 to None"),
     };
@@ -163,9 +171,11 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
     let cap = match known::<pb::CapMode>("cap_mode", req.cap_mode)? {
         None | Some(pb::CapMode::Unspecified) if req.cap_percent.is_empty() => CapChoice::PolicyDefault,
         Some(pb::CapMode::None) if req.cap_percent.is_empty() => CapChoice::None,
-        Some(pb::CapMode::Percent) => CapChoice::PercentOverFloor(
-            Ratio::parse_percent(&req.cap_percent, 1000).map_err(|e| FieldError::new("cap_percent", format!("{e} (a percentage over the floor, up to 1000)")))?,
-        ),
+        Some(pb::CapMode::Percent) => {
+            CapChoice::PercentOverFloor(Ratio::parse_percent(&req.cap_percent, 1000).map_err(|e| {
+                FieldError::new("cap_percent", format!("{e} (a percentage over the floor, up to 1000)"))
+            })?)
+        }
         _ => return Err(FieldError::new("cap_percent", "goes with cap_mode CAP_MODE_PERCENT only")),
     };
     Ok(AuctionRequest {
@@ -187,21 +197,29 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
             Some(pb::TieRule::SeededRandom) => TieRule::SeededRandom,
         },
         undersubscription: match known::<pb::Undersubscription>("undersubscription", req.undersubscription)? {
-            None | Some(pb::Undersubscription::Unspecified | pb::Undersubscription::SellAvailable) => Undersubscription::SellAvailable,
+            None | Some(pb::Undersubscription::Unspecified | pb::Undersubscription::SellAvailable) => {
+                Undersubscription::SellAvailable
+            }
             Some(pb::Undersubscription::Cancel) => Undersubscription::Cancel,
             Some(pb::Undersubscription::ClearAtFloor) => Undersubscription::ClearAtFloor,
         },
         min_bidders: req.min_bidders,
         per_bidder_cap: optional_text(&req.per_bidder_cap_percent, |t| {
-            Ratio::parse_percent(t, 100).map_err(|e| FieldError::new("per_bidder_cap_percent", format!("{e} (a percentage of the lot, up to 100)")))
+            Ratio::parse_percent(t, 100).map_err(|e| {
+                FieldError::new("per_bidder_cap_percent", format!("{e} (a percentage of the lot, up to 100)"))
+            })
         })?,
         revision: match known::<pb::BidRevision>("bid_revision", req.bid_revision)? {
             None | Some(pb::BidRevision::Unspecified | pb::BidRevision::Revisable) => BidRevision::Revisable,
             Some(pb::BidRevision::Irrevocable) => BidRevision::Irrevocable,
         },
-        conversion_factor: optional_text(&req.conversion_factor, |t| Ratio::parse_factor(t).map_err(|e| FieldError::new("conversion_factor", e)))?
-            .unwrap_or(Ratio::ONE),
-        reserve_markup: optional_text(&req.reserve_markup, |t| Ratio::parse_factor(t).map_err(|e| FieldError::new("reserve_markup", e)))?,
+        conversion_factor: optional_text(&req.conversion_factor, |t| {
+            Ratio::parse_factor(t).map_err(|e| FieldError::new("conversion_factor", e))
+        })?
+        .unwrap_or(Ratio::ONE),
+        reserve_markup: optional_text(&req.reserve_markup, |t| {
+            Ratio::parse_factor(t).map_err(|e| FieldError::new("reserve_markup", e))
+        })?,
         cap,
         opens_at: timestamp("opens_at", req.opens_at.as_ref())?,
         closes_at: timestamp("closes_at", req.closes_at.as_ref())?,

@@ -37,12 +37,14 @@ pub async fn serve(
         let auth = auth.clone();
         move |req| auth.intercept(req)
     };
-    let operator = pb::auction_operator_server::AuctionOperatorServer::new(OperatorService { exchange: Arc::clone(&exchange) })
-        .max_decoding_message_size(max_message_bytes);
+    let operator =
+        pb::auction_operator_server::AuctionOperatorServer::new(OperatorService { exchange: Arc::clone(&exchange) })
+            .max_decoding_message_size(max_message_bytes);
     let trading = pb::trading_server::TradingServer::new(TradingService { exchange: Arc::clone(&exchange) })
         .max_decoding_message_size(max_message_bytes);
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    let results = pb::results_server::ResultsServer::new(ResultsService { exchange, stopping }).max_decoding_message_size(max_message_bytes);
+    let results = pb::results_server::ResultsServer::new(ResultsService { exchange, stopping })
+        .max_decoding_message_size(max_message_bytes);
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
@@ -75,10 +77,9 @@ pub async fn serve(
 fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
     let oversize = headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.contains("decoded%20message%20length%20too%20large") || m.contains("decoded message length too large"));
+        && headers.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|m| {
+            m.contains("decoded%20message%20length%20too%20large") || m.contains("decoded message length too large")
+        });
     if oversize {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }

@@ -101,7 +101,11 @@ impl pb::trading_server::Trading for TradingService {
         let req = request.get_ref();
         let filter = AuctionFilter {
             pollutant: convert::pollutant("pollutant", req.pollutant)?,
-            region: if req.region_code.is_empty() { None } else { Some(convert::region("region_code", &req.region_code)?) },
+            region: if req.region_code.is_empty() {
+                None
+            } else {
+                Some(convert::region("region_code", &req.region_code)?)
+            },
             phase: convert::phase("phase", req.phase)?,
         };
         let auctions = self.exchange.list(&filter).iter().map(convert::pb_auction).collect();
@@ -189,7 +193,10 @@ impl pb::results_server::Results for ResultsService {
 
     type SubscribeSettlementsStream = SettlementStream;
 
-    async fn subscribe_settlements(&self, request: Request<pb::SubscribeSettlementsRequest>) -> Reply<SettlementStream> {
+    async fn subscribe_settlements(
+        &self,
+        request: Request<pb::SubscribeSettlementsRequest>,
+    ) -> Reply<SettlementStream> {
         require(&request, ANY_ROLE)?;
         let from = request.get_ref().from_sequence.max(1);
         let (backlog, mut live) = self.exchange.hub().subscribe(from).await;

@@ -15,7 +15,13 @@ use super::convert::FieldError;
 /// ErrorInfo.domain of every error this server sends.
 pub const ERROR_DOMAIN: &str = "emission-auction.v1";
 
-pub fn status(code: Code, reason: &str, message: impl std::fmt::Display, metadata: Vec<(&str, String)>, field: Option<&str>) -> Status {
+pub fn status(
+    code: Code,
+    reason: &str,
+    message: impl std::fmt::Display,
+    metadata: Vec<(&str, String)>,
+    field: Option<&str>,
+) -> Status {
     let metadata: HashMap<String, String> = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
     let message = format!("{reason}: {message}");
@@ -48,11 +54,19 @@ impl From<ServiceError> for Status {
                 }
                 status(code, e.reason(), &e, metadata, e.field())
             }
-            ServiceError::AuctionNotFound(id) => status(Code::NotFound, "AUCTION_NOT_FOUND", &e, vec![("auction_id", id.to_string())], None),
-            ServiceError::LotTaken { auction, .. } => {
-                status(Code::AlreadyExists, "LOT_TAKEN", &e, vec![("auction_id", auction.to_string())], Some("lot.lot_id"))
+            ServiceError::AuctionNotFound(id) => {
+                status(Code::NotFound, "AUCTION_NOT_FOUND", &e, vec![("auction_id", id.to_string())], None)
             }
-            ServiceError::Busy(id) => status(Code::ResourceExhausted, "AUCTION_BUSY", &e, vec![("auction_id", id.to_string())], None),
+            ServiceError::LotTaken { auction, .. } => status(
+                Code::AlreadyExists,
+                "LOT_TAKEN",
+                &e,
+                vec![("auction_id", auction.to_string())],
+                Some("lot.lot_id"),
+            ),
+            ServiceError::Busy(id) => {
+                status(Code::ResourceExhausted, "AUCTION_BUSY", &e, vec![("auction_id", id.to_string())], None)
+            }
             ServiceError::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", &e, Vec::new(), None),
         }
     }

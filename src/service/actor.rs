@@ -25,10 +25,23 @@ pub(crate) type Reply<T> = oneshot::Sender<T>;
 
 pub(crate) enum Request {
     /// A new bid; the actor draws its id.
-    Place { bidder: BidderId, price: Price, quantity: Quantity, reply: Reply<Result<BidView, EngineError>> },
-    Apply { command: Command, reply: Reply<Result<Vec<Event>, EngineError>> },
-    BidsOf { bidder: BidderId, reply: Reply<Vec<BidView>> },
-    AllBids { reply: Reply<Result<Vec<BidView>, EngineError>> },
+    Place {
+        bidder: BidderId,
+        price: Price,
+        quantity: Quantity,
+        reply: Reply<Result<BidView, EngineError>>,
+    },
+    Apply {
+        command: Command,
+        reply: Reply<Result<Vec<Event>, EngineError>>,
+    },
+    BidsOf {
+        bidder: BidderId,
+        reply: Reply<Vec<BidView>>,
+    },
+    AllBids {
+        reply: Reply<Result<Vec<BidView>, EngineError>>,
+    },
 }
 
 pub(crate) struct AuctionActor {
@@ -92,10 +105,10 @@ impl AuctionActor {
                         other => break other,
                     }
                 };
-                if let Ok(change) = &result {
-                    if let Some(at) = change.opened_at {
-                        self.after(&[Event::Opened { at }]).await;
-                    }
+                if let Ok(change) = &result
+                    && let Some(at) = change.opened_at
+                {
+                    self.after(&[Event::Opened { at }]).await;
                 }
                 let _ = reply.send(result.map(|change| change.bid));
             }
@@ -121,7 +134,7 @@ impl AuctionActor {
     async fn after(&mut self, events: &[Event]) {
         for event in events {
             if let Event::Concluded(settlement) = event {
-                let sequence = self.hub.publish(settlement.clone()).await;
+                let sequence = self.hub.publish((**settlement).clone()).await;
                 tracing::info!(
                     auction = %settlement.auction_id,
                     status = ?settlement.status,

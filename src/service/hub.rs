@@ -33,7 +33,11 @@ impl SettlementHub {
     pub fn new(recorders: Vec<Arc<dyn Recorder>>, history: Vec<RecordedSettlement>) -> SettlementHub {
         let history: Vec<Arc<RecordedSettlement>> = history.into_iter().map(Arc::new).collect();
         let by_auction = history.iter().enumerate().map(|(i, r)| (r.settlement.auction_id, i)).collect();
-        SettlementHub { state: Mutex::new(HubState { history, by_auction }), live: broadcast::channel(SUBSCRIBER_BUFFER).0, recorders }
+        SettlementHub {
+            state: Mutex::new(HubState { history, by_auction }),
+            live: broadcast::channel(SUBSCRIBER_BUFFER).0,
+            recorders,
+        }
     }
 
     /// Records and publishes one settlement; returns its sequence number.
@@ -65,7 +69,10 @@ impl SettlementHub {
 
     /// Everything from `from_sequence` on, and a receiver for what comes after. Taken under
     /// one lock, so nothing falls between the two.
-    pub async fn subscribe(&self, from_sequence: u64) -> (Vec<Arc<RecordedSettlement>>, broadcast::Receiver<Arc<RecordedSettlement>>) {
+    pub async fn subscribe(
+        &self,
+        from_sequence: u64,
+    ) -> (Vec<Arc<RecordedSettlement>>, broadcast::Receiver<Arc<RecordedSettlement>>) {
         let state = self.state.lock().await;
         let start = from_sequence.saturating_sub(1) as usize;
         let backlog = state.history.get(start..).map(<[_]>::to_vec).unwrap_or_default();

@@ -156,7 +156,13 @@ impl Exchange {
         self.get(id)
     }
 
-    pub async fn place_bid(&self, id: AuctionId, bidder: BidderId, price: Price, quantity: Quantity) -> Result<BidView, ServiceError> {
+    pub async fn place_bid(
+        &self,
+        id: AuctionId,
+        bidder: BidderId,
+        price: Price,
+        quantity: Quantity,
+    ) -> Result<BidView, ServiceError> {
         Ok(self.ask(id, |reply| Request::Place { bidder, price, quantity, reply }).await??)
     }
 

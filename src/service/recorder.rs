@@ -49,10 +49,11 @@ pub struct JsonLinesRecorder {
 
 impl JsonLinesRecorder {
     pub fn open(path: &Path) -> Result<JsonLinesRecorder, RecorderError> {
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|source| RecorderError::Io {
-            recorder: path.display().to_string(),
-            source,
-        })?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| RecorderError::Io { recorder: path.display().to_string(), source })?;
         Ok(JsonLinesRecorder { path: path.to_owned(), file: Mutex::new(file) })
     }
 

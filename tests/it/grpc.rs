@@ -25,7 +25,6 @@ pub fn firm(n: u32) -> CreditCode {
 }
 
 pub struct TestServer {
-    pub addr: std::net::SocketAddr,
     pub channel: Channel,
     pub tokens: HashMap<String, String>,
     pub clock: Option<Arc<ManualClock>>,
@@ -53,11 +52,16 @@ impl TestServer {
         let mut principals = Principals::default();
         let mut tokens = HashMap::new();
         for (name, role) in [("operator", Role::Operator), ("auditor", Role::Auditor), ("observer", Role::Observer)] {
-            tokens.insert(name.to_owned(), principals.add(Principal { name: name.into(), role, enterprise: None }).unwrap());
+            tokens.insert(
+                name.to_owned(),
+                principals.add(Principal { name: name.into(), role, enterprise: None }).unwrap(),
+            );
         }
         for n in 1..=6 {
             let name = format!("b{n}");
-            let token = principals.add(Principal { name: name.clone(), role: Role::Bidder, enterprise: Some(firm(n)) }).unwrap();
+            let token = principals
+                .add(Principal { name: name.clone(), role: Role::Bidder, enterprise: Some(firm(n)) })
+                .unwrap();
             tokens.insert(name, token);
         }
         principals.save(&config.principals_file).unwrap();
@@ -74,7 +78,7 @@ impl TestServer {
             let _ = stopped.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        TestServer { addr, channel, tokens, clock, dir, stop: Some(stop), task: Some(task) }
+        TestServer { channel, tokens, clock, dir, stop: Some(stop), task: Some(task) }
     }
 
     pub fn as_(&self, who: &str) -> Terminal {
@@ -92,7 +96,11 @@ impl TestServer {
     pub async fn stop(mut self) {
         drop(self.channel);
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(5), self.task.take().unwrap()).await.expect("server stops in time").unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task.take().unwrap())
+            .await
+            .expect("server stops in time")
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -126,7 +134,12 @@ pub fn erc_lot(lot_id: &str, pollutant: pb::Pollutant, quantity: &str) -> pb::Lo
     }
 }
 
-pub fn create(lot: pb::Lot, format: pb::AuctionFormat, opens: Timestamp, closes: Timestamp) -> pb::CreateAuctionRequest {
+pub fn create(
+    lot: pb::Lot,
+    format: pb::AuctionFormat,
+    opens: Timestamp,
+    closes: Timestamp,
+) -> pb::CreateAuctionRequest {
     pb::CreateAuctionRequest {
         request_id: format!("create-{}", lot.lot_id),
         lot: Some(lot),
@@ -140,7 +153,12 @@ pub fn create(lot: pb::Lot, format: pb::AuctionFormat, opens: Timestamp, closes:
 pub fn bid(auction: &str, price: &str, quantity: &str) -> pb::PlaceBidRequest {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    pb::PlaceBidRequest { request_id: format!("bid-{n}"), auction_id: auction.into(), price: price.into(), quantity: quantity.into() }
+    pb::PlaceBidRequest {
+        request_id: format!("bid-{n}"),
+        auction_id: auction.into(),
+        price: price.into(),
+        quantity: quantity.into(),
+    }
 }
 
 fn aref(auction: &str) -> pb::AuctionRef {
@@ -167,7 +185,12 @@ fn field_of(status: &tonic::Status) -> String {
 async fn open_auction(server: &TestServer, lot: pb::Lot, format: pb::AuctionFormat) -> String {
     let t0 = server.now();
     let mut op = server.as_("operator");
-    let a = op.operator.create_auction(create(lot, format, t0.plus_micros(HOUR / 6), t0.plus_micros(HOUR))).await.unwrap().into_inner();
+    let a = op
+        .operator
+        .create_auction(create(lot, format, t0.plus_micros(HOUR / 6), t0.plus_micros(HOUR)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(a.phase, pb::AuctionPhase::Scheduled as i32);
     let opened = op.operator.open_auction(aref(&a.auction_id)).await.unwrap().into_inner();
     assert_eq!(opened.phase, pb::AuctionPhase::Open as i32);
@@ -178,17 +201,27 @@ async fn close(server: &TestServer, auction: &str) -> pb::Settlement {
     let mut op = server.as_("operator");
     let closed = op.operator.close_auction(aref(auction)).await.unwrap().into_inner();
     assert_ne!(closed.phase, pb::AuctionPhase::Open as i32);
-    server.as_("observer").results.get_settlement(pb::GetSettlementRequest { auction_id: auction.into() }).await.unwrap().into_inner()
+    server
+        .as_("observer")
+        .results
+        .get_settlement(pb::GetSettlementRequest { auction_id: auction.into() })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 fn allocations(s: &pb::Settlement) -> Vec<(String, String, String, String, String)> {
-    s.allocations.iter().map(|a| (a.bidder.clone(), a.quantity.clone(), a.unit_price.clone(), a.amount.clone(), a.buyer_fee.clone())).collect()
+    s.allocations
+        .iter()
+        .map(|a| (a.bidder.clone(), a.quantity.clone(), a.unit_price.clone(), a.amount.clone(), a.buyer_fee.clone()))
+        .collect()
 }
 
 #[tokio::test]
 async fn uniform_price_auction_end_to_end() {
     let server = TestServer::start().await;
-    let id = open_auction(&server, reserve_lot("RES-SO2-1", "10.000", "0.500"), pb::AuctionFormat::SealedUniformPrice).await;
+    let id =
+        open_auction(&server, reserve_lot("RES-SO2-1", "10.000", "0.500"), pb::AuctionFormat::SealedUniformPrice).await;
     let (mut b1, mut b2, mut b3) = (server.as_("b1"), server.as_("b2"), server.as_("b3"));
     b1.trading.place_bid(bid(&id, "19000.00", "4.000")).await.unwrap();
     b2.trading.place_bid(bid(&id, "18500.00", "4.000")).await.unwrap();
@@ -206,7 +239,10 @@ async fn uniform_price_auction_end_to_end() {
             (f(3), "2.000".into(), "18500.00".into(), "37000.00".into(), "277.50".into()),
         ]
     );
-    assert_eq!((s.total_amount.as_str(), s.total_seller_fee.as_str(), s.unsold_quantity.as_str()), ("185000.00", "1387.50", "0.000"));
+    assert_eq!(
+        (s.total_amount.as_str(), s.total_seller_fee.as_str(), s.unsold_quantity.as_str()),
+        ("185000.00", "1387.50", "0.000")
+    );
     let tie = s.tie_break.unwrap();
     assert_eq!(tie.rule, pb::TieRule::TimePriority as i32);
     assert_eq!(tie.marginal_price, "18500.00");
@@ -222,7 +258,8 @@ async fn uniform_price_auction_end_to_end() {
 #[tokio::test]
 async fn pay_as_bid_auction_end_to_end() {
     let server = TestServer::start().await;
-    let id = open_auction(&server, reserve_lot("RES-SO2-2", "10.000", "1.000"), pb::AuctionFormat::SealedPayAsBid).await;
+    let id =
+        open_auction(&server, reserve_lot("RES-SO2-2", "10.000", "1.000"), pb::AuctionFormat::SealedPayAsBid).await;
     server.as_("b1").trading.place_bid(bid(&id, "19000.00", "6.000")).await.unwrap();
     server.as_("b2").trading.place_bid(bid(&id, "18600.00", "6.000")).await.unwrap();
     let s = close(&server, &id).await;
@@ -242,8 +279,16 @@ async fn pay_as_bid_auction_end_to_end() {
 #[tokio::test]
 async fn first_price_auction_end_to_end_with_revision() {
     let server = TestServer::start().await;
-    let id = open_auction(&server, erc_lot("ERC-NOX-1", pb::Pollutant::Nox, "4.048"), pb::AuctionFormat::SealedFirstPrice).await;
-    let auction = server.as_("b1").trading.get_auction(pb::GetAuctionRequest { auction_id: id.clone() }).await.unwrap().into_inner();
+    let id =
+        open_auction(&server, erc_lot("ERC-NOX-1", pb::Pollutant::Nox, "4.048"), pb::AuctionFormat::SealedFirstPrice)
+            .await;
+    let auction = server
+        .as_("b1")
+        .trading
+        .get_auction(pb::GetAuctionRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((auction.floor_price.as_str(), auction.cap_price.as_str()), ("19000.00", "22800.00"));
     let mut b1 = server.as_("b1");
     // The quantity may be omitted: a single lot is bid whole.
@@ -252,20 +297,30 @@ async fn first_price_auction_end_to_end_with_revision() {
     server.as_("b2").trading.place_bid(bid(&id, "21000.00", "4.048")).await.unwrap();
     let revised = b1
         .trading
-        .revise_bid(pb::ReviseBidRequest { request_id: "rev-1".into(), auction_id: id.clone(), bid_id: first.bid_id.clone(), price: "22800.00".into(), quantity: "4.048".into() })
+        .revise_bid(pb::ReviseBidRequest {
+            request_id: "rev-1".into(),
+            auction_id: id.clone(),
+            bid_id: first.bid_id.clone(),
+            price: "22800.00".into(),
+            quantity: "4.048".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!((revised.bid_id.as_str(), revised.price.as_str()), (first.bid_id.as_str(), "22800.00"));
     let s = close(&server, &id).await;
-    assert_eq!(allocations(&s), vec![(firm(1).to_string(), "4.048".into(), "22800.00".into(), "92294.40".into(), "692.21".into())]);
+    assert_eq!(
+        allocations(&s),
+        vec![(firm(1).to_string(), "4.048".into(), "22800.00".into(), "92294.40".into(), "692.21".into())]
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn malformed_bids_are_invalid_argument_naming_the_field_and_change_nothing() {
     let server = TestServer::start().await;
-    let id = open_auction(&server, reserve_lot("RES-SO2-3", "10.000", "0.500"), pb::AuctionFormat::SealedUniformPrice).await;
+    let id =
+        open_auction(&server, reserve_lot("RES-SO2-3", "10.000", "0.500"), pb::AuctionFormat::SealedUniformPrice).await;
     let mut b1 = server.as_("b1");
     let huge = "1".repeat(29);
     let cases: Vec<(&str, &str, &str)> = vec![
@@ -308,7 +363,12 @@ async fn malformed_auctions_are_invalid_argument_naming_the_field() {
     let server = TestServer::start().await;
     let mut op = server.as_("operator");
     let t0 = server.now();
-    let good = create(reserve_lot("RES-X", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice, t0, t0.plus_micros(HOUR));
+    let good = create(
+        reserve_lot("RES-X", "10.000", "1.000"),
+        pb::AuctionFormat::SealedUniformPrice,
+        t0,
+        t0.plus_micros(HOUR),
+    );
     let mut cases: Vec<(pb::CreateAuctionRequest, &str)> = Vec::new();
     let mut c = good.clone();
     c.lot = None;
@@ -370,13 +430,15 @@ async fn malformed_auctions_are_invalid_argument_naming_the_field() {
 #[tokio::test]
 async fn oversized_messages_are_resource_exhausted() {
     let server = TestServer::start().await;
-    let id = open_auction(&server, reserve_lot("RES-BIG", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
+    let id =
+        open_auction(&server, reserve_lot("RES-BIG", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
     let mut request = bid(&id, "18000.00", "1.000");
     request.request_id = "x".repeat(70 * 1024);
     let err = server.as_("b1").trading.place_bid(request).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     // The server is still there and the bid did not happen.
-    let mine = server.as_("b1").trading.list_my_bids(pb::ListMyBidsRequest { auction_id: id }).await.unwrap().into_inner();
+    let mine =
+        server.as_("b1").trading.list_my_bids(pb::ListMyBidsRequest { auction_id: id }).await.unwrap().into_inner();
     assert!(mine.bids.is_empty());
     server.stop().await;
 }
@@ -386,7 +448,12 @@ async fn rule_breaks_are_failed_precondition_with_reason_and_numbers() {
     let server = TestServer::start().await;
     let t0 = server.now();
     let mut op = server.as_("operator");
-    let mut request = create(erc_lot("ERC-SO2-9", pb::Pollutant::So2, "10.000"), pb::AuctionFormat::SealedUniformPrice, t0, t0.plus_micros(HOUR));
+    let mut request = create(
+        erc_lot("ERC-SO2-9", pb::Pollutant::So2, "10.000"),
+        pb::AuctionFormat::SealedUniformPrice,
+        t0,
+        t0.plus_micros(HOUR),
+    );
     request.lot.as_mut().unwrap().fill_unit = "0.500".into();
     request.per_bidder_cap_percent = "25".into();
     request.bid_revision = pb::BidRevision::Irrevocable as i32;
@@ -402,8 +469,14 @@ async fn rule_breaks_are_failed_precondition_with_reason_and_numbers() {
     expect(b1.trading.place_bid(bid(&id, "17999.99", "1.000")).await.unwrap_err(), "BELOW_FLOOR", "floor", "18000.00");
     expect(b1.trading.place_bid(bid(&id, "21600.01", "1.000")).await.unwrap_err(), "ABOVE_CAP", "cap", "21600.00");
     let placed = b1.trading.place_bid(bid(&id, "21600.00", "2.000")).await.unwrap().into_inner();
-    expect(b1.trading.place_bid(bid(&id, "18000.00", "1.000")).await.unwrap_err(), "BIDDER_CAP_EXCEEDED", "room_left", "0.500");
-    let withdraw = pb::WithdrawBidRequest { request_id: "w-1".into(), auction_id: id.clone(), bid_id: placed.bid_id.clone() };
+    expect(
+        b1.trading.place_bid(bid(&id, "18000.00", "1.000")).await.unwrap_err(),
+        "BIDDER_CAP_EXCEEDED",
+        "room_left",
+        "0.500",
+    );
+    let withdraw =
+        pb::WithdrawBidRequest { request_id: "w-1".into(), auction_id: id.clone(), bid_id: placed.bid_id.clone() };
     let err = b1.trading.withdraw_bid(withdraw.clone()).await.unwrap_err();
     assert_eq!(reason(&err).0, "BID_IRREVOCABLE");
     // Another bidder cannot see or touch b1's bid: it is simply not found.
@@ -420,13 +493,21 @@ async fn rule_breaks_are_failed_precondition_with_reason_and_numbers() {
 async fn authentication_and_roles() {
     let server = TestServer::start().await;
     let t0 = server.now();
-    let request = create(reserve_lot("RES-AUTH", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice, t0, t0.plus_micros(HOUR));
+    let request = create(
+        reserve_lot("RES-AUTH", "10.000", "1.000"),
+        pb::AuctionFormat::SealedUniformPrice,
+        t0,
+        t0.plus_micros(HOUR),
+    );
 
     let mut anonymous = pb::trading_client::TradingClient::new(server.channel.clone());
     let err = anonymous.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let mut forged = Terminal::on(server.channel.clone(), "ea_0000").unwrap();
-    assert_eq!(forged.trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        forged.trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
 
     let err = server.as_("b1").operator.create_auction(request.clone()).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).0.as_str()), (Code::PermissionDenied, "ROLE_NOT_ALLOWED"));
@@ -435,10 +516,12 @@ async fn authentication_and_roles() {
         let err = server.as_(who).trading.place_bid(bid(&id, "18000.00", "1.000")).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{who} bid");
     }
-    let err = server.as_("observer").operator.list_bids(pb::ListBidsRequest { auction_id: id.clone() }).await.unwrap_err();
+    let err =
+        server.as_("observer").operator.list_bids(pb::ListBidsRequest { auction_id: id.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // Observers read public views.
-    let seen = server.as_("observer").trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap().into_inner();
+    let seen =
+        server.as_("observer").trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap().into_inner();
     assert_eq!(seen.auctions.len(), 1);
 
     // Health and reflection need no token.
@@ -449,13 +532,27 @@ async fn authentication_and_roles() {
         .unwrap()
         .into_inner();
     assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
-    use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
     let mut reflection = ServerReflectionClient::new(server.channel.clone());
-    let ask = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut replies = reflection.server_reflection_info(tokio_stream::iter(vec![ask])).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = replies.message().await.unwrap().unwrap().message_response else { panic!("no service list") };
+    let Some(MessageResponse::ListServicesResponse(list)) = replies.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list")
+    };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in ["emission_auction.v1.AuctionOperator", "emission_auction.v1.Trading", "emission_auction.v1.Results", "grpc.health.v1.Health"] {
+    for service in [
+        "emission_auction.v1.AuctionOperator",
+        "emission_auction.v1.Trading",
+        "emission_auction.v1.Results",
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.iter().any(|n| n == service), "{service} missing from {names:?}");
     }
     drop(replies);
@@ -465,11 +562,13 @@ async fn authentication_and_roles() {
 #[tokio::test]
 async fn sealed_bids_are_invisible_to_operators_and_other_bidders() {
     let server = TestServer::start().await;
-    let id = open_auction(&server, reserve_lot("RES-SEAL", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
+    let id =
+        open_auction(&server, reserve_lot("RES-SEAL", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
     let get = pb::GetAuctionRequest { auction_id: id.clone() };
     let before_op = server.as_("operator").operator.get_auction(get.clone()).await.unwrap().into_inner();
     let before_pub = server.as_("b2").trading.get_auction(get.clone()).await.unwrap().into_inner();
-    let list_before = server.as_("b2").trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap().into_inner();
+    let list_before =
+        server.as_("b2").trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap().into_inner();
 
     let secret = server.as_("b1").trading.place_bid(bid(&id, "19876.54", "3.000")).await.unwrap().into_inner();
     server.as_("b1").trading.place_bid(bid(&id, "19000.00", "2.000")).await.unwrap();
@@ -477,16 +576,29 @@ async fn sealed_bids_are_invisible_to_operators_and_other_bidders() {
     // What operators and other bidders can see has not changed at all.
     assert_eq!(server.as_("operator").operator.get_auction(get.clone()).await.unwrap().into_inner(), before_op);
     assert_eq!(server.as_("b2").trading.get_auction(get.clone()).await.unwrap().into_inner(), before_pub);
-    assert_eq!(server.as_("b2").trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap().into_inner(), list_before);
+    assert_eq!(
+        server.as_("b2").trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap().into_inner(),
+        list_before
+    );
     for who in ["operator", "auditor"] {
         let err = server.as_(who).operator.list_bids(pb::ListBidsRequest { auction_id: id.clone() }).await.unwrap_err();
         assert_eq!((err.code(), reason(&err).0.as_str()), (Code::FailedPrecondition, "BIDS_SEALED"), "{who}");
         assert!(!err.message().contains("19876"), "{who} learned a price");
     }
-    let b2_view = server.as_("b2").trading.list_my_bids(pb::ListMyBidsRequest { auction_id: id.clone() }).await.unwrap().into_inner();
+    let b2_view = server
+        .as_("b2")
+        .trading
+        .list_my_bids(pb::ListMyBidsRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(b2_view.bids.is_empty());
     // Guessing b1's bid id tells b2 nothing more than guessing a random one.
-    let probe = |bid_id: String| pb::WithdrawBidRequest { request_id: format!("probe-{bid_id}"), auction_id: id.clone(), bid_id };
+    let probe = |bid_id: String| pb::WithdrawBidRequest {
+        request_id: format!("probe-{bid_id}"),
+        auction_id: id.clone(),
+        bid_id,
+    };
     let real = server.as_("b2").trading.withdraw_bid(probe(secret.bid_id.clone())).await.unwrap_err();
     let fake = server.as_("b2").trading.withdraw_bid(probe("0123456789abcdef".into())).await.unwrap_err();
     assert_eq!((real.code(), real.message()), (fake.code(), fake.message()));
@@ -495,13 +607,20 @@ async fn sealed_bids_are_invisible_to_operators_and_other_bidders() {
     let err = server.as_("b2").trading.place_bid(bid(&id, "17000.00", "1.000")).await.unwrap_err();
     assert!(!err.message().contains("19876") && !err.message().contains("3.000"));
     // b1 sees its own bids.
-    let mine = server.as_("b1").trading.list_my_bids(pb::ListMyBidsRequest { auction_id: id.clone() }).await.unwrap().into_inner();
+    let mine = server
+        .as_("b1")
+        .trading
+        .list_my_bids(pb::ListMyBidsRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(mine.bids.len(), 2);
     assert_eq!(mine.bids[0].price, "19876.54");
 
     // After the close, the auditor may read the book.
     close(&server, &id).await;
-    let all = server.as_("auditor").operator.list_bids(pb::ListBidsRequest { auction_id: id }).await.unwrap().into_inner();
+    let all =
+        server.as_("auditor").operator.list_bids(pb::ListBidsRequest { auction_id: id }).await.unwrap().into_inner();
     assert_eq!(all.bids.len(), 2);
     server.stop().await;
 }
@@ -511,11 +630,22 @@ async fn settlements_stream_resumes_from_a_sequence_number() {
     let server = TestServer::start().await;
     let mut ids = Vec::new();
     for n in 0..3 {
-        let id = open_auction(&server, reserve_lot(&format!("RES-STREAM-{n}"), "1.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
+        let id = open_auction(
+            &server,
+            reserve_lot(&format!("RES-STREAM-{n}"), "1.000", "1.000"),
+            pb::AuctionFormat::SealedUniformPrice,
+        )
+        .await;
         server.as_("b1").trading.place_bid(bid(&id, "18000.00", "1.000")).await.unwrap();
         ids.push(id);
     }
-    let mut live = server.as_("observer").results.subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 1 }).await.unwrap().into_inner();
+    let mut live = server
+        .as_("observer")
+        .results
+        .subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 1 })
+        .await
+        .unwrap()
+        .into_inner();
     close(&server, &ids[0]).await;
     close(&server, &ids[1]).await;
     let first = live.message().await.unwrap().unwrap();
@@ -523,15 +653,24 @@ async fn settlements_stream_resumes_from_a_sequence_number() {
     assert_eq!((first.sequence, first.auction_id.as_str()), (1, ids[0].as_str()));
     assert_eq!((second.sequence, second.auction_id.as_str()), (2, ids[1].as_str()));
     // A reconnecting client asks from 2 and gets 2, then the live 3.
-    let mut resumed = server.as_("observer").results.subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 2 }).await.unwrap().into_inner();
+    let mut resumed = server
+        .as_("observer")
+        .results
+        .subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 2 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(resumed.message().await.unwrap().unwrap().sequence, 2);
     close(&server, &ids[2]).await;
     let third = resumed.message().await.unwrap().unwrap();
     assert_eq!((third.sequence, third.auction_id.as_str()), (3, ids[2].as_str()));
     assert_eq!(live.message().await.unwrap().unwrap().sequence, 3);
     // A settlement is not available before the close.
-    let id = open_auction(&server, reserve_lot("RES-STREAM-X", "1.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
-    let err = server.as_("observer").results.get_settlement(pb::GetSettlementRequest { auction_id: id }).await.unwrap_err();
+    let id =
+        open_auction(&server, reserve_lot("RES-STREAM-X", "1.000", "1.000"), pb::AuctionFormat::SealedUniformPrice)
+            .await;
+    let err =
+        server.as_("observer").results.get_settlement(pb::GetSettlementRequest { auction_id: id }).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).0.as_str()), (Code::FailedPrecondition, "NOT_SETTLED"));
     drop((live, resumed));
     server.stop().await;
@@ -542,9 +681,20 @@ async fn timers_open_and_close_auctions() {
     let server = TestServer::start_real_time().await;
     let now = server.now();
     let mut op = server.as_("operator");
-    let request = create(reserve_lot("RES-TIMER", "5.000", "1.000"), pb::AuctionFormat::SealedUniformPrice, now.plus_micros(100_000), now.plus_micros(600_000));
+    let request = create(
+        reserve_lot("RES-TIMER", "5.000", "1.000"),
+        pb::AuctionFormat::SealedUniformPrice,
+        now.plus_micros(100_000),
+        now.plus_micros(600_000),
+    );
     let id = op.operator.create_auction(request).await.unwrap().into_inner().auction_id;
-    let mut live = server.as_("observer").results.subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 1 }).await.unwrap().into_inner();
+    let mut live = server
+        .as_("observer")
+        .results
+        .subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 1 })
+        .await
+        .unwrap()
+        .into_inner();
     let err = server.as_("b1").trading.place_bid(bid(&id, "18000.00", "1.000")).await.unwrap_err();
     assert_eq!(reason(&err).0, "AUCTION_NOT_OPEN");
     // Wait for the open timer, then bid.
@@ -557,8 +707,15 @@ async fn timers_open_and_close_auctions() {
         }
     }
     assert!(placed, "the auction never opened");
-    let s = tokio::time::timeout(Duration::from_secs(5), live.message()).await.expect("the close timer fired").unwrap().unwrap();
-    assert_eq!((s.auction_id.as_str(), s.clearing_price.as_str(), s.sold_quantity.as_str()), (id.as_str(), "18100.00", "2.000"));
+    let s = tokio::time::timeout(Duration::from_secs(5), live.message())
+        .await
+        .expect("the close timer fired")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (s.auction_id.as_str(), s.clearing_price.as_str(), s.sold_quantity.as_str()),
+        (id.as_str(), "18100.00", "2.000")
+    );
     let a = op.operator.get_auction(pb::GetAuctionRequest { auction_id: id }).await.unwrap().into_inner();
     assert_eq!(a.phase, pb::AuctionPhase::Settled as i32);
     drop(live);

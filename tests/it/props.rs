@@ -2,7 +2,8 @@
 
 use emission_auction::domain::{Amount, AuctionId, BidId, Pollutant, Price, PricePolicy, Quantity, Ratio, Timestamp};
 use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, Settlement, SettlementStatus, TieRule, Undersubscription,
+    Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, Settlement, SettlementStatus,
+    TieRule, Undersubscription,
 };
 use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -37,7 +38,11 @@ fn case() -> impl Strategy<Value = Case> {
     (
         prop_oneof![Just(Format::SealedFirstPrice), Just(Format::SealedUniformPrice), Just(Format::SealedPayAsBid)],
         prop_oneof![Just(TieRule::TimePriority), Just(TieRule::ProRata), Just(TieRule::SeededRandom)],
-        prop_oneof![Just(Undersubscription::SellAvailable), Just(Undersubscription::Cancel), Just(Undersubscription::ClearAtFloor)],
+        prop_oneof![
+            Just(Undersubscription::SellAvailable),
+            Just(Undersubscription::Cancel),
+            Just(Undersubscription::ClearAtFloor)
+        ],
         1i64..40,
         prop_oneof![Just(1i64), Just(500), Just(1_000), Just(3)],
         500_000i64..1_600_000,
@@ -53,16 +58,24 @@ fn case() -> impl Strategy<Value = Case> {
         ),
     )
         .prop_map(|(format, tie, under, lot_units, fill_kg, factor_ppm, cap_pct, bidder_cap_pct, ops)| {
-            let tie = if format == Format::SealedFirstPrice && tie == TieRule::ProRata { TieRule::TimePriority } else { tie };
+            let tie =
+                if format == Format::SealedFirstPrice && tie == TieRule::ProRata { TieRule::TimePriority } else { tie };
             let bidder_cap_pct = if format == Format::SealedFirstPrice { None } else { bidder_cap_pct };
             Case { format, tie, under, lot_units, fill_kg, factor_ppm, cap_pct, bidder_cap_pct, ops }
         })
 }
 
-/// Runs a case; returns the auction's settlement and the accepted bids' final prices by id.
-fn run(case: &Case) -> Option<(Settlement, Vec<(BidId, Price, Quantity)>)> {
+/// An active bid at the close: id, price, quantity.
+type ActiveBid = (BidId, Price, Quantity);
+
+/// Runs a case; returns the auction's settlement and the bids active at the close.
+fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
     let fill = Quantity::from_units(case.fill_kg).unwrap();
-    let lot_qty = if case.format == Format::SealedFirstPrice { fill } else { Quantity::from_units(case.fill_kg * case.lot_units).unwrap() };
+    let lot_qty = if case.format == Format::SealedFirstPrice {
+        fill
+    } else {
+        Quantity::from_units(case.fill_kg * case.lot_units).unwrap()
+    };
     let request = AuctionRequest {
         lot: Lot {
             id: "P-1".parse().unwrap(),
@@ -87,13 +100,26 @@ fn run(case: &Case) -> Option<(Settlement, Vec<(BidId, Price, Quantity)>)> {
         opens_at: Timestamp::from_micros(T0),
         closes_at: Timestamp::from_micros(T0 + 1_000_000_000),
     };
-    let mut auction = Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([9; 32])).ok()?;
+    let mut auction = Auction::create(
+        AuctionId::new(1),
+        request,
+        &PricePolicy::default(),
+        Timestamp::from_micros(T0 - 1),
+        Seed([9; 32]),
+    )
+    .ok()?;
     let floor = auction.spec().prices.floor;
     let mut accepted: Vec<(BidId, emission_auction::domain::BidderId)> = Vec::new();
     let mut next = 1u64;
     for (i, op) in case.ops.iter().enumerate() {
         let at = Timestamp::from_micros(T0 + 1 + i as i64);
-        let qty = |units: i64| if case.format == Format::SealedFirstPrice { lot_qty } else { Quantity::from_units(units * case.fill_kg).unwrap() };
+        let qty = |units: i64| {
+            if case.format == Format::SealedFirstPrice {
+                lot_qty
+            } else {
+                Quantity::from_units(units * case.fill_kg).unwrap()
+            }
+        };
         let price = |offset: i64| Price::from_units(floor.units() + offset).unwrap();
         match op {
             Op::Bid(b, p, q) => {
@@ -123,7 +149,7 @@ fn run(case: &Case) -> Option<(Settlement, Vec<(BidId, Price, Quantity)>)> {
         .collect();
     let events = auction.tick(Timestamp::from_micros(T0 + 1_000_000_000));
     let settlement = events.into_iter().find_map(|e| match e {
-        emission_auction::engine::Event::Concluded(s) => Some(s),
+        emission_auction::engine::Event::Concluded(s) => Some(*s),
         _ => None,
     })?;
     Some((settlement, active))

@@ -25,10 +25,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use emission_auction::domain::{AuctionId, BidId, BidderId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, Timestamp};
+use emission_auction::domain::{
+    AuctionId, BidId, BidderId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, Timestamp,
+};
 use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, BidView, CapChoice, Command, EngineError, Event, Format, Lot, LotOrigin, Settlement, TieRule,
-    Undersubscription,
+    Auction, AuctionRequest, BidRevision, BidView, CapChoice, Command, EngineError, Event, Format, Lot, LotOrigin,
+    Settlement, TieRule, Undersubscription,
 };
 use sha2::{Digest, Sha256};
 
@@ -80,14 +82,18 @@ impl Run {
             "bid" => {
                 let id = opts.get("id").map_or(self.next_id, |i| i.parse().unwrap());
                 let (p, q) = (price(args[1]), qty(args[2]));
-                let result = self.auction().apply(now, Command::PlaceBid { bidder: bidder(args[0]), bid: BidId::new(id), price: p, quantity: q });
+                let result = self.auction().apply(
+                    now,
+                    Command::PlaceBid { bidder: bidder(args[0]), bid: BidId::new(id), price: p, quantity: q },
+                );
                 if result.is_ok() {
                     self.next_id = id + 1;
                 }
                 result
             }
             "revise" => {
-                let (b, id, p, q) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()), price(args[2]), qty(args[3]));
+                let (b, id, p, q) =
+                    (bidder(args[0]), BidId::new(args[1].parse().unwrap()), price(args[2]), qty(args[3]));
                 self.auction().apply(now, Command::ReviseBid { bidder: b, bid: id, price: p, quantity: q })
             }
             "withdraw" => {
@@ -241,10 +247,14 @@ fn check_settlement(s: &Settlement, supply: Quantity) {
         assert!(a.unit_price >= s.floor, "paid below the floor");
         assert!(s.cap.is_none_or(|c| a.unit_price <= c), "paid above the cap");
     }
-    if let Some(t) = &s.tie_break {
-        if let (Some(seed), Some(hash)) = (&t.seed, &t.seed_hash) {
-            assert_eq!(&hex::encode(Sha256::digest(hex::decode(seed).unwrap())), hash, "seed does not match its commitment");
-        }
+    if let Some(t) = &s.tie_break
+        && let (Some(seed), Some(hash)) = (&t.seed, &t.seed_hash)
+    {
+        assert_eq!(
+            &hex::encode(Sha256::digest(hex::decode(seed).unwrap())),
+            hash,
+            "seed does not match its commitment"
+        );
     }
 }
 
@@ -257,9 +267,25 @@ fn render_settlement(s: &Settlement) -> String {
     if let Some(p) = s.clearing_price {
         write!(out, " clearing={p}").unwrap();
     }
-    write!(out, " sold={} unsold={} total={} fees={}/{}", s.sold, s.unsold, s.total_amount, s.total_buyer_fee, s.total_seller_fee).unwrap();
+    write!(
+        out,
+        " sold={} unsold={} total={} fees={}/{}",
+        s.sold, s.unsold, s.total_amount, s.total_buyer_fee, s.total_seller_fee
+    )
+    .unwrap();
     for a in &s.allocations {
-        write!(out, "\nalloc id={} {} {} @ {} amount={} fees={}/{}", a.bid_id.get(), letter(a.bidder), a.quantity, a.unit_price, a.amount, a.buyer_fee, a.seller_fee).unwrap();
+        write!(
+            out,
+            "\nalloc id={} {} {} @ {} amount={} fees={}/{}",
+            a.bid_id.get(),
+            letter(a.bidder),
+            a.quantity,
+            a.unit_price,
+            a.amount,
+            a.buyer_fee,
+            a.seller_fee
+        )
+        .unwrap();
     }
     if let Some(t) = &s.tie_break {
         let rule = format!("{:?}", t.rule);
@@ -302,7 +328,11 @@ pub fn check(path: &Path) -> Vec<String> {
         let actual = run.exec(line);
         let expected = expected.join("\n");
         if actual != expected {
-            failures.push(format!("{}:{}: {line}\n--- expected\n{expected}\n--- actual\n{actual}", path.display(), n + 1));
+            failures.push(format!(
+                "{}:{}: {line}\n--- expected\n{expected}\n--- actual\n{actual}",
+                path.display(),
+                n + 1
+            ));
         }
     }
     failures
@@ -311,7 +341,11 @@ pub fn check(path: &Path) -> Vec<String> {
 #[test]
 fn scenarios() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
     files.sort();
     assert!(files.len() >= 25, "expected at least 25 scenario files, found {}", files.len());
     let failures: Vec<String> = files.iter().flat_map(|f| check(f)).collect();

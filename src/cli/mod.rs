@@ -458,7 +458,7 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
         receipt.auction_id,
         receipt.quantity,
         receipt.price,
-        pb::BidState::try_from(receipt.state).map_or("?", |s| s.as_str_name()),
+        render::name_of::<pb::BidState>(receipt.state),
         render::time(&receipt.received_at)
     );
     Ok(())

@@ -236,6 +236,7 @@ pub enum BidCommand {
         #[arg(long, default_value = "")]
         quantity: String,
     },
+    /// Replace one of your bids (it takes a new place in time priority).
     Revise {
         auction: String,
         bid: String,
@@ -244,14 +245,12 @@ pub enum BidCommand {
         #[arg(long)]
         quantity: String,
     },
-    Withdraw {
-        auction: String,
-        bid: String,
-    },
+    /// Withdraw one of your bids.
+    Withdraw { auction: String, bid: String },
     /// Your own bids in an auction.
-    List {
-        auction: String,
-    },
+    List { auction: String },
+    /// One auction's public terms and phase.
+    Auction { auction: String },
     /// Auctions you can bid in.
     Auctions {
         #[arg(long)]
@@ -441,6 +440,11 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
         BidCommand::List { auction } => {
             let bids = tr.list_my_bids(pb::ListMyBidsRequest { auction_id: auction.clone() }).await?.into_inner().bids;
             println!("{}", render::bids(&bids));
+            return Ok(());
+        }
+        BidCommand::Auction { auction } => {
+            let a = tr.get_auction(pb::GetAuctionRequest { auction_id: auction.clone() }).await?.into_inner();
+            println!("{}", render::auction(&a));
             return Ok(());
         }
         BidCommand::Auctions { pollutant } => {

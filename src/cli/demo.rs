@@ -127,49 +127,26 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let mut tasks = Vec::new();
     for (i, (who, price, qty)) in so2_bids.into_iter().enumerate() {
-        let mut t = terminals[who].clone();
-        let auction = so2.auction_id.clone();
-        tasks.push(tokio::spawn(async move {
-            // Staggered by a few milliseconds so that the tie is decided by a visible order.
-            tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
-            let r = t
-                .trading
-                .place_bid(pb::PlaceBidRequest {
-                    request_id: request_id(),
-                    auction_id: auction,
-                    price: price.into(),
-                    quantity: qty.into(),
-                })
-                .await;
-            (who, price, qty, r.map(|r| r.into_inner()))
-        }));
+        // Staggered by a few milliseconds so that the tie is decided by a visible order.
+        tasks.push(spawn_bid(&terminals, who, &so2.auction_id, price, qty, 20 * i as u64));
     }
     // NOx: the band cap is 19000 x 1.2 = 22800.00. One fen above is refused; T1 and T2 both bid
-    // the cap and T1, first to reach it, wins.
+    // the cap and T1, first to reach it, wins. The quantity is left out: the whole lot.
     let nox_bids = [(0, "22800.01"), (0, "22800.00"), (1, "22800.00"), (2, "21000.00")];
     for (i, (who, price)) in nox_bids.into_iter().enumerate() {
-        let mut t = terminals[who].clone();
-        let auction = nox.auction_id.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(150 + 20 * i as u64)).await;
-            let r = t
-                .trading
-                .place_bid(pb::PlaceBidRequest {
-                    request_id: request_id(),
-                    auction_id: auction,
-                    price: price.into(),
-                    quantity: String::new(),
-                })
-                .await;
-            (who, price, "4.048", r.map(|r| r.into_inner()))
-        }));
+        tasks.push(spawn_bid(&terminals, who, &nox.auction_id, price, "", 150 + 20 * i as u64));
     }
     println!("bids from {} terminals:", terminals.len());
     for task in tasks {
         let (who, price, qty, result) = task.await?;
+        // A bid without a quantity is for the whole lot.
+        let qty = if qty.is_empty() { "4.048" } else { qty };
         match result {
             Ok(receipt) => {
-                println!("  {:<28} {:>9} t at {:>9}  accepted as {}", firms[who].name, qty, price, receipt.bid_id)
+                println!(
+                    "  {:<28} {:>9} t at {:>9}  accepted as {}",
+                    firms[who].name, receipt.quantity, price, receipt.bid_id
+                )
             }
             Err(status) => {
                 println!("  {:<28} {:>9} t at {:>9}  refused: {}", firms[who].name, qty, price, render::status(&status))
@@ -220,6 +197,31 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let _ = stop.send(());
     server.await??;
     Ok(())
+}
+
+type BidOutcome = (usize, &'static str, &'static str, Result<pb::BidReceipt, tonic::Status>);
+
+/// One terminal's bid, placed after `delay_ms`.
+fn spawn_bid(
+    terminals: &[Terminal],
+    who: usize,
+    auction: &str,
+    price: &'static str,
+    quantity: &'static str,
+    delay_ms: u64,
+) -> tokio::task::JoinHandle<BidOutcome> {
+    let mut terminal = terminals[who].clone();
+    let request = pb::PlaceBidRequest {
+        request_id: request_id(),
+        auction_id: auction.to_owned(),
+        price: price.into(),
+        quantity: quantity.into(),
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let result = terminal.trading.place_bid(request).await.map(tonic::Response::into_inner);
+        (who, price, quantity, result)
+    })
 }
 
 /// The trading centre, seller of government reserve rights.

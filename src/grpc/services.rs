@@ -214,15 +214,7 @@ impl pb::results_server::Results for ResultsService {
                     received = live.recv() => received,
                     () = tx.closed() => return,
                     () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
-                        let _ = tx
-                            .send(Err(status(
-                                Code::Unavailable,
-                                "SHUTTING_DOWN",
-                                format!("the server is stopping; resubscribe from sequence {next}"),
-                                vec![("resume_from", next.to_string())],
-                                None,
-                            )))
-                            .await;
+                        let _ = tx.send(Err(resume_from(Code::Unavailable, "SHUTTING_DOWN", "the server is stopping", next))).await;
                         return;
                     }
                 };
@@ -236,15 +228,9 @@ impl pb::results_server::Results for ResultsService {
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx
-                            .send(Err(status(
-                                Code::ResourceExhausted,
-                                "SUBSCRIBER_TOO_SLOW",
-                                format!("fell behind the settlement stream; resubscribe from sequence {next}"),
-                                vec![("resume_from", next.to_string())],
-                                None,
-                            )))
-                            .await;
+                        let why = "fell behind the settlement stream";
+                        let _ =
+                            tx.send(Err(resume_from(Code::ResourceExhausted, "SUBSCRIBER_TOO_SLOW", why, next))).await;
                         return;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -253,6 +239,17 @@ impl pb::results_server::Results for ResultsService {
         });
         Ok(Response::new(stream))
     }
+}
+
+/// Ends a settlement stream, telling the client where to pick it up again.
+fn resume_from(code: Code, reason: &str, why: &str, next: u64) -> Status {
+    status(
+        code,
+        reason,
+        format!("{why}; resubscribe from sequence {next}"),
+        vec![("resume_from", next.to_string())],
+        None,
+    )
 }
 
 /// A stream fed by a task through a small bounded channel; the task stops when the client

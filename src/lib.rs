@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod grpc;
+pub mod journal;
 pub mod server;
 pub mod service;
 

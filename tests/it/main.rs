@@ -2,5 +2,6 @@
 //! real gRPC server driven over loopback.
 
 mod grpc;
+mod journal;
 mod props;
 mod scenarios;

@@ -314,6 +314,9 @@ struct Writer {
     stats: Arc<Stats>,
 }
 
+/// How long the writer waits for more records when the previous batch had several.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// At most this many records go into one batch, so that a flood of appenders still sees
 /// steady acknowledgements.
 const MAX_BATCH: usize = 8192;
@@ -322,14 +325,21 @@ impl Writer {
     fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut buf = Vec::with_capacity(1 << 20);
+        let mut concurrent = false;
         while let Some(first) = jobs.blocking_recv() {
             batch.push(first);
+            // Under concurrency, the appenders just answered are about to send their next
+            // record; waiting a few microseconds for them lets them share this sync instead
+            // of forming a batch of their own. A lone appender never waits.
+            let linger_until = concurrent.then(|| std::time::Instant::now() + LINGER);
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {
                     Ok(job) => batch.push(job),
+                    Err(_) if linger_until.is_some_and(|t| std::time::Instant::now() < t) => std::thread::yield_now(),
                     Err(_) => break,
                 }
             }
+            concurrent = batch.len() > 1;
             self.commit(&mut batch, &mut buf);
         }
     }

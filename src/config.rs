@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::domain::{BenchmarkEntry, BenchmarkSchedule, Pollutant, Price, PricePolicy, Ratio, Timestamp};
+use crate::journal::SyncPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,6 +27,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     principals_file: Option<PathBuf>,
     max_message_bytes: Option<usize>,
+    /// "every_batch" (the default) or "never" (tests and benchmarks only).
+    journal_sync: Option<String>,
     #[serde(default)]
     policy: FilePolicy,
 }
@@ -58,6 +61,8 @@ pub struct Config {
     pub principals_file: PathBuf,
     /// Requests larger than this get RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
+    /// Whether journal batches are fdatasynced before they are acknowledged.
+    pub journal_sync: SyncPolicy,
     pub policy: PricePolicy,
 }
 
@@ -69,6 +74,7 @@ impl Default for Config {
             principals_file: data_dir.join("principals.json"),
             data_dir,
             max_message_bytes: 64 * 1024,
+            journal_sync: SyncPolicy::EveryBatch,
             policy: PricePolicy::default(),
         }
     }
@@ -102,6 +108,13 @@ impl Config {
             }
             config.max_message_bytes = n;
         }
+        if let Some(sync) = file.journal_sync {
+            config.journal_sync = match sync.as_str() {
+                "every_batch" => SyncPolicy::EveryBatch,
+                "never" => SyncPolicy::Never,
+                other => return Err(invalid("journal_sync", format!("{other:?} is not every_batch or never"))),
+            };
+        }
         config.policy = file.policy.apply(config.policy)?;
         Ok(config)
     }
@@ -112,6 +125,10 @@ impl Config {
             self.principals_file = dir.join("principals.json");
         }
         self.data_dir = dir;
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
     }
 
     pub fn settlements_file(&self) -> PathBuf {

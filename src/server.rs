@@ -8,8 +8,10 @@ use tokio::net::TcpListener;
 
 use crate::auth::{AuthError, Principals};
 use crate::config::Config;
+use crate::journal::{FileJournal, JournalError, Options};
 use crate::service::Exchange;
 use crate::service::clock::{Clock, SystemClock};
+use crate::service::entry::Entry;
 use crate::service::hub::SettlementHub;
 use crate::service::recorder::{JsonLinesRecorder, Recorder, RecorderError};
 
@@ -23,6 +25,10 @@ pub enum ServerError {
     Recorder(#[from] RecorderError),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Replay(#[from] crate::service::ReplayError),
 }
 
 /// Everything a running server is made of, before it listens.
@@ -48,7 +54,25 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
     let history = JsonLinesRecorder::read_all(&settlements)?;
     let recorder: Arc<dyn Recorder> = Arc::new(JsonLinesRecorder::open(&settlements)?);
     let hub = Arc::new(SettlementHub::new(vec![recorder], history));
-    let exchange = Arc::new(Exchange::new(config.policy.clone(), hub, clock).await);
+
+    // Replay the journal: every change acknowledged before the last stop comes back.
+    let options = Options { sync: config.journal_sync, ..Options::default() };
+    let (journal, recovered, _) = FileJournal::open(&config.journal_dir(), options)?;
+    if let Some((segment, offset, seq)) = &recovered.truncated {
+        tracing::warn!(segment = %segment.display(), offset, seq, "journal had a torn tail (a batch cut short by a crash); it was cut off");
+    }
+    let mut entries = Vec::with_capacity(recovered.records.len());
+    for (index, (seq, payload)) in recovered.records.iter().enumerate() {
+        let entry = Entry::decode(payload)
+            .map_err(|e| crate::service::ReplayError { index, reason: format!("record {seq} is not an entry: {e}") })?;
+        entries.push(entry);
+    }
+    let replayed = entries.len();
+    let exchange =
+        Arc::new(Exchange::recover(config.policy.clone(), hub, clock, Some(Arc::new(journal)), entries).await?);
+    if replayed > 0 {
+        tracing::info!(entries = replayed, head = ?recovered.head.map(|h| (h.seq, hex::encode(h.hash))), "journal replayed");
+    }
     Ok(Parts { exchange, principals, max_message_bytes: config.max_message_bytes })
 }
 
@@ -60,7 +84,11 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, principals = parts.principals.len(), "serving emission_auction.v1");
+    let exchange = Arc::clone(&parts.exchange);
     crate::grpc::serve(listener, parts.exchange, parts.principals, parts.max_message_bytes, shutdown).await?;
+    // Auction tasks stop before the journal closes: nothing is written after this returns.
+    exchange.shutdown().await;
+    drop(exchange);
     tracing::info!("server stopped");
     Ok(())
 }

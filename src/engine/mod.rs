@@ -25,7 +25,8 @@ pub use spec::{
 use crate::domain::{Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Price, PricePolicy, Quantity, Timestamp};
 
 /// A request to change an auction. The timestamp travels beside it (see [`Auction::apply`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
     /// Open before `opens_at` (the timer opens it at `opens_at` otherwise).
     Open,
@@ -109,6 +110,18 @@ impl Auction {
         let spec = AuctionSpec::resolve(id, request, policy, at)?;
         let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
         Ok(Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed })
+    }
+
+    /// An auction as it was created, from its resolved spec: replay uses this, so that a
+    /// later change of policy never moves a replayed floor.
+    pub fn from_spec(spec: AuctionSpec, seed: Seed) -> Auction {
+        let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
+        Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed }
+    }
+
+    /// The tie-break seed, for the journal only: it stays secret until the settlement.
+    pub fn seed(&self) -> Option<Seed> {
+        self.seed
     }
 
     pub fn spec(&self) -> &AuctionSpec {

@@ -99,7 +99,7 @@ pub enum BidRevision {
 }
 
 /// How the upper band is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum CapChoice {
     /// Policy's enterprise cap for non-reserve lots, none for reserve lots.
     #[default]

@@ -56,7 +56,7 @@ impl pb::auction_operator_server::AuctionOperator for OperatorService {
     async fn create_auction(&self, request: Request<pb::CreateAuctionRequest>) -> Reply<pb::Auction> {
         require(&request, &[Role::Operator])?;
         let spec = convert::auction_request(request.get_ref())?;
-        let snapshot = self.exchange.create_auction(spec)?;
+        let snapshot = self.exchange.create_auction(spec).await?;
         Ok(Response::new(convert::pb_auction(&snapshot)))
     }
 

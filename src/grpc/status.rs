@@ -68,6 +68,7 @@ impl From<ServiceError> for Status {
                 status(Code::ResourceExhausted, "AUCTION_BUSY", &e, vec![("auction_id", id.to_string())], None)
             }
             ServiceError::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", &e, Vec::new(), None),
+            ServiceError::Unavailable(_) => status(Code::Unavailable, "JOURNAL_UNAVAILABLE", &e, Vec::new(), None),
         }
     }
 }

@@ -235,7 +235,7 @@ fn zero_from(path: &Path, from: u64, to: u64) -> Result<(), JournalError> {
     file.sync_data().map_err(|e| io_error(path, e))
 }
 
-struct Job {
+pub struct Job {
     payload: Vec<u8>,
     reply: oneshot::Sender<Result<Appended, JournalError>>,
 }
@@ -282,12 +282,47 @@ impl FileJournal {
 
     /// Appends one record; resolves once it is durable (or the journal has failed).
     pub async fn append(&self, payload: Vec<u8>) -> Result<Appended, JournalError> {
-        if payload.len() > MAX_PAYLOAD {
-            return Err(JournalError::TooLarge);
+        self.reserve().await?.submit(payload).wait().await
+    }
+
+    /// A place in the writer's queue. Taking it before changing state means the change can
+    /// always be journaled, and in the order the changes were made.
+    pub async fn reserve(&self) -> Result<Reservation<'_>, JournalError> {
+        self.jobs.reserve().await.map(Reservation).map_err(|_| JournalError::Closed)
+    }
+
+    /// As [`FileJournal::reserve`], without waiting: `None` when the queue is full.
+    pub fn try_reserve(&self) -> Result<Option<Reservation<'_>>, JournalError> {
+        match self.jobs.try_reserve() {
+            Ok(permit) => Ok(Some(Reservation(permit))),
+            Err(mpsc::error::TrySendError::Full(())) => Ok(None),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(JournalError::Closed),
         }
+    }
+}
+
+/// A reserved place in the journal's queue.
+pub struct Reservation<'a>(mpsc::Permit<'a, Job>);
+
+impl Reservation<'_> {
+    /// Queues the record; the returned [`Pending`] resolves when it is durable.
+    pub fn submit(self, payload: Vec<u8>) -> Pending {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { payload, reply }).await.map_err(|_| JournalError::Closed)?;
-        answer.await.map_err(|_| JournalError::Closed)?
+        if payload.len() > MAX_PAYLOAD {
+            let _ = reply.send(Err(JournalError::TooLarge));
+        } else {
+            self.0.send(Job { payload, reply });
+        }
+        Pending(answer)
+    }
+}
+
+/// A queued record on its way to disk.
+pub struct Pending(oneshot::Receiver<Result<Appended, JournalError>>);
+
+impl Pending {
+    pub async fn wait(self) -> Result<Appended, JournalError> {
+        self.0.await.map_err(|_| JournalError::Closed)?
     }
 }
 

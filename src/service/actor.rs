@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::domain::{BidId, BidderId, Price, Quantity, Timestamp};
+use crate::domain::{AuctionId, BidId, BidderId, Price, Quantity, Timestamp};
 use crate::engine::{Auction, AuctionSpec, BidView, Command, EngineError, Event, Phase};
+use crate::journal::{FileJournal, Pending, Reservation};
 
+use super::ServiceError;
 use super::clock::Clock;
+use super::entry::Entry;
 use super::hub::SettlementHub;
 
 /// What everyone may see of an auction: its terms and phase, never its bids.
@@ -29,11 +32,11 @@ pub(crate) enum Request {
         bidder: BidderId,
         price: Price,
         quantity: Quantity,
-        reply: Reply<Result<BidView, EngineError>>,
+        reply: Reply<Result<BidView, ServiceError>>,
     },
     Apply {
         command: Command,
-        reply: Reply<Result<Vec<Event>, EngineError>>,
+        reply: Reply<Result<Vec<Event>, ServiceError>>,
     },
     BidsOf {
         bidder: BidderId,
@@ -50,8 +53,30 @@ pub(crate) struct AuctionActor {
     snapshot: watch::Sender<AuctionSnapshot>,
     hub: Arc<SettlementHub>,
     clock: Arc<dyn Clock>,
+    /// Every accepted change goes here, and is durable, before anyone hears of it. `None` only
+    /// in tests of the shell without storage.
+    journal: Option<Arc<FileJournal>>,
     /// The latest stamp given; stamps never go backwards even if the wall clock does.
     last_stamp: Timestamp,
+    /// Set when the journal failed under a timer: timers stop until restart.
+    stalled: bool,
+}
+
+/// Takes a place in the journal's queue before a change is made.
+async fn reserve(journal: &Option<Arc<FileJournal>>) -> Result<Option<Reservation<'_>>, ServiceError> {
+    match journal {
+        Some(j) => j.reserve().await.map(Some).map_err(|e| ServiceError::Unavailable(e.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Journals an accepted change and waits until it is durable.
+async fn persist(slot: Option<Reservation<'_>>, entry: &Entry) -> Result<(), ServiceError> {
+    let pending: Option<Pending> = slot.map(|s| s.submit(entry.encode()));
+    match pending {
+        Some(p) => p.wait().await.map(|_| ()).map_err(|e| ServiceError::Unavailable(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 impl AuctionActor {
@@ -61,9 +86,14 @@ impl AuctionActor {
         snapshot: watch::Sender<AuctionSnapshot>,
         hub: Arc<SettlementHub>,
         clock: Arc<dyn Clock>,
+        journal: Option<Arc<FileJournal>>,
+        last_stamp: Timestamp,
     ) -> AuctionActor {
-        let last_stamp = auction.spec().created_at;
-        AuctionActor { auction, requests, snapshot, hub, clock, last_stamp }
+        AuctionActor { auction, requests, snapshot, hub, clock, journal, last_stamp, stalled: false }
+    }
+
+    fn id(&self) -> AuctionId {
+        self.auction.spec().id
     }
 
     pub(crate) fn snapshot_of(auction: &Auction, spec: &Arc<AuctionSpec>) -> AuctionSnapshot {
@@ -77,7 +107,8 @@ impl AuctionActor {
 
     pub(crate) async fn run(mut self) {
         loop {
-            let wait = self.auction.next_deadline().map(|deadline| {
+            let deadline = self.auction.next_deadline().filter(|_| !self.stalled);
+            let wait = deadline.map(|deadline| {
                 let micros = deadline.as_micros().saturating_sub(self.clock.now().as_micros()).max(0);
                 Duration::from_micros(micros as u64)
             });
@@ -87,10 +118,37 @@ impl AuctionActor {
                     None => break,
                 },
                 () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
-                    let at = self.stamp();
-                    let events = self.auction.tick(at);
-                    self.after(&events).await;
+                    if let Some(deadline) = deadline.filter(|d| self.clock.now() >= *d) {
+                        self.fire(deadline).await;
+                    }
                 }
+            }
+        }
+    }
+
+    /// Opens or closes the auction as of `deadline`, however late the timer fired (after a
+    /// restart, an auction whose close passed while the server was down closes as of its
+    /// scheduled close).
+    async fn fire(&mut self, deadline: Timestamp) {
+        let journal = self.journal.clone();
+        let slot = match reserve(&journal).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                tracing::error!(auction = %self.id(), error = %e, "journal unavailable; timers stop until restart");
+                self.stalled = true;
+                return;
+            }
+        };
+        self.last_stamp = self.last_stamp.max(deadline);
+        let events = self.auction.tick(deadline);
+        if events.is_empty() {
+            return;
+        }
+        match persist(slot, &Entry::Tick { at: deadline, auction: self.id() }).await {
+            Ok(()) => self.after(&events).await,
+            Err(e) => {
+                tracing::error!(auction = %self.id(), error = %e, "journal failed; the change is not published and timers stop until restart");
+                self.stalled = true;
             }
         }
     }
@@ -98,6 +156,14 @@ impl AuctionActor {
     async fn handle(&mut self, request: Request) {
         match request {
             Request::Place { bidder, price, quantity, reply } => {
+                let journal = self.journal.clone();
+                let slot = match reserve(&journal).await {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
                 let at = self.stamp();
                 let result = loop {
                     match self.auction.place_bid(at, bidder, fresh_bid_id(), price, quantity) {
@@ -105,19 +171,43 @@ impl AuctionActor {
                         other => break other,
                     }
                 };
-                if let Ok(change) = &result
-                    && let Some(at) = change.opened_at
-                {
-                    self.after(&[Event::Opened { at }]).await;
-                }
-                let _ = reply.send(result.map(|change| change.bid));
+                let result = match result {
+                    Ok(change) => {
+                        let command = Command::PlaceBid { bidder, bid: change.bid.id, price, quantity };
+                        match persist(slot, &Entry::Apply { at, auction: self.id(), command }).await {
+                            Ok(()) => {
+                                if let Some(at) = change.opened_at {
+                                    self.after(&[Event::Opened { at }]).await;
+                                }
+                                Ok(change.bid)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(result);
             }
             Request::Apply { command, reply } => {
+                let journal = self.journal.clone();
+                let slot = match reserve(&journal).await {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
                 let at = self.stamp();
-                let result = self.auction.apply(at, command);
-                if let Ok(events) = &result {
-                    self.after(events).await;
-                }
+                let result = match self.auction.apply(at, command.clone()) {
+                    Ok(events) => match persist(slot, &Entry::Apply { at, auction: self.id(), command }).await {
+                        Ok(()) => {
+                            self.after(&events).await;
+                            Ok(events)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e.into()),
+                };
                 let _ = reply.send(result);
             }
             Request::BidsOf { bidder, reply } => {

@@ -5,9 +5,11 @@
 
 mod actor;
 pub mod clock;
+pub mod entry;
 pub mod hub;
 pub mod recorder;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -21,6 +23,8 @@ pub use recorder::RecordedSettlement;
 
 use crate::domain::{AuctionId, BidId, BidderId, LotId, Pollutant, Price, PricePolicy, Quantity, RegionCode};
 use crate::engine::{Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed};
+use crate::journal::FileJournal;
+use entry::Entry;
 
 /// How many requests may wait for one auction before callers are told to back off.
 const AUCTION_QUEUE_DEPTH: usize = 4096;
@@ -37,6 +41,17 @@ pub enum ServiceError {
     Busy(AuctionId),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The journal failed; nothing more is accepted until the server restarts.
+    #[error("journal unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why the journal could not be replayed.
+#[derive(Debug, thiserror::Error)]
+#[error("journal replay, entry {index}: {reason}")]
+pub struct ReplayError {
+    pub index: usize,
+    pub reason: String,
 }
 
 /// The handle the registry keeps for each auction.
@@ -65,19 +80,116 @@ pub struct Exchange {
     policy: PricePolicy,
     hub: Arc<SettlementHub>,
     clock: Arc<dyn Clock>,
+    journal: Option<Arc<FileJournal>>,
+    /// Every auction task, awaited by [`Exchange::shutdown`].
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Exchange {
-    /// Must be called inside a tokio runtime: each auction gets a task.
+    /// An exchange with no auctions and no journal (tests of the shell alone). Must be called
+    /// inside a tokio runtime: each auction gets a task.
     pub async fn new(policy: PricePolicy, hub: Arc<SettlementHub>, clock: Arc<dyn Clock>) -> Exchange {
-        let first = hub.max_auction_id().await.map_or(1, |id| id.get() + 1);
-        Exchange {
+        Self::recover(policy, hub, clock, None, Vec::new()).await.expect("nothing to replay")
+    }
+
+    /// Rebuilds the exchange from journal entries, in order, then starts every auction's task.
+    ///
+    /// Settlements the replay derives that no recorder has yet (the server stopped between
+    /// journaling a close and recording it) are recorded and published now; the others were
+    /// emitted before and are not emitted again.
+    pub async fn recover(
+        policy: PricePolicy,
+        hub: Arc<SettlementHub>,
+        clock: Arc<dyn Clock>,
+        journal: Option<Arc<FileJournal>>,
+        entries: Vec<Entry>,
+    ) -> Result<Exchange, ReplayError> {
+        let mut auctions: BTreeMap<AuctionId, (Auction, crate::domain::Timestamp)> = BTreeMap::new();
+        let mut concluded = Vec::new();
+        for (index, entry) in entries.into_iter().enumerate() {
+            let fail = |reason: String| ReplayError { index, reason };
+            let (events, auction_id, at) = match entry {
+                Entry::Create { spec, seed } => {
+                    let (id, at) = (spec.id, spec.created_at);
+                    let seed = Entry::seed_of(&seed).map_err(fail)?;
+                    auctions.insert(id, (Auction::from_spec(*spec, seed), at));
+                    continue;
+                }
+                Entry::Apply { at, auction, command } => {
+                    let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                    (
+                        a.apply(at, command)
+                            .map_err(|e| fail(format!("{auction} refused a journaled command: {e}")))?,
+                        auction,
+                        at,
+                    )
+                }
+                Entry::Tick { at, auction } => {
+                    let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                    (a.tick(at), auction, at)
+                }
+            };
+            let (_, last) = auctions.get_mut(&auction_id).expect("looked up above");
+            *last = (*last).max(at);
+            concluded.extend(events.into_iter().filter_map(|e| match e {
+                Event::Concluded(s) => Some(*s),
+                _ => None,
+            }));
+        }
+        for settlement in concluded {
+            if hub.get(settlement.auction_id).await.is_none() {
+                hub.publish(settlement).await;
+            }
+        }
+        let after_journal = auctions.keys().next_back().map_or(1, |id| id.get() + 1);
+        let after_recorded = hub.max_auction_id().await.map_or(1, |id| id.get() + 1);
+        let exchange = Exchange {
             auctions: DashMap::new(),
             books: DashMap::new(),
-            next_auction: Mutex::new(first),
+            next_auction: Mutex::new(after_journal.max(after_recorded)),
             policy,
             hub,
             clock,
+            journal,
+            tasks: Mutex::new(Vec::new()),
+        };
+        for (auction, last_stamp) in auctions.into_values() {
+            exchange.start(auction, last_stamp);
+        }
+        Ok(exchange)
+    }
+
+    /// Registers an auction and starts its task.
+    fn start(&self, auction: Auction, last_stamp: crate::domain::Timestamp) -> AuctionSnapshot {
+        let id = auction.spec().id;
+        let key = (auction.spec().lot.pollutant, auction.spec().lot.id.clone());
+        let spec = Arc::new(auction.spec().clone());
+        let snapshot = AuctionActor::snapshot_of(&auction, &spec);
+        let (snapshot_tx, snapshot_rx) = watch::channel(snapshot.clone());
+        let (tx, rx) = mpsc::channel(AUCTION_QUEUE_DEPTH);
+        let actor = AuctionActor::new(
+            auction,
+            rx,
+            snapshot_tx,
+            Arc::clone(&self.hub),
+            Arc::clone(&self.clock),
+            self.journal.clone(),
+            last_stamp,
+        );
+        let task = tokio::spawn(actor.run());
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+        self.auctions.insert(id, AuctionHandle { requests: tx, snapshot: snapshot_rx });
+        self.books.insert(key, id);
+        snapshot
+    }
+
+    /// Stops every auction task after the requests it holds, so that nothing writes to the
+    /// journal any more. Requests after this answer SHUTTING_DOWN.
+    pub async fn shutdown(&self) {
+        self.auctions.clear();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let _ = task.await;
         }
     }
 
@@ -89,27 +201,38 @@ impl Exchange {
         &self.hub
     }
 
-    pub fn create_auction(&self, request: AuctionRequest) -> Result<AuctionSnapshot, ServiceError> {
-        let mut next = self.next_auction.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (request.lot.pollutant, request.lot.id.clone());
-        if let Some(existing) = self.books.get(&key) {
-            return Err(ServiceError::LotTaken { pollutant: key.0, lot: key.1, auction: *existing });
+    /// Creates an auction; returns once its creation is durable.
+    pub async fn create_auction(&self, request: AuctionRequest) -> Result<AuctionSnapshot, ServiceError> {
+        let (snapshot, pending) = {
+            // Numbering, the lot check, journaling order and registration are one step.
+            let mut next = self.next_auction.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (request.lot.pollutant, request.lot.id.clone());
+            if let Some(existing) = self.books.get(&key) {
+                return Err(ServiceError::LotTaken { pollutant: key.0, lot: key.1, auction: *existing });
+            }
+            let slot = match &self.journal {
+                Some(j) => Some(
+                    j.try_reserve()
+                        .map_err(|e| ServiceError::Unavailable(e.to_string()))?
+                        .ok_or_else(|| ServiceError::Unavailable("the journal queue is full; retry shortly".into()))?,
+                ),
+                None => None,
+            };
+            let id = AuctionId::new(*next);
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).expect("the operating system's random source");
+            let at = self.clock.now();
+            let auction = Auction::create(id, request, &self.policy, at, Seed(seed))?;
+            *next += 1;
+            let entry = Entry::Create { spec: Box::new(auction.spec().clone()), seed: Entry::seed_hex(auction.seed()) };
+            let pending = slot.map(|s| s.submit(entry.encode()));
+            (self.start(auction, at), pending)
+        };
+        if let Some(pending) = pending {
+            pending.wait().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         }
-        let id = AuctionId::new(*next);
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).expect("the operating system's random source");
-        let auction = Auction::create(id, request, &self.policy, self.clock.now(), Seed(seed))?;
-        *next += 1;
-
-        let spec = Arc::new(auction.spec().clone());
-        let snapshot = AuctionActor::snapshot_of(&auction, &spec);
-        let (snapshot_tx, snapshot_rx) = watch::channel(snapshot.clone());
-        let (tx, rx) = mpsc::channel(AUCTION_QUEUE_DEPTH);
-        let actor = AuctionActor::new(auction, rx, snapshot_tx, Arc::clone(&self.hub), Arc::clone(&self.clock));
-        tokio::spawn(actor.run());
-        self.auctions.insert(id, AuctionHandle { requests: tx, snapshot: snapshot_rx });
-        self.books.insert(key, id);
-        tracing::info!(auction = %id, lot = %spec.lot.id, pollutant = %spec.lot.pollutant, "auction created");
+        let spec = &snapshot.spec;
+        tracing::info!(auction = %spec.id, lot = %spec.lot.id, pollutant = %spec.lot.pollutant, "auction created");
         Ok(snapshot)
     }
 
@@ -128,7 +251,7 @@ impl Exchange {
     }
 
     async fn command(&self, id: AuctionId, command: Command) -> Result<Vec<Event>, ServiceError> {
-        Ok(self.ask(id, |reply| Request::Apply { command, reply }).await??)
+        self.ask(id, |reply| Request::Apply { command, reply }).await?
     }
 
     pub fn get(&self, id: AuctionId) -> Result<AuctionSnapshot, ServiceError> {
@@ -163,7 +286,7 @@ impl Exchange {
         price: Price,
         quantity: Quantity,
     ) -> Result<BidView, ServiceError> {
-        Ok(self.ask(id, |reply| Request::Place { bidder, price, quantity, reply }).await??)
+        self.ask(id, |reply| Request::Place { bidder, price, quantity, reply }).await?
     }
 
     pub async fn revise_bid(

@@ -47,8 +47,6 @@ impl TestServer {
 
     async fn start_with(clock: Option<Arc<ManualClock>>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.set_data_dir(dir.path().to_owned());
         let mut principals = Principals::default();
         let mut tokens = HashMap::new();
         for (name, role) in [("operator", Role::Operator), ("auditor", Role::Auditor), ("observer", Role::Observer)] {
@@ -64,8 +62,18 @@ impl TestServer {
                 .unwrap();
             tokens.insert(name, token);
         }
-        principals.save(&config.principals_file).unwrap();
+        principals.save(&dir.path().join("principals.json")).unwrap();
+        Self::boot(dir, tokens, clock).await
+    }
 
+    /// Starts a server on `dir` as it is: its principals, journal and settlements.
+    async fn boot(
+        dir: tempfile::TempDir,
+        tokens: HashMap<String, String>,
+        clock: Option<Arc<ManualClock>>,
+    ) -> TestServer {
+        let mut config = Config::default();
+        config.set_data_dir(dir.path().to_owned());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let wall: Arc<dyn Clock> = match &clock {
@@ -93,7 +101,18 @@ impl TestServer {
         self.clock.as_ref().expect("manual clock").set(at);
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.halt().await;
+    }
+
+    /// Stops the server and starts a new one on the same data directory, with a manual clock
+    /// now at `at`.
+    pub async fn restart(self, at: Timestamp) -> TestServer {
+        let (dir, tokens) = self.halt().await;
+        Self::boot(dir, tokens, Some(Arc::new(ManualClock::new(at)))).await
+    }
+
+    async fn halt(mut self) -> (tempfile::TempDir, HashMap<String, String>) {
         drop(self.channel);
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(5), self.task.take().unwrap())
@@ -101,6 +120,7 @@ impl TestServer {
             .expect("server stops in time")
             .unwrap()
             .unwrap();
+        (self.dir, self.tokens)
     }
 }
 
@@ -719,5 +739,162 @@ async fn timers_open_and_close_auctions() {
     let a = op.operator.get_auction(pb::GetAuctionRequest { auction_id: id }).await.unwrap().into_inner();
     assert_eq!(a.phase, pb::AuctionPhase::Settled as i32);
     drop(live);
+    server.stop().await;
+}
+
+async fn my_bids(server: &TestServer, who: &str, auction: &str) -> Vec<pb::Bid> {
+    server
+        .as_(who)
+        .trading
+        .list_my_bids(pb::ListMyBidsRequest { auction_id: auction.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .bids
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_acknowledged_change_and_emits_settlements_once() {
+    let server = TestServer::start().await;
+    let id =
+        open_auction(&server, reserve_lot("RES-RESTART", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice)
+            .await;
+    let first = server.as_("b1").trading.place_bid(bid(&id, "19000.00", "4.000")).await.unwrap().into_inner();
+    server.as_("b2").trading.place_bid(bid(&id, "18500.00", "4.000")).await.unwrap();
+    let gone = server.as_("b3").trading.place_bid(bid(&id, "18900.00", "4.000")).await.unwrap().into_inner();
+    let withdraw =
+        pb::WithdrawBidRequest { request_id: "w-restart".into(), auction_id: id.clone(), bid_id: gone.bid_id.clone() };
+    server.as_("b3").trading.withdraw_bid(withdraw).await.unwrap();
+    let revise = pb::ReviseBidRequest {
+        request_id: "r-restart".into(),
+        auction_id: id.clone(),
+        bid_id: first.bid_id.clone(),
+        price: "19100.00".into(),
+        quantity: "4.000".into(),
+    };
+    server.as_("b1").trading.revise_bid(revise).await.unwrap();
+    let mut before = Vec::new();
+    for who in ["b1", "b2", "b3"] {
+        before.push(my_bids(&server, who, &id).await);
+    }
+    let view_before = server
+        .as_("operator")
+        .operator
+        .get_auction(pb::GetAuctionRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let server = server.restart(Timestamp::from_micros(T0 + 60_000_000)).await;
+    for (who, expected) in ["b1", "b2", "b3"].into_iter().zip(&before) {
+        assert_eq!(&my_bids(&server, who, &id).await, expected, "{who}'s bids changed across the restart");
+    }
+    let view_after = server
+        .as_("operator")
+        .operator
+        .get_auction(pb::GetAuctionRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view_after, view_before);
+    // The restarted auction keeps trading, and the revised bid kept its id.
+    server.as_("b4").trading.place_bid(bid(&id, "18600.00", "4.000")).await.unwrap();
+    let settled = close(&server, &id).await;
+    let f = |n| firm(n).to_string();
+    assert_eq!(
+        allocations(&settled),
+        vec![
+            (f(1), "4.000".into(), "18500.00".into(), "74000.00".into(), "555.00".into()),
+            (f(4), "4.000".into(), "18500.00".into(), "74000.00".into(), "555.00".into()),
+            (f(2), "2.000".into(), "18500.00".into(), "37000.00".into(), "277.50".into()),
+        ]
+    );
+    assert_eq!(settled.allocations[0].bid_id, first.bid_id);
+
+    // Replaying a journal that ends in a close derives the same settlement and records nothing new.
+    let server = server.restart(Timestamp::from_micros(T0 + 120_000_000)).await;
+    let again = server
+        .as_("observer")
+        .results
+        .get_settlement(pb::GetSettlementRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, settled);
+    let lines = std::fs::read_to_string(server.dir.path().join("settlements.jsonl")).unwrap().lines().count();
+    assert_eq!(lines, 1, "a settlement was recorded twice");
+    let all = server
+        .as_("auditor")
+        .operator
+        .list_bids(pb::ListBidsRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.bids.len(), 4);
+    // Numbering continues after the replayed auctions.
+    let t = server.now();
+    let next = server
+        .as_("operator")
+        .operator
+        .create_auction(create(
+            reserve_lot("RES-RESTART-2", "1.000", "1.000"),
+            pb::AuctionFormat::SealedUniformPrice,
+            t.plus_micros(HOUR),
+            t.plus_micros(2 * HOUR),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.auction_id, "AUC-0002");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_auction_whose_close_passed_while_down_closes_as_of_its_close_time() {
+    let server = TestServer::start().await;
+    let id =
+        open_auction(&server, reserve_lot("RES-DOWN", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
+    server.as_("b1").trading.place_bid(bid(&id, "18200.00", "3.000")).await.unwrap();
+    // Down for two hours across the close at T0 + 1 h.
+    let server = server.restart(Timestamp::from_micros(T0 + 2 * HOUR)).await;
+    let mut settlement = None;
+    for _ in 0..100 {
+        match server.as_("observer").results.get_settlement(pb::GetSettlementRequest { auction_id: id.clone() }).await {
+            Ok(s) => {
+                settlement = Some(s.into_inner());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let settlement = settlement.expect("the overdue close was processed after the restart");
+    assert_eq!(
+        settlement.settled_at,
+        Some(to_timestamp(Timestamp::from_micros(T0 + HOUR))),
+        "closed as of its scheduled close"
+    );
+    assert_eq!((settlement.clearing_price.as_str(), settlement.sold_quantity.as_str()), ("18200.00", "3.000"));
+    // The wall clock jumps back before the close: the auction stays closed, now and after a restart.
+    server.set_time(Timestamp::from_micros(T0));
+    let err = server.as_("b2").trading.place_bid(bid(&id, "18300.00", "1.000")).await.unwrap_err();
+    assert_eq!(reason(&err).0, "AUCTION_CLOSED");
+    let server = server.restart(Timestamp::from_micros(T0)).await;
+    let a = server
+        .as_("operator")
+        .operator
+        .get_auction(pb::GetAuctionRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.phase, pb::AuctionPhase::Settled as i32);
+    let again = server
+        .as_("observer")
+        .results
+        .get_settlement(pb::GetSettlementRequest { auction_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, settlement);
+    assert_eq!(std::fs::read_to_string(server.dir.path().join("settlements.jsonl")).unwrap().lines().count(), 1);
     server.stop().await;
 }

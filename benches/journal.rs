@@ -11,7 +11,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use emission_auction::journal::{FileJournal, Options};
+use emission_auction::domain::{
+    AuctionId, BidId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Timestamp,
+};
+use emission_auction::engine::{
+    Auction, AuctionRequest, BidRevision, CapChoice, Command, Format, Lot, LotOrigin, Seed, TieRule, Undersubscription,
+};
+use emission_auction::journal::{FileJournal, Options, SyncPolicy};
+use emission_auction::service::Exchange;
+use emission_auction::service::clock::ManualClock;
+use emission_auction::service::entry::Entry;
+use emission_auction::service::hub::SettlementHub;
 
 const APPENDERS: u64 = 64;
 /// A bid command is about this large once encoded.
@@ -72,5 +82,98 @@ fn group_commit(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, group_commit);
+const REPLAYED: u64 = 1_000_000;
+const T0: i64 = 1_767_225_600_000_000;
+
+/// A journal holding one auction and 1,000,000 accepted bids from 2,000 bidders.
+fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
+    let request = AuctionRequest {
+        lot: Lot {
+            id: "REPLAY-1".parse().unwrap(),
+            pollutant: Pollutant::So2,
+            quantity: Quantity::from_units(500_000_000).unwrap(),
+            fill_unit: Quantity::from_units(1000).unwrap(),
+            seller: CreditCode::with_check_digit("12140000MB0CENTRE").unwrap(),
+            origin: LotOrigin::GovernmentReserve,
+            region: "140100".parse().unwrap(),
+            vintage_year: 2025,
+            valid_years: 5,
+        },
+        format: Format::SealedUniformPrice,
+        tie_rule: TieRule::TimePriority,
+        undersubscription: Undersubscription::SellAvailable,
+        min_bidders: 0,
+        per_bidder_cap: None,
+        revision: BidRevision::Revisable,
+        conversion_factor: Ratio::ONE,
+        reserve_markup: None,
+        cap: CapChoice::None,
+        opens_at: Timestamp::from_micros(T0),
+        closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
+    };
+    let auction = Auction::create(
+        AuctionId::new(1),
+        request,
+        &PricePolicy::default(),
+        Timestamp::from_micros(T0 - 1),
+        Seed([1; 32]),
+    )
+    .unwrap();
+    let bidders: Vec<CreditCode> =
+        (0..2000).map(|n| CreditCode::with_check_digit(&format!("9114010{n:010}")).unwrap()).collect();
+    let (journal, _, _) = FileJournal::open(dir, Options { sync: SyncPolicy::Never, ..Options::default() }).unwrap();
+    let journal = Arc::new(journal);
+    runtime.block_on(async {
+        journal.append(Entry::Create { spec: Box::new(auction.spec().clone()), seed: None }.encode()).await.unwrap();
+        for chunk in 0..(REPLAYED / 10_000) {
+            // Reserve in order so the journal keeps the bids in arrival order.
+            let mut pending = Vec::with_capacity(10_000);
+            for i in chunk * 10_000..(chunk + 1) * 10_000 {
+                let command = Command::PlaceBid {
+                    bidder: bidders[(i % 2000) as usize],
+                    bid: BidId::new(i + 1),
+                    price: Price::from_units(1_800_000 + (i * 7919 % 2000) as i64 * 50).unwrap(),
+                    quantity: Quantity::from_units((i % 5 + 1) as i64 * 1000).unwrap(),
+                };
+                let entry =
+                    Entry::Apply { at: Timestamp::from_micros(T0 + 1 + i as i64), auction: AuctionId::new(1), command };
+                pending.push(journal.reserve().await.unwrap().submit(entry.encode()));
+            }
+            for p in pending {
+                p.wait().await.unwrap();
+            }
+        }
+    });
+}
+
+fn replay(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    journal_of_bids(&runtime, dir.path());
+    let mut g = c.benchmark_group("journal");
+    g.sample_size(10).measurement_time(Duration::from_secs(30)).throughput(Throughput::Elements(REPLAYED + 1));
+    // From the files to a running exchange: read and check every segment (CRC32C, sequence,
+    // hash chain), decode every entry, and apply it to the core.
+    g.bench_function("replay_1m_commands", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let start = Instant::now();
+                let recovered = emission_auction::journal::recover(dir.path()).unwrap();
+                let entries: Vec<Entry> = recovered.records.iter().map(|(_, p)| Entry::decode(p).unwrap()).collect();
+                let exchange = runtime.block_on(async {
+                    let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
+                    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
+                    Exchange::recover(PricePolicy::default(), hub, clock, None, entries).await.unwrap()
+                });
+                total += start.elapsed();
+                runtime.block_on(exchange.shutdown());
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, group_commit, replay);
 criterion_main!(benches);

@@ -18,8 +18,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    if let Top::Principal(command) = cli.command {
-        return report(cli::principal_add(command));
+    match cli.command {
+        Top::Principal(command) => return report(cli::principal_add(command)),
+        Top::Journal(command) => return report(cli::journal(command)),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
             Top::Auction(args) => report(cli::auction(args).await),
             Top::Bid(args) => report(cli::bid(args).await),
             Top::Settlement(args) => report(cli::settlement(args).await),
-            Top::Principal(_) => unreachable!("handled above"),
+            Top::Principal(_) | Top::Journal(_) => unreachable!("handled above"),
         }
     })
 }

@@ -22,8 +22,7 @@ const CREDIT_CODE_CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 /// An 18-character unified social credit code (统一社会信用代码), the identity of every
 /// participant. It is `Copy` and compares as bytes, so books can key on it cheaply.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CreditCode([u8; 18]);
 
 impl std::hash::Hash for CreditCode {
@@ -117,8 +116,7 @@ impl From<CreditCode> for String {
 pub type BidderId = CreditCode;
 
 /// A six-digit administrative division code (GB/T 2260), e.g. 140100 for Taiyuan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RegionCode(u32);
 
 impl FromStr for RegionCode {
@@ -156,8 +154,7 @@ impl From<RegionCode> for String {
 
 /// The trading centre's own reference for a lot (also certificate ids): 1 to 64 characters of
 /// ASCII letters, digits and `-_./`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Reference(String);
 
 impl Reference {
@@ -202,8 +199,7 @@ impl From<Reference> for String {
 pub type LotId = Reference;
 
 /// An auction, numbered by the server in creation order; written `AUC-0001`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AuctionId(u64);
 
 impl AuctionId {
@@ -251,8 +247,7 @@ impl From<AuctionId> for String {
 
 /// A bid. The shell draws bid ids at random so that an id says nothing about how many bids
 /// came before it; the core only checks that they are unique within the auction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BidId(u64);
 
 impl BidId {

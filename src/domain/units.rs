@@ -13,7 +13,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 
 /// Largest accepted unit price: 99,999,999.99 yuan per tonne.
 pub const MAX_PRICE_FEN: i64 = 10_000_000_000 - 1;
@@ -88,9 +87,8 @@ pub fn format_units(units: i64, scale: u32) -> String {
 macro_rules! unit_type {
     ($(#[$doc:meta])* $name:ident, $scale:expr, $max:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(i64);
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+                pub struct $name(i64);
 
         impl $name {
             pub const ZERO: Self = Self(0);
@@ -216,8 +214,7 @@ impl Quantity {
 
 /// A dimensionless ratio in parts per million: fee rates, conversion factors, markups, and
 /// percentages (20% is 200_000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ratio(i64);
 
 impl Ratio {
@@ -257,6 +254,13 @@ impl Ratio {
 impl fmt::Display for Ratio {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.as_factor())
+    }
+}
+
+impl FromStr for Ratio {
+    type Err = DecimalError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ratio::parse_factor(text)
     }
 }
 

@@ -26,7 +26,7 @@ use crate::domain::{Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Pric
 
 /// A request to change an auction. The timestamp travels beside it (see [`Auction::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Open before `opens_at` (the timer opens it at `opens_at` otherwise).
     Open,

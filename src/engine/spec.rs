@@ -13,7 +13,7 @@ use super::EngineError;
 
 /// Where the rights on sale come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LotOrigin {
     /// 政府储备排污权, sold by the trading centre.
     GovernmentReserve,

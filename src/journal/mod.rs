@@ -140,6 +140,16 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
 
 /// Reads and checks every record in `dir`, cutting off a torn tail (see the module docs).
 pub fn recover(dir: &Path) -> Result<Recovered, JournalError> {
+    scan(dir, true)
+}
+
+/// Checks every record and the hash chain without changing anything: a torn tail is reported
+/// in `truncated`, not cut off. This is what an auditor runs.
+pub fn verify(dir: &Path) -> Result<Recovered, JournalError> {
+    scan(dir, false)
+}
+
+fn scan(dir: &Path, repair: bool) -> Result<Recovered, JournalError> {
     let segs = segments(dir)?;
     let mut records = Vec::new();
     let mut prev: ChainHash = [0; 32];
@@ -196,10 +206,12 @@ pub fn recover(dir: &Path) -> Result<Recovered, JournalError> {
                             reason: reason.into(),
                         });
                     }
-                    tracing::warn!(segment = %name, offset, seq, reason, "journal: cutting off a torn tail");
-                    zero_from(path, offset as u64, bytes.len() as u64)?;
-                    for (_, later) in &segs[index + 1..] {
-                        std::fs::remove_file(later).map_err(|e| io_error(later, e))?;
+                    if repair {
+                        tracing::warn!(segment = %name, offset, seq, reason, "journal: cutting off a torn tail");
+                        zero_from(path, offset as u64, bytes.len() as u64)?;
+                        for (_, later) in &segs[index + 1..] {
+                            std::fs::remove_file(later).map_err(|e| io_error(later, e))?;
+                        }
                     }
                     truncated = Some((path.clone(), offset as u64, seq));
                     return Ok(Recovered { records, head, truncated, tail });

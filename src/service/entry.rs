@@ -2,7 +2,9 @@
 //! server time it was applied at, the bid id the shell drew, and the auction's resolved spec and
 //! tie-break seed. Replaying these entries in order rebuilds the same state, byte for byte.
 //!
-//! Entries are JSON: a few hundred bytes each, readable by an auditor with ordinary tools.
+//! Entries are encoded with postcard (a compact, documented serde format): about a hundred
+//! bytes each, and replay decodes them several times faster than JSON. Amounts, ids and codes
+//! are stored as their decimal text, exactly as the API shows them.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +12,7 @@ use crate::domain::{AuctionId, Timestamp};
 use crate::engine::{AuctionSpec, Command, Seed};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Entry {
     /// An auction was created. `seed` (hex) is present for SEEDED_RANDOM auctions only.
     Create { spec: Box<AuctionSpec>, seed: Option<String> },
@@ -22,11 +24,11 @@ pub enum Entry {
 
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("journal entries always serialize")
+        postcard::to_stdvec(self).expect("journal entries always serialize")
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Entry, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    pub fn decode(bytes: &[u8]) -> Result<Entry, postcard::Error> {
+        postcard::from_bytes(bytes)
     }
 
     pub fn seed_hex(seed: Option<Seed>) -> Option<String> {

@@ -239,3 +239,52 @@ async fn without_sync_nothing_is_fdatasynced() {
     assert_eq!(stats.syncs.load(Ordering::Relaxed), 0);
     assert_eq!(stats.records.load(Ordering::Relaxed), 20);
 }
+
+#[tokio::test]
+async fn verify_reports_without_repairing_and_the_command_prints_the_head_hash() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("journal");
+    let (journal, _, _) = FileJournal::open(&dir, Options::default()).unwrap();
+    append_n(&journal, 0..5).await;
+    let head = journal.append(payload(5)).await.unwrap();
+    drop(journal);
+
+    // The binary, as an auditor would run it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_emission-auction"))
+        .args(["journal", "verify", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("6 records verified"), "{text}");
+    assert!(text.contains(&format!("head: record 6 hash {}", hex::encode(head.hash))), "{text}");
+
+    // A torn tail is reported, and the file is left exactly as it was.
+    let seg = &segment_files(&dir)[0];
+    let end = *record_offsets(seg).last().unwrap() + format::RECORD_OVERHEAD + payload(5).len();
+    let file = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[9, 9, 9], end as u64).unwrap();
+    let before = std::fs::read(seg).unwrap();
+    let verified = emission_auction::journal::verify(&dir).unwrap();
+    assert_eq!(verified.records.len(), 6);
+    assert_eq!(verified.truncated.as_ref().map(|t| (t.1 as usize, t.2)), Some((end, 7)));
+    assert_eq!(std::fs::read(seg).unwrap(), before, "verify must not change the journal");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_emission-auction"))
+        .args(["journal", "verify", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("torn tail"));
+
+    // Damage in the middle: the command fails and names the record.
+    flip_bit(seg, record_offsets(seg)[1] + format::RECORD_OVERHEAD);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_emission-auction"))
+        .args(["journal", "verify", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(record 2)") && err.contains("refusing"), "{err}");
+}

@@ -196,6 +196,12 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     drop((results, operator, auditor, terminals, channel));
     let _ = stop.send(());
     server.await??;
+
+    // Every change above was journaled before it was acknowledged; check the journal as an
+    // auditor would, without changing it.
+    let journal = crate::journal::verify(&config.journal_dir())?;
+    let head = journal.head.map_or("empty".into(), |h| format!("record {} hash {}", h.seq, hex::encode(h.hash)));
+    println!("journaled: {} records in {}, verified; head {head}", journal.records.len(), config.journal_dir().display());
     Ok(())
 }
 

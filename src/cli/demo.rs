@@ -201,7 +201,11 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // auditor would, without changing it.
     let journal = crate::journal::verify(&config.journal_dir())?;
     let head = journal.head.map_or("empty".into(), |h| format!("record {} hash {}", h.seq, hex::encode(h.hash)));
-    println!("journaled: {} records in {}, verified; head {head}", journal.records.len(), config.journal_dir().display());
+    println!(
+        "journaled: {} records in {}, verified; head {head}",
+        journal.records.len(),
+        config.journal_dir().display()
+    );
     Ok(())
 }
 

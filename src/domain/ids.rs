@@ -99,19 +99,6 @@ impl fmt::Debug for CreditCode {
     }
 }
 
-impl TryFrom<String> for CreditCode {
-    type Error = IdError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<CreditCode> for String {
-    fn from(code: CreditCode) -> String {
-        code.to_string()
-    }
-}
-
 /// The enterprise a bid belongs to: always the authenticated principal's, never a request field.
 pub type BidderId = CreditCode;
 
@@ -136,19 +123,6 @@ impl FromStr for RegionCode {
 impl fmt::Display for RegionCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:06}", self.0)
-    }
-}
-
-impl TryFrom<String> for RegionCode {
-    type Error = IdError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<RegionCode> for String {
-    fn from(code: RegionCode) -> String {
-        code.to_string()
     }
 }
 
@@ -180,19 +154,6 @@ impl FromStr for Reference {
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for Reference {
-    type Error = IdError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<Reference> for String {
-    fn from(r: Reference) -> String {
-        r.0
     }
 }
 
@@ -232,19 +193,6 @@ impl fmt::Display for AuctionId {
     }
 }
 
-impl TryFrom<String> for AuctionId {
-    type Error = IdError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<AuctionId> for String {
-    fn from(id: AuctionId) -> String {
-        id.to_string()
-    }
-}
-
 /// A bid. The shell draws bid ids at random so that an id says nothing about how many bids
 /// came before it; the core only checks that they are unique within the auction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -276,19 +224,6 @@ impl FromStr for BidId {
 impl fmt::Display for BidId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
-    }
-}
-
-impl TryFrom<String> for BidId {
-    type Error = IdError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<BidId> for String {
-    fn from(id: BidId) -> String {
-        id.to_string()
     }
 }
 

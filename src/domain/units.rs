@@ -137,18 +137,7 @@ macro_rules! unit_type {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = DecimalError;
-            fn try_from(text: String) -> Result<Self, Self::Error> {
-                text.parse()
-            }
-        }
 
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.to_string()
-            }
-        }
     };
 }
 
@@ -261,19 +250,6 @@ impl FromStr for Ratio {
     type Err = DecimalError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Ratio::parse_factor(text)
-    }
-}
-
-impl TryFrom<String> for Ratio {
-    type Error = DecimalError;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        Ratio::parse_factor(&text)
-    }
-}
-
-impl From<Ratio> for String {
-    fn from(value: Ratio) -> String {
-        value.as_factor()
     }
 }
 

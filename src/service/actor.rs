@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::domain::{AuctionId, BidId, BidderId, Price, Quantity, Timestamp};
+use crate::domain::{AuctionId, BidId, BidderId, Timestamp};
 use crate::engine::{Auction, AuctionSpec, BidView, Command, EngineError, Event, Phase};
 use crate::journal::{FileJournal, Pending, Reservation};
 
@@ -27,24 +27,16 @@ pub struct AuctionSnapshot {
 pub(crate) type Reply<T> = oneshot::Sender<T>;
 
 pub(crate) enum Request {
-    /// A new bid; the actor draws its id.
-    Place {
-        bidder: BidderId,
-        price: Price,
-        quantity: Quantity,
-        reply: Reply<Result<BidView, ServiceError>>,
-    },
-    Apply {
-        command: Command,
-        reply: Reply<Result<Vec<Event>, ServiceError>>,
-    },
-    BidsOf {
-        bidder: BidderId,
-        reply: Reply<Vec<BidView>>,
-    },
-    AllBids {
-        reply: Reply<Result<Vec<BidView>, EngineError>>,
-    },
+    Apply { command: Command, reply: Reply<Result<Vec<Event>, ServiceError>> },
+    BidsOf { bidder: BidderId, reply: Reply<Vec<BidView>> },
+    AllBids { reply: Reply<Result<Vec<BidView>, EngineError>> },
+}
+
+/// What can change an auction.
+enum Change {
+    Command(Command),
+    /// Time reached one of the auction's deadlines.
+    Tick(Timestamp),
 }
 
 pub(crate) struct AuctionActor {
@@ -130,85 +122,45 @@ impl AuctionActor {
     /// restart, an auction whose close passed while the server was down closes as of its
     /// scheduled close).
     async fn fire(&mut self, deadline: Timestamp) {
+        if let Err(e) = self.change(Change::Tick(deadline)).await {
+            tracing::error!(auction = %self.id(), error = %e, "journal failed; timers stop until restart");
+            self.stalled = true;
+        }
+    }
+
+    /// The one way an auction changes: take a place in the journal's queue, apply the change
+    /// to the core, journal it, and publish its events only once the journal entry is durable.
+    async fn change(&mut self, change: Change) -> Result<Vec<Event>, ServiceError> {
         let journal = self.journal.clone();
-        let slot = match reserve(&journal).await {
-            Ok(slot) => slot,
-            Err(e) => {
-                tracing::error!(auction = %self.id(), error = %e, "journal unavailable; timers stop until restart");
-                self.stalled = true;
-                return;
+        let slot = reserve(&journal).await?;
+        let (events, entry) = match change {
+            Change::Tick(deadline) => {
+                self.last_stamp = self.last_stamp.max(deadline);
+                (self.auction.tick(deadline), Entry::Tick { at: deadline, auction: self.id() })
+            }
+            Change::Command(mut command) => {
+                let at = self.stamp();
+                let events = loop {
+                    match (self.auction.apply(at, command.clone()), &mut command) {
+                        // Bid ids are drawn at random; on the rare collision, draw again.
+                        (Err(EngineError::DuplicateBidId), Command::PlaceBid { bid, .. }) => *bid = fresh_bid_id(),
+                        (result, _) => break result?,
+                    }
+                };
+                (events, Entry::Apply { at, auction: self.id(), command })
             }
         };
-        self.last_stamp = self.last_stamp.max(deadline);
-        let events = self.auction.tick(deadline);
-        if events.is_empty() {
-            return;
+        if !events.is_empty() {
+            persist(slot, &entry).await?;
+            self.after(&events).await;
         }
-        match persist(slot, &Entry::Tick { at: deadline, auction: self.id() }).await {
-            Ok(()) => self.after(&events).await,
-            Err(e) => {
-                tracing::error!(auction = %self.id(), error = %e, "journal failed; the change is not published and timers stop until restart");
-                self.stalled = true;
-            }
-        }
+        Ok(events)
     }
 
     async fn handle(&mut self, request: Request) {
         match request {
-            Request::Place { bidder, price, quantity, reply } => {
-                let journal = self.journal.clone();
-                let slot = match reserve(&journal).await {
-                    Ok(slot) => slot,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
-                };
-                let at = self.stamp();
-                let result = loop {
-                    match self.auction.place_bid(at, bidder, fresh_bid_id(), price, quantity) {
-                        Err(EngineError::DuplicateBidId) => continue,
-                        other => break other,
-                    }
-                };
-                let result = match result {
-                    Ok(change) => {
-                        let command = Command::PlaceBid { bidder, bid: change.bid.id, price, quantity };
-                        match persist(slot, &Entry::Apply { at, auction: self.id(), command }).await {
-                            Ok(()) => {
-                                if let Some(at) = change.opened_at {
-                                    self.after(&[Event::Opened { at }]).await;
-                                }
-                                Ok(change.bid)
-                            }
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e.into()),
-                };
-                let _ = reply.send(result);
-            }
             Request::Apply { command, reply } => {
-                let journal = self.journal.clone();
-                let slot = match reserve(&journal).await {
-                    Ok(slot) => slot,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
-                };
-                let at = self.stamp();
-                let result = match self.auction.apply(at, command.clone()) {
-                    Ok(events) => match persist(slot, &Entry::Apply { at, auction: self.id(), command }).await {
-                        Ok(()) => {
-                            self.after(&events).await;
-                            Ok(events)
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e.into()),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.change(Change::Command(command)).await);
             }
             Request::BidsOf { bidder, reply } => {
                 let _ = reply.send(self.auction.bids_of(bidder));
@@ -241,7 +193,7 @@ impl AuctionActor {
 }
 
 /// A random bid id, so that ids reveal nothing about how many bids an auction holds.
-fn fresh_bid_id() -> BidId {
+pub(crate) fn fresh_bid_id() -> BidId {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
     BidId::new(u64::from_be_bytes(bytes))

@@ -86,13 +86,8 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// An exchange with no auctions and no journal (tests of the shell alone). Must be called
-    /// inside a tokio runtime: each auction gets a task.
-    pub async fn new(policy: PricePolicy, hub: Arc<SettlementHub>, clock: Arc<dyn Clock>) -> Exchange {
-        Self::recover(policy, hub, clock, None, Vec::new()).await.expect("nothing to replay")
-    }
-
-    /// Rebuilds the exchange from journal entries, in order, then starts every auction's task.
+    /// Rebuilds the exchange from journal entries, in order, then starts every auction's task
+    /// (so it must run inside a tokio runtime).
     ///
     /// Settlements the replay derives that no recorder has yet (the server stopped between
     /// journaling a close and recording it) are recorded and published now; the others were
@@ -286,7 +281,9 @@ impl Exchange {
         price: Price,
         quantity: Quantity,
     ) -> Result<BidView, ServiceError> {
-        self.ask(id, |reply| Request::Place { bidder, price, quantity, reply }).await?
+        let events =
+            self.command(id, Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity }).await?;
+        Ok(bid_in(&events))
     }
 
     pub async fn revise_bid(

@@ -8,53 +8,20 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+mod support;
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use emission_auction::domain::{AuctionId, BidId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Timestamp};
-use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, TieRule, Undersubscription,
-};
+use emission_auction::domain::{BidId, CreditCode, Price, Quantity, Timestamp};
+use emission_auction::engine::{Auction, Format, TieRule};
+use support::{T0, bidders, reserve_auction};
 
 const BIDS: usize = 1_000_000;
 const BIDDERS: usize = 2_000;
-const T0: i64 = 1_767_225_600_000_000;
-
-fn bidders() -> Vec<CreditCode> {
-    (0..BIDDERS).map(|n| CreditCode::with_check_digit(&format!("9114010{n:010}")).unwrap()).collect()
-}
-
-fn auction(format: Format, tie: TieRule, lot_tonnes: i64) -> Auction {
-    let request = AuctionRequest {
-        lot: Lot {
-            id: "BENCH-1".parse().unwrap(),
-            pollutant: Pollutant::So2,
-            quantity: Quantity::from_units(lot_tonnes * 1000).unwrap(),
-            fill_unit: Quantity::from_units(1000).unwrap(),
-            seller: CreditCode::with_check_digit("12140000MB0CENTRE").unwrap(),
-            origin: LotOrigin::GovernmentReserve,
-            region: "140100".parse().unwrap(),
-            vintage_year: 2025,
-            valid_years: 5,
-        },
-        format,
-        tie_rule: tie,
-        undersubscription: Undersubscription::SellAvailable,
-        min_bidders: 0,
-        per_bidder_cap: None,
-        revision: BidRevision::Revisable,
-        conversion_factor: emission_auction::domain::Ratio::ONE,
-        reserve_markup: None,
-        cap: CapChoice::None,
-        opens_at: Timestamp::from_micros(T0),
-        closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
-    };
-    Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([1; 32]))
-        .unwrap()
-}
 
 /// A deterministic spread of bids: prices over 2,000 fen levels above the floor (so many
 /// ties), quantities 1 to 5 t.
 fn bid_stream() -> Vec<(BidId, CreditCode, Price, Quantity)> {
-    let who = bidders();
+    let who = bidders(BIDDERS);
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..BIDS)
         .map(|i| {
@@ -69,7 +36,7 @@ fn bid_stream() -> Vec<(BidId, CreditCode, Price, Quantity)> {
 }
 
 fn filled(format: Format, tie: TieRule, stream: &[(BidId, CreditCode, Price, Quantity)]) -> Auction {
-    let mut a = auction(format, tie, 500_000);
+    let mut a = reserve_auction(format, tie, 500_000);
     for (i, (id, who, price, qty)) in stream.iter().enumerate() {
         a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, *price, *qty).unwrap();
     }
@@ -82,7 +49,7 @@ fn insert(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BIDS as u64)).sample_size(10).measurement_time(Duration::from_secs(20));
     g.bench_function("insert_1m_bids", |b| {
         b.iter_batched(
-            || auction(Format::SealedUniformPrice, TieRule::TimePriority, 500_000),
+            || reserve_auction(Format::SealedUniformPrice, TieRule::TimePriority, 500_000),
             |mut a| {
                 for (i, (id, who, price, qty)) in stream.iter().enumerate() {
                     black_box(a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, *price, *qty).is_ok());

@@ -10,18 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use emission_auction::domain::{
-    AuctionId, BidId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Timestamp,
-};
-use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, CapChoice, Command, Format, Lot, LotOrigin, Seed, TieRule, Undersubscription,
-};
+use emission_auction::domain::{AuctionId, BidId, Price, PricePolicy, Quantity, Timestamp};
+use emission_auction::engine::{Command, Format, TieRule};
 use emission_auction::journal::{FileJournal, Options, SyncPolicy};
 use emission_auction::service::Exchange;
 use emission_auction::service::clock::ManualClock;
 use emission_auction::service::entry::Entry;
 use emission_auction::service::hub::SettlementHub;
+use support::{T0, bidders, reserve_auction};
 
 const APPENDERS: u64 = 64;
 /// A bid command is about this large once encoded.
@@ -83,44 +82,11 @@ fn group_commit(c: &mut Criterion) {
 }
 
 const REPLAYED: u64 = 1_000_000;
-const T0: i64 = 1_767_225_600_000_000;
 
 /// A journal holding one auction and 1,000,000 accepted bids from 2,000 bidders.
 fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
-    let request = AuctionRequest {
-        lot: Lot {
-            id: "REPLAY-1".parse().unwrap(),
-            pollutant: Pollutant::So2,
-            quantity: Quantity::from_units(500_000_000).unwrap(),
-            fill_unit: Quantity::from_units(1000).unwrap(),
-            seller: CreditCode::with_check_digit("12140000MB0CENTRE").unwrap(),
-            origin: LotOrigin::GovernmentReserve,
-            region: "140100".parse().unwrap(),
-            vintage_year: 2025,
-            valid_years: 5,
-        },
-        format: Format::SealedUniformPrice,
-        tie_rule: TieRule::TimePriority,
-        undersubscription: Undersubscription::SellAvailable,
-        min_bidders: 0,
-        per_bidder_cap: None,
-        revision: BidRevision::Revisable,
-        conversion_factor: Ratio::ONE,
-        reserve_markup: None,
-        cap: CapChoice::None,
-        opens_at: Timestamp::from_micros(T0),
-        closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
-    };
-    let auction = Auction::create(
-        AuctionId::new(1),
-        request,
-        &PricePolicy::default(),
-        Timestamp::from_micros(T0 - 1),
-        Seed([1; 32]),
-    )
-    .unwrap();
-    let bidders: Vec<CreditCode> =
-        (0..2000).map(|n| CreditCode::with_check_digit(&format!("9114010{n:010}")).unwrap()).collect();
+    let auction = reserve_auction(Format::SealedUniformPrice, TieRule::TimePriority, 500_000);
+    let bidders = bidders(2000);
     let (journal, _, _) = FileJournal::open(dir, Options { sync: SyncPolicy::Never, ..Options::default() }).unwrap();
     let journal = Arc::new(journal);
     runtime.block_on(async {

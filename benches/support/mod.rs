@@ -1,0 +1,44 @@
+//! What both benchmark files need: one reserve-lot auction and a crowd of bidders.
+
+use emission_auction::domain::{AuctionId, CreditCode, Pollutant, PricePolicy, Quantity, Ratio, Timestamp};
+use emission_auction::engine::{
+    Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, TieRule, Undersubscription,
+};
+
+/// 2026-01-01T00:00:00Z; auctions open at T0 and close an hour later.
+pub const T0: i64 = 1_767_225_600_000_000;
+
+/// `n` distinct enterprises.
+pub fn bidders(n: usize) -> Vec<CreditCode> {
+    (0..n).map(|i| CreditCode::with_check_digit(&format!("9114010{i:010}")).unwrap()).collect()
+}
+
+/// An SO2 government-reserve auction of `lot_tonnes` in 1 t fill units: floor 18000.00, no cap.
+pub fn reserve_auction(format: Format, tie: TieRule, lot_tonnes: i64) -> Auction {
+    let request = AuctionRequest {
+        lot: Lot {
+            id: "BENCH-1".parse().unwrap(),
+            pollutant: Pollutant::So2,
+            quantity: Quantity::from_units(lot_tonnes * 1000).unwrap(),
+            fill_unit: Quantity::from_units(1000).unwrap(),
+            seller: CreditCode::with_check_digit("12140000MB0CENTRE").unwrap(),
+            origin: LotOrigin::GovernmentReserve,
+            region: "140100".parse().unwrap(),
+            vintage_year: 2025,
+            valid_years: 5,
+        },
+        format,
+        tie_rule: tie,
+        undersubscription: Undersubscription::SellAvailable,
+        min_bidders: 0,
+        per_bidder_cap: None,
+        revision: BidRevision::Revisable,
+        conversion_factor: Ratio::ONE,
+        reserve_markup: None,
+        cap: CapChoice::None,
+        opens_at: Timestamp::from_micros(T0),
+        closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
+    };
+    Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([1; 32]))
+        .unwrap()
+}

@@ -16,10 +16,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use emission_auction::domain::{AuctionId, BidId, Price, PricePolicy, Quantity, Timestamp};
 use emission_auction::engine::{Command, Format, TieRule};
 use emission_auction::journal::{FileJournal, Options, SyncPolicy};
-use emission_auction::service::Exchange;
 use emission_auction::service::clock::ManualClock;
 use emission_auction::service::entry::Entry;
 use emission_auction::service::hub::SettlementHub;
+use emission_auction::service::{Exchange, Fingerprint, Origin};
 use support::{T0, bidders, reserve_auction};
 
 const APPENDERS: u64 = 64;
@@ -90,7 +90,10 @@ fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
     let (journal, _, _) = FileJournal::open(dir, Options { sync: SyncPolicy::Never, ..Options::default() }).unwrap();
     let journal = Arc::new(journal);
     runtime.block_on(async {
-        journal.append(Entry::Create { spec: Box::new(auction.spec().clone()), seed: None }.encode()).await.unwrap();
+        journal
+            .append(Entry::Create { spec: Box::new(auction.spec().clone()), seed: None, origin: None }.encode())
+            .await
+            .unwrap();
         for chunk in 0..(REPLAYED / 10_000) {
             // Reserve in order so the journal keeps the bids in arrival order.
             let mut pending = Vec::with_capacity(10_000);
@@ -101,8 +104,18 @@ fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
                     price: Price::from_units(1_800_000 + (i * 7919 % 2000) as i64 * 50).unwrap(),
                     quantity: Quantity::from_units((i % 5 + 1) as i64 * 1000).unwrap(),
                 };
-                let entry =
-                    Entry::Apply { at: Timestamp::from_micros(T0 + 1 + i as i64), auction: AuctionId::new(1), command };
+                // As a terminal sends it: its principal and a UUID-sized request id.
+                let origin = Origin {
+                    principal: format!("bidder-{:04}", i % 2000),
+                    request_id: format!("7f3e2c1a-0000-4000-8000-{i:012}"),
+                    fingerprint: Fingerprint::of("PlaceBid", &i.to_le_bytes()),
+                };
+                let entry = Entry::Apply {
+                    at: Timestamp::from_micros(T0 + 1 + i as i64),
+                    auction: AuctionId::new(1),
+                    command,
+                    origin: Some(origin),
+                };
                 pending.push(journal.reserve().await.unwrap().submit(entry.encode()));
             }
             for p in pending {
@@ -126,7 +139,8 @@ fn replay(c: &mut Criterion) {
             for _ in 0..iterations {
                 let start = Instant::now();
                 let recovered = emission_auction::journal::recover(dir.path()).unwrap();
-                let entries: Vec<Entry> = recovered.records.iter().map(|(_, p)| Entry::decode(p).unwrap()).collect();
+                let entries: Vec<_> =
+                    recovered.records.iter().map(|r| (r.at, Entry::decode(&r.payload).unwrap())).collect();
                 let exchange = runtime.block_on(async {
                     let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
                     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));

@@ -62,10 +62,12 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
         tracing::warn!(segment = %segment.display(), offset, seq, "journal had a torn tail (a batch cut short by a crash); it was cut off");
     }
     let mut entries = Vec::with_capacity(recovered.records.len());
-    for (index, (seq, payload)) in recovered.records.iter().enumerate() {
-        let entry = Entry::decode(payload)
-            .map_err(|e| crate::service::ReplayError { index, reason: format!("record {seq} is not an entry: {e}") })?;
-        entries.push(entry);
+    for (index, record) in recovered.records.iter().enumerate() {
+        let entry = Entry::decode(&record.payload).map_err(|e| crate::service::ReplayError {
+            index,
+            reason: format!("record {} is not an entry: {e}", record.at.seq),
+        })?;
+        entries.push((record.at, entry));
     }
     let replayed = entries.len();
     let exchange =

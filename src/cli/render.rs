@@ -174,6 +174,9 @@ pub fn settlement_named(s: &pb::Settlement, name: &dyn Fn(&str) -> String) -> St
     if !s.note.is_empty() {
         let _ = write!(out, "\n  note: {}", s.note);
     }
+    if s.journal_seq > 0 {
+        let _ = write!(out, "\n  derived from journal record {} (hash {})", s.journal_seq, s.journal_hash);
+    }
     out
 }
 

@@ -53,6 +53,13 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command is a bidder's (its outcome is a bid).
+    pub fn is_bid(&self) -> bool {
+        matches!(self, Command::PlaceBid { .. } | Command::ReviseBid { .. } | Command::WithdrawBid { .. })
+    }
+}
+
 /// A bid taken into the book (placed, revised or withdrawn), and whether taking it opened the
 /// auction. The hot path returns this rather than a list of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

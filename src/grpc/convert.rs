@@ -136,7 +136,6 @@ fn optional_text<T>(text: &str, parse: impl FnOnce(&str) -> Result<T>) -> Result
 }
 
 pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest> {
-    request_id(&req.request_id)?;
     let lot = required("lot", req.lot.as_ref())?;
     let format = match required("format", known::<pb::AuctionFormat>("format", req.format)?)? {
         pb::AuctionFormat::SealedFirstPrice => Format::SealedFirstPrice,
@@ -350,6 +349,8 @@ pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
     let s = &r.settlement;
     pb::Settlement {
         sequence: r.sequence,
+        journal_seq: r.journal.as_ref().map_or(0, |j| j.seq),
+        journal_hash: r.journal.as_ref().map(|j| j.hash.clone()).unwrap_or_default(),
         auction_id: s.auction_id.to_string(),
         lot_id: s.lot_id.to_string(),
         pollutant: pb_pollutant(s.pollutant) as i32,

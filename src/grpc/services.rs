@@ -11,7 +11,7 @@ use crate::auth::Role;
 use crate::domain::AuctionId;
 use crate::engine::{Command, Format};
 use crate::proto as pb;
-use crate::service::{AuctionFilter, Exchange, ServiceError};
+use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, ServiceError};
 
 use super::auth::{bidder, require};
 use super::convert::{self, FieldError};
@@ -36,17 +36,59 @@ pub struct ResultsService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// A request that changes something, and so carries a client request id.
+pub trait Change: prost::Message + Clone {
+    fn request_id(&self) -> &str;
+    fn clear_request_id(&mut self);
+}
+
+macro_rules! change {
+    ($($message:ty),*) => {$(
+        impl Change for $message {
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+            fn clear_request_id(&mut self) {
+                self.request_id.clear();
+            }
+        }
+    )*};
+}
+
+change!(
+    pb::CreateAuctionRequest,
+    pb::AuctionRef,
+    pb::CancelAuctionRequest,
+    pb::PlaceBidRequest,
+    pb::ReviseBidRequest,
+    pb::WithdrawBidRequest
+);
+
+/// Who sent a change (from authentication) under which request id, and a fingerprint of
+/// everything else in it: the method and the message with its request id cleared.
+fn origin<T: Change>(request: &Request<T>, method: &str) -> Result<Origin, Status> {
+    let principal = require(request, ANY_ROLE)?;
+    let message = request.get_ref();
+    convert::request_id(message.request_id())?;
+    let mut payload = message.clone();
+    payload.clear_request_id();
+    Ok(Origin {
+        principal: principal.name,
+        request_id: message.request_id().to_owned(),
+        fingerprint: Fingerprint::of(method, &payload.encode_to_vec()),
+    })
+}
+
 fn auction(exchange: &Exchange, id: AuctionId) -> Reply<pb::Auction> {
     Ok(Response::new(convert::pb_auction(&exchange.get(id)?)))
 }
 
 impl OperatorService {
-    async fn operate(&self, request: Request<pb::AuctionRef>, command: Command) -> Reply<pb::Auction> {
+    async fn operate(&self, request: Request<pb::AuctionRef>, method: &str, command: Command) -> Reply<pb::Auction> {
         require(&request, &[Role::Operator])?;
-        let req = request.get_ref();
-        convert::request_id(&req.request_id)?;
-        let id = convert::auction_id(&req.auction_id)?;
-        let snapshot = self.exchange.operate(id, command).await?;
+        let origin = origin(&request, method)?;
+        let id = convert::auction_id(&request.get_ref().auction_id)?;
+        let snapshot = self.exchange.operate(id, command, origin).await?;
         Ok(Response::new(convert::pb_auction(&snapshot)))
     }
 }
@@ -55,29 +97,30 @@ impl OperatorService {
 impl pb::auction_operator_server::AuctionOperator for OperatorService {
     async fn create_auction(&self, request: Request<pb::CreateAuctionRequest>) -> Reply<pb::Auction> {
         require(&request, &[Role::Operator])?;
+        let origin = origin(&request, "CreateAuction")?;
         let spec = convert::auction_request(request.get_ref())?;
-        let snapshot = self.exchange.create_auction(spec).await?;
+        let snapshot = self.exchange.create_auction(spec, origin).await?;
         Ok(Response::new(convert::pb_auction(&snapshot)))
     }
 
     async fn open_auction(&self, request: Request<pb::AuctionRef>) -> Reply<pb::Auction> {
-        self.operate(request, Command::Open).await
+        self.operate(request, "OpenAuction", Command::Open).await
     }
 
     async fn close_auction(&self, request: Request<pb::AuctionRef>) -> Reply<pb::Auction> {
-        self.operate(request, Command::Close).await
+        self.operate(request, "CloseAuction", Command::Close).await
     }
 
     async fn cancel_auction(&self, request: Request<pb::CancelAuctionRequest>) -> Reply<pb::Auction> {
         require(&request, &[Role::Operator])?;
+        let origin = origin(&request, "CancelAuction")?;
         let req = request.get_ref();
-        convert::request_id(&req.request_id)?;
         let id = convert::auction_id(&req.auction_id)?;
         if req.reason.len() > 1000 {
             return Err(FieldError::new("reason", "must be at most 1000 bytes").into());
         }
         let note = (!req.reason.is_empty()).then(|| req.reason.clone());
-        let snapshot = self.exchange.operate(id, Command::Cancel { note }).await?;
+        let snapshot = self.exchange.operate(id, Command::Cancel { note }, origin).await?;
         Ok(Response::new(convert::pb_auction(&snapshot)))
     }
 
@@ -119,8 +162,8 @@ impl pb::trading_server::Trading for TradingService {
 
     async fn place_bid(&self, request: Request<pb::PlaceBidRequest>) -> Reply<pb::BidReceipt> {
         let bidder = bidder(&request)?;
+        let origin = origin(&request, "PlaceBid")?;
         let req = request.get_ref();
-        convert::request_id(&req.request_id)?;
         let id = convert::auction_id(&req.auction_id)?;
         let price = convert::price("price", &req.price)?;
         let quantity = if req.quantity.is_empty() {
@@ -133,29 +176,29 @@ impl pb::trading_server::Trading for TradingService {
         } else {
             convert::quantity("quantity", &req.quantity)?
         };
-        let bid = self.exchange.place_bid(id, bidder, price, quantity).await?;
+        let bid = self.exchange.place_bid(id, bidder, price, quantity, origin).await?;
         Ok(Response::new(convert::pb_receipt(id, &bid)))
     }
 
     async fn revise_bid(&self, request: Request<pb::ReviseBidRequest>) -> Reply<pb::BidReceipt> {
         let bidder = bidder(&request)?;
+        let origin = origin(&request, "ReviseBid")?;
         let req = request.get_ref();
-        convert::request_id(&req.request_id)?;
         let id = convert::auction_id(&req.auction_id)?;
         let bid_id = convert::bid_id(&req.bid_id)?;
         let price = convert::price("price", &req.price)?;
         let quantity = convert::quantity("quantity", &req.quantity)?;
-        let bid = self.exchange.revise_bid(id, bidder, bid_id, price, quantity).await?;
+        let bid = self.exchange.revise_bid(id, bidder, bid_id, price, quantity, origin).await?;
         Ok(Response::new(convert::pb_receipt(id, &bid)))
     }
 
     async fn withdraw_bid(&self, request: Request<pb::WithdrawBidRequest>) -> Reply<pb::BidReceipt> {
         let bidder = bidder(&request)?;
+        let origin = origin(&request, "WithdrawBid")?;
         let req = request.get_ref();
-        convert::request_id(&req.request_id)?;
         let id = convert::auction_id(&req.auction_id)?;
         let bid_id = convert::bid_id(&req.bid_id)?;
-        let bid = self.exchange.withdraw_bid(id, bidder, bid_id).await?;
+        let bid = self.exchange.withdraw_bid(id, bidder, bid_id, origin).await?;
         Ok(Response::new(convert::pb_receipt(id, &bid)))
     }
 

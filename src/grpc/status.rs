@@ -67,6 +67,13 @@ impl From<ServiceError> for Status {
             ServiceError::Busy(id) => {
                 status(Code::ResourceExhausted, "AUCTION_BUSY", &e, vec![("auction_id", id.to_string())], None)
             }
+            ServiceError::RequestIdReused { ref request_id } => status(
+                Code::AlreadyExists,
+                "REQUEST_ID_REUSED",
+                &e,
+                vec![("request_id", request_id.clone())],
+                Some("request_id"),
+            ),
             ServiceError::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", &e, Vec::new(), None),
             ServiceError::Unavailable(_) => status(Code::Unavailable, "JOURNAL_UNAVAILABLE", &e, Vec::new(), None),
         }

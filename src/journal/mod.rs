@@ -89,11 +89,19 @@ pub struct Appended {
     pub hash: ChainHash,
 }
 
+/// One record read back from the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its sequence number and chain hash.
+    pub at: Appended,
+    pub payload: Vec<u8>,
+}
+
 /// What [`recover`] found.
 #[derive(Debug)]
 pub struct Recovered {
-    /// Every valid record's sequence number and payload, in order.
-    pub records: Vec<(u64, Vec<u8>)>,
+    /// Every valid record, in order.
+    pub records: Vec<Record>,
     pub head: Option<Appended>,
     /// Set when a torn tail was cut off: the segment, offset and the sequence it would have had.
     pub truncated: Option<(PathBuf, u64, u64)>,
@@ -180,7 +188,7 @@ fn scan(dir: &Path, repair: bool) -> Result<Recovered, JournalError> {
                 Decoded::Record { seq: got, hash, payload, len }
                     if got == seq && hash == format::chain(&prev, seq, payload) =>
                 {
-                    records.push((seq, payload.to_vec()));
+                    records.push(Record { at: Appended { seq, hash }, payload: payload.to_vec() });
                     prev = hash;
                     head = Some(Appended { seq, hash });
                     offset += len;

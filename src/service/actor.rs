@@ -15,6 +15,8 @@ use super::ServiceError;
 use super::clock::Clock;
 use super::entry::Entry;
 use super::hub::SettlementHub;
+use super::recorder::JournalPosition;
+use super::requests::Origin;
 
 /// What everyone may see of an auction: its terms and phase, never its bids.
 #[derive(Debug, Clone)]
@@ -27,14 +29,14 @@ pub struct AuctionSnapshot {
 pub(crate) type Reply<T> = oneshot::Sender<T>;
 
 pub(crate) enum Request {
-    Apply { command: Command, reply: Reply<Result<Vec<Event>, ServiceError>> },
+    Apply { command: Command, origin: Origin, reply: Reply<Result<Vec<Event>, ServiceError>> },
     BidsOf { bidder: BidderId, reply: Reply<Vec<BidView>> },
     AllBids { reply: Reply<Result<Vec<BidView>, EngineError>> },
 }
 
 /// What can change an auction.
 enum Change {
-    Command(Command),
+    Command(Command, Origin),
     /// Time reached one of the auction's deadlines.
     Tick(Timestamp),
 }
@@ -62,12 +64,12 @@ async fn reserve(journal: &Option<Arc<FileJournal>>) -> Result<Option<Reservatio
     }
 }
 
-/// Journals an accepted change and waits until it is durable.
-async fn persist(slot: Option<Reservation<'_>>, entry: &Entry) -> Result<(), ServiceError> {
+/// Journals an accepted change and waits until it is durable; returns where it landed.
+async fn persist(slot: Option<Reservation<'_>>, entry: &Entry) -> Result<Option<JournalPosition>, ServiceError> {
     let pending: Option<Pending> = slot.map(|s| s.submit(entry.encode()));
     match pending {
-        Some(p) => p.wait().await.map(|_| ()).map_err(|e| ServiceError::Unavailable(e.to_string())),
-        None => Ok(()),
+        Some(p) => p.wait().await.map(|at| Some(at.into())).map_err(|e| ServiceError::Unavailable(e.to_string())),
+        None => Ok(None),
     }
 }
 
@@ -138,7 +140,7 @@ impl AuctionActor {
                 self.last_stamp = self.last_stamp.max(deadline);
                 (self.auction.tick(deadline), Entry::Tick { at: deadline, auction: self.id() })
             }
-            Change::Command(mut command) => {
+            Change::Command(mut command, origin) => {
                 let at = self.stamp();
                 let events = loop {
                     match (self.auction.apply(at, command.clone()), &mut command) {
@@ -147,20 +149,20 @@ impl AuctionActor {
                         (result, _) => break result?,
                     }
                 };
-                (events, Entry::Apply { at, auction: self.id(), command })
+                (events, Entry::Apply { at, auction: self.id(), command, origin: Some(origin) })
             }
         };
         if !events.is_empty() {
-            persist(slot, &entry).await?;
-            self.after(&events).await;
+            let position = persist(slot, &entry).await?;
+            self.after(&events, position).await;
         }
         Ok(events)
     }
 
     async fn handle(&mut self, request: Request) {
         match request {
-            Request::Apply { command, reply } => {
-                let _ = reply.send(self.change(Change::Command(command)).await);
+            Request::Apply { command, origin, reply } => {
+                let _ = reply.send(self.change(Change::Command(command, origin)).await);
             }
             Request::BidsOf { bidder, reply } => {
                 let _ = reply.send(self.auction.bids_of(bidder));
@@ -173,10 +175,10 @@ impl AuctionActor {
 
     /// Publishes what changed: settlements to the hub (recorded before anyone is answered),
     /// phase changes to the public snapshot.
-    async fn after(&mut self, events: &[Event]) {
+    async fn after(&mut self, events: &[Event], position: Option<JournalPosition>) {
         for event in events {
             if let Event::Concluded(settlement) = event {
-                let sequence = self.hub.publish((**settlement).clone()).await;
+                let sequence = self.hub.publish((**settlement).clone(), position.clone()).await;
                 tracing::info!(
                     auction = %settlement.auction_id,
                     status = ?settlement.status,

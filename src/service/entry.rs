@@ -11,13 +11,16 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{AuctionId, Timestamp};
 use crate::engine::{AuctionSpec, Command, Seed};
 
+use super::requests::Origin;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Entry {
     /// An auction was created. `seed` (hex) is present for SEEDED_RANDOM auctions only.
-    Create { spec: Box<AuctionSpec>, seed: Option<String> },
-    /// A command the auction accepted at `at`.
-    Apply { at: Timestamp, auction: AuctionId, command: Command },
+    Create { spec: Box<AuctionSpec>, seed: Option<String>, origin: Option<Origin> },
+    /// A command the auction accepted at `at`, and who asked for it (`None` only for changes
+    /// made without a client request, such as benchmarks' synthetic journals).
+    Apply { at: Timestamp, auction: AuctionId, command: Command, origin: Option<Origin> },
     /// Time alone changed the auction at `at` (its open or close).
     Tick { at: Timestamp, auction: AuctionId },
 }

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, broadcast};
 use crate::domain::AuctionId;
 use crate::engine::Settlement;
 
-use super::recorder::{RecordedSettlement, Recorder};
+use super::recorder::{JournalPosition, RecordedSettlement, Recorder};
 
 /// How many live settlements a subscriber may lag behind before it is cut off.
 const SUBSCRIBER_BUFFER: usize = 1024;
@@ -41,10 +41,10 @@ impl SettlementHub {
     }
 
     /// Records and publishes one settlement; returns its sequence number.
-    pub async fn publish(&self, settlement: Settlement) -> u64 {
+    pub async fn publish(&self, settlement: Settlement, journal: Option<JournalPosition>) -> u64 {
         let mut state = self.state.lock().await;
         let sequence = state.history.len() as u64 + 1;
-        let recorded = Arc::new(RecordedSettlement { sequence, settlement });
+        let recorded = Arc::new(RecordedSettlement { sequence, journal, settlement });
         for recorder in &self.recorders {
             let (recorder, rec) = (Arc::clone(recorder), Arc::clone(&recorded));
             let outcome = tokio::task::spawn_blocking(move || recorder.record(&rec)).await;

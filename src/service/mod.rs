@@ -8,8 +8,10 @@ pub mod clock;
 pub mod entry;
 pub mod hub;
 pub mod recorder;
+pub mod requests;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -19,12 +21,16 @@ pub use actor::AuctionSnapshot;
 use actor::{AuctionActor, Request};
 use clock::Clock;
 use hub::SettlementHub;
-pub use recorder::RecordedSettlement;
+pub use recorder::{JournalPosition, RecordedSettlement};
+pub use requests::{Fingerprint, Origin};
 
-use crate::domain::{AuctionId, BidId, BidderId, LotId, Pollutant, Price, PricePolicy, Quantity, RegionCode};
-use crate::engine::{Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed};
-use crate::journal::FileJournal;
+use crate::domain::{
+    AuctionId, BidId, BidderId, LotId, Pollutant, Price, PricePolicy, Quantity, RegionCode, Timestamp,
+};
+use crate::engine::{Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed, Settlement};
+use crate::journal::{Appended, FileJournal};
 use entry::Entry;
+use requests::{Admission, Outcome, Requests};
 
 /// How many requests may wait for one auction before callers are told to back off.
 const AUCTION_QUEUE_DEPTH: usize = 4096;
@@ -41,6 +47,9 @@ pub enum ServiceError {
     Busy(AuctionId),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The client reused a request id for a different request.
+    #[error("request id {request_id} was already used for a different request; use a new id for a new request")]
+    RequestIdReused { request_id: String },
     /// The journal failed; nothing more is accepted until the server restarts.
     #[error("journal unavailable: {0}")]
     Unavailable(String),
@@ -81,12 +90,66 @@ pub struct Exchange {
     hub: Arc<SettlementHub>,
     clock: Arc<dyn Clock>,
     journal: Option<Arc<FileJournal>>,
+    /// Client requests seen, for idempotent retries.
+    requests: Arc<Requests>,
     /// Every auction task, awaited by [`Exchange::shutdown`].
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// What replaying a journal derives, before anything runs: the auctions as they stood (with the
+/// latest stamp each had), every settlement with the record it was derived from, and every
+/// client request with its outcome.
+pub struct Replayed {
+    pub auctions: BTreeMap<AuctionId, (Auction, Timestamp)>,
+    pub settlements: Vec<(JournalPosition, Settlement)>,
+    requests: Vec<(Origin, Outcome)>,
+}
+
+/// Replays journal records in order through the core. Pure and synchronous: it is what the
+/// server does on start and what `journal replay` does offline.
+pub fn replay(records: impl IntoIterator<Item = (Appended, Entry)>) -> Result<Replayed, ReplayError> {
+    let mut auctions: BTreeMap<AuctionId, (Auction, Timestamp)> = BTreeMap::new();
+    let mut settlements = Vec::new();
+    let mut requests = Vec::new();
+    for (index, (position, entry)) in records.into_iter().enumerate() {
+        let fail = |reason: String| ReplayError { index, reason };
+        let (events, auction_id, at) = match entry {
+            Entry::Create { spec, seed, origin } => {
+                let (id, at) = (spec.id, spec.created_at);
+                let seed = Entry::seed_of(&seed).map_err(fail)?;
+                auctions.insert(id, (Auction::from_spec(*spec, seed), at));
+                requests.extend(origin.map(|o| (o, Outcome::Auction(id))));
+                continue;
+            }
+            Entry::Apply { at, auction, command, origin } => {
+                let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                let is_bid = command.is_bid();
+                let events =
+                    a.apply(at, command).map_err(|e| fail(format!("{auction} refused a journaled command: {e}")))?;
+                if let Some(origin) = origin {
+                    let outcome = if is_bid { Outcome::Bid(bid_in(&events)) } else { Outcome::Auction(auction) };
+                    requests.push((origin, outcome));
+                }
+                (events, auction, at)
+            }
+            Entry::Tick { at, auction } => {
+                let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                (a.tick(at), auction, at)
+            }
+        };
+        let (_, last) = auctions.get_mut(&auction_id).expect("looked up above");
+        *last = (*last).max(at);
+        for event in events {
+            if let Event::Concluded(settlement) = event {
+                settlements.push((JournalPosition::from(position), *settlement));
+            }
+        }
+    }
+    Ok(Replayed { auctions, settlements, requests })
+}
+
 impl Exchange {
-    /// Rebuilds the exchange from journal entries, in order, then starts every auction's task
+    /// Rebuilds the exchange from journal records, in order, then starts every auction's task
     /// (so it must run inside a tokio runtime).
     ///
     /// Settlements the replay derives that no recorder has yet (the server stopped between
@@ -97,44 +160,17 @@ impl Exchange {
         hub: Arc<SettlementHub>,
         clock: Arc<dyn Clock>,
         journal: Option<Arc<FileJournal>>,
-        entries: Vec<Entry>,
+        records: Vec<(Appended, Entry)>,
     ) -> Result<Exchange, ReplayError> {
-        let mut auctions: BTreeMap<AuctionId, (Auction, crate::domain::Timestamp)> = BTreeMap::new();
-        let mut concluded = Vec::new();
-        for (index, entry) in entries.into_iter().enumerate() {
-            let fail = |reason: String| ReplayError { index, reason };
-            let (events, auction_id, at) = match entry {
-                Entry::Create { spec, seed } => {
-                    let (id, at) = (spec.id, spec.created_at);
-                    let seed = Entry::seed_of(&seed).map_err(fail)?;
-                    auctions.insert(id, (Auction::from_spec(*spec, seed), at));
-                    continue;
-                }
-                Entry::Apply { at, auction, command } => {
-                    let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
-                    (
-                        a.apply(at, command)
-                            .map_err(|e| fail(format!("{auction} refused a journaled command: {e}")))?,
-                        auction,
-                        at,
-                    )
-                }
-                Entry::Tick { at, auction } => {
-                    let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
-                    (a.tick(at), auction, at)
-                }
-            };
-            let (_, last) = auctions.get_mut(&auction_id).expect("looked up above");
-            *last = (*last).max(at);
-            concluded.extend(events.into_iter().filter_map(|e| match e {
-                Event::Concluded(s) => Some(*s),
-                _ => None,
-            }));
-        }
-        for settlement in concluded {
+        let Replayed { auctions, settlements, requests } = replay(records)?;
+        for (position, settlement) in settlements {
             if hub.get(settlement.auction_id).await.is_none() {
-                hub.publish(settlement).await;
+                hub.publish(settlement, journal.as_ref().map(|_| position)).await;
             }
+        }
+        let table = Requests::default();
+        for (origin, outcome) in requests {
+            table.record(origin, outcome);
         }
         let after_journal = auctions.keys().next_back().map_or(1, |id| id.get() + 1);
         let after_recorded = hub.max_auction_id().await.map_or(1, |id| id.get() + 1);
@@ -142,6 +178,7 @@ impl Exchange {
             auctions: DashMap::new(),
             books: DashMap::new(),
             next_auction: Mutex::new(after_journal.max(after_recorded)),
+            requests: Arc::new(table),
             policy,
             hub,
             clock,
@@ -155,7 +192,7 @@ impl Exchange {
     }
 
     /// Registers an auction and starts its task.
-    fn start(&self, auction: Auction, last_stamp: crate::domain::Timestamp) -> AuctionSnapshot {
+    fn start(&self, auction: Auction, last_stamp: Timestamp) -> AuctionSnapshot {
         let id = auction.spec().id;
         let key = (auction.spec().lot.pollutant, auction.spec().lot.id.clone());
         let spec = Arc::new(auction.spec().clone());
@@ -196,39 +233,92 @@ impl Exchange {
         &self.hub
     }
 
-    /// Creates an auction; returns once its creation is durable.
-    pub async fn create_auction(&self, request: AuctionRequest) -> Result<AuctionSnapshot, ServiceError> {
-        let (snapshot, pending) = {
-            // Numbering, the lot check, journaling order and registration are one step.
-            let mut next = self.next_auction.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (request.lot.pollutant, request.lot.id.clone());
-            if let Some(existing) = self.books.get(&key) {
-                return Err(ServiceError::LotTaken { pollutant: key.0, lot: key.1, auction: *existing });
+    /// Runs a client's change at most once per (principal, request id). `run` does the
+    /// change's synchronous part and hands back a future for the rest; that future is spawned,
+    /// so a caller who hangs up cannot leave the request half done: its outcome is still
+    /// recorded for a retry.
+    async fn once<F, Fut>(&self, origin: Origin, run: F) -> Result<Outcome, ServiceError>
+    where
+        F: FnOnce(Origin) -> Result<Fut, ServiceError>,
+        Fut: Future<Output = Result<Outcome, ServiceError>> + Send + 'static,
+    {
+        match self.requests.admit(&origin)? {
+            Admission::Done(outcome) => Ok(outcome),
+            Admission::Wait(done) => requests::wait(done).await,
+            Admission::Run(ticket) => {
+                let rest = match run(origin) {
+                    Ok(rest) => rest,
+                    Err(e) => {
+                        ticket.settle(&Err(e.clone()));
+                        return Err(e);
+                    }
+                };
+                let task = tokio::spawn(async move {
+                    let result = rest.await;
+                    ticket.settle(&result);
+                    result
+                });
+                task.await.map_err(|_| ServiceError::ShuttingDown)?
             }
-            let slot = match &self.journal {
-                Some(j) => Some(
-                    j.try_reserve()
-                        .map_err(|e| ServiceError::Unavailable(e.to_string()))?
-                        .ok_or_else(|| ServiceError::Unavailable("the journal queue is full; retry shortly".into()))?,
-                ),
-                None => None,
-            };
-            let id = AuctionId::new(*next);
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).expect("the operating system's random source");
-            let at = self.clock.now();
-            let auction = Auction::create(id, request, &self.policy, at, Seed(seed))?;
-            *next += 1;
-            let entry = Entry::Create { spec: Box::new(auction.spec().clone()), seed: Entry::seed_hex(auction.seed()) };
-            let pending = slot.map(|s| s.submit(entry.encode()));
-            (self.start(auction, at), pending)
-        };
-        if let Some(pending) = pending {
-            pending.wait().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         }
+    }
+
+    /// Creates an auction; returns once its creation is durable.
+    pub async fn create_auction(
+        &self,
+        request: AuctionRequest,
+        origin: Origin,
+    ) -> Result<AuctionSnapshot, ServiceError> {
+        let request_id = origin.request_id.clone();
+        let id = match self.once(origin, |origin| self.create_now(request, origin)).await? {
+            Outcome::Auction(id) => id,
+            Outcome::Bid(_) => return Err(ServiceError::RequestIdReused { request_id }),
+        };
+        let snapshot = self.get(id)?;
         let spec = &snapshot.spec;
         tracing::info!(auction = %spec.id, lot = %spec.lot.id, pollutant = %spec.lot.pollutant, "auction created");
         Ok(snapshot)
+    }
+
+    /// Numbering, the lot check, the journal's order and registration, as one step; the
+    /// returned future waits until the creation is durable.
+    fn create_now(
+        &self,
+        request: AuctionRequest,
+        origin: Origin,
+    ) -> Result<impl Future<Output = Result<Outcome, ServiceError>> + Send + 'static, ServiceError> {
+        let mut next = self.next_auction.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (request.lot.pollutant, request.lot.id.clone());
+        if let Some(existing) = self.books.get(&key) {
+            return Err(ServiceError::LotTaken { pollutant: key.0, lot: key.1, auction: *existing });
+        }
+        let slot = match &self.journal {
+            Some(j) => Some(
+                j.try_reserve()
+                    .map_err(|e| ServiceError::Unavailable(e.to_string()))?
+                    .ok_or_else(|| ServiceError::Unavailable("the journal queue is full; retry shortly".into()))?,
+            ),
+            None => None,
+        };
+        let id = AuctionId::new(*next);
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("the operating system's random source");
+        let at = self.clock.now();
+        let auction = Auction::create(id, request, &self.policy, at, Seed(seed))?;
+        *next += 1;
+        let entry = Entry::Create {
+            spec: Box::new(auction.spec().clone()),
+            seed: Entry::seed_hex(auction.seed()),
+            origin: Some(origin),
+        };
+        let pending = slot.map(|s| s.submit(entry.encode()));
+        self.start(auction, at);
+        Ok(async move {
+            if let Some(pending) = pending {
+                pending.wait().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+            }
+            Ok(Outcome::Auction(id))
+        })
     }
 
     fn handle(&self, id: AuctionId) -> Result<AuctionHandle, ServiceError> {
@@ -245,8 +335,31 @@ impl Exchange {
         rx.await.map_err(|_| ServiceError::ShuttingDown)
     }
 
-    async fn command(&self, id: AuctionId, command: Command) -> Result<Vec<Event>, ServiceError> {
-        self.ask(id, |reply| Request::Apply { command, reply }).await?
+    /// Applies a client's command to an auction, at most once per request id.
+    async fn command(&self, id: AuctionId, command: Command, origin: Origin) -> Result<Outcome, ServiceError> {
+        let is_bid = command.is_bid();
+        let request_id = origin.request_id.clone();
+        let outcome = self
+            .once(origin, |origin| {
+                let handle = self.handle(id)?;
+                let (reply, answer) = oneshot::channel();
+                handle.requests.try_send(Request::Apply { command, origin, reply }).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => ServiceError::Busy(id),
+                    mpsc::error::TrySendError::Closed(_) => ServiceError::ShuttingDown,
+                })?;
+                Ok(async move {
+                    let events = answer.await.map_err(|_| ServiceError::ShuttingDown)??;
+                    Ok(if is_bid { Outcome::Bid(bid_in(&events)) } else { Outcome::Auction(id) })
+                })
+            })
+            .await?;
+        match (is_bid, outcome) {
+            (true, Outcome::Bid(bid)) => Ok(Outcome::Bid(bid)),
+            (false, Outcome::Auction(id)) => Ok(Outcome::Auction(id)),
+            // Fingerprints cover the method, so this is a request id reused across methods
+            // whose fingerprints collided: refuse it like any other reuse.
+            _ => Err(ServiceError::RequestIdReused { request_id }),
+        }
     }
 
     pub fn get(&self, id: AuctionId) -> Result<AuctionSnapshot, ServiceError> {
@@ -269,8 +382,13 @@ impl Exchange {
     }
 
     /// Applies an operator command and returns the auction as it is afterwards.
-    pub async fn operate(&self, id: AuctionId, command: Command) -> Result<AuctionSnapshot, ServiceError> {
-        self.command(id, command).await?;
+    pub async fn operate(
+        &self,
+        id: AuctionId,
+        command: Command,
+        origin: Origin,
+    ) -> Result<AuctionSnapshot, ServiceError> {
+        self.command(id, command, origin).await?;
         self.get(id)
     }
 
@@ -280,10 +398,10 @@ impl Exchange {
         bidder: BidderId,
         price: Price,
         quantity: Quantity,
+        origin: Origin,
     ) -> Result<BidView, ServiceError> {
-        let events =
-            self.command(id, Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity }).await?;
-        Ok(bid_in(&events))
+        let command = Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity };
+        Ok(self.command(id, command, origin).await?.into_bid())
     }
 
     pub async fn revise_bid(
@@ -293,14 +411,19 @@ impl Exchange {
         bid: BidId,
         price: Price,
         quantity: Quantity,
+        origin: Origin,
     ) -> Result<BidView, ServiceError> {
-        let events = self.command(id, Command::ReviseBid { bidder, bid, price, quantity }).await?;
-        Ok(bid_in(&events))
+        Ok(self.command(id, Command::ReviseBid { bidder, bid, price, quantity }, origin).await?.into_bid())
     }
 
-    pub async fn withdraw_bid(&self, id: AuctionId, bidder: BidderId, bid: BidId) -> Result<BidView, ServiceError> {
-        let events = self.command(id, Command::WithdrawBid { bidder, bid }).await?;
-        Ok(bid_in(&events))
+    pub async fn withdraw_bid(
+        &self,
+        id: AuctionId,
+        bidder: BidderId,
+        bid: BidId,
+        origin: Origin,
+    ) -> Result<BidView, ServiceError> {
+        Ok(self.command(id, Command::WithdrawBid { bidder, bid }, origin).await?.into_bid())
     }
 
     pub async fn bids_of(&self, id: AuctionId, bidder: BidderId) -> Result<Vec<BidView>, ServiceError> {

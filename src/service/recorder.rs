@@ -15,11 +15,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Settlement;
 
+/// The journal record a settlement was derived from: the change that concluded the auction.
+/// Replaying the journal up to and including `seq` derives the settlement again, and `hash` is
+/// the chain hash there, i.e. the journal's head hash at the moment of derivation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalPosition {
+    pub seq: u64,
+    /// Hex SHA-256.
+    pub hash: String,
+}
+
+impl From<crate::journal::Appended> for JournalPosition {
+    fn from(at: crate::journal::Appended) -> JournalPosition {
+        JournalPosition { seq: at.seq, hash: hex::encode(at.hash) }
+    }
+}
+
 /// A settlement with its place in the settlement stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedSettlement {
     /// Position in the stream, from 1, gapless.
     pub sequence: u64,
+    /// Absent only when the exchange runs without a journal (tests of the shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalPosition>,
     #[serde(flatten)]
     pub settlement: Settlement,
 }

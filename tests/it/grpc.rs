@@ -440,9 +440,15 @@ async fn malformed_auctions_are_invalid_argument_naming_the_field() {
     }
     let listed = op.trading.list_auctions(pb::ListAuctionsRequest::default()).await.unwrap().into_inner();
     assert!(listed.auctions.is_empty(), "a refused auction was created");
-    // The same lot cannot be on sale twice.
-    op.operator.create_auction(good.clone()).await.unwrap();
-    let err = op.operator.create_auction(good).await.unwrap_err();
+    // A retry of the same request is the same auction; a new request for the same lot is
+    // refused, since a lot is on sale in one auction at a time.
+    let first = op.operator.create_auction(good.clone()).await.unwrap().into_inner();
+    let retried = op.operator.create_auction(good.clone()).await.unwrap().into_inner();
+    // (The retry shows the auction as it is now: its phase may have moved on.)
+    assert_eq!((first.auction_id.as_str(), first.created_at), ("AUC-0001", retried.created_at));
+    let mut again = good;
+    again.request_id = "create-RES-X-again".into();
+    let err = op.operator.create_auction(again).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).0.as_str()), (Code::AlreadyExists, "LOT_TAKEN"));
     server.stop().await;
 }
@@ -896,5 +902,103 @@ async fn an_auction_whose_close_passed_while_down_closes_as_of_its_close_time() 
         .into_inner();
     assert_eq!(again, settlement);
     assert_eq!(std::fs::read_to_string(server.dir.path().join("settlements.jsonl")).unwrap().lines().count(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retried_requests_return_the_original_result_and_change_nothing_even_across_restarts() {
+    let server = TestServer::start().await;
+    let id =
+        open_auction(&server, reserve_lot("RES-RETRY", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
+    let with_id = |request_id: &str, price: &str| pb::PlaceBidRequest {
+        request_id: request_id.into(),
+        auction_id: id.clone(),
+        price: price.into(),
+        quantity: "2.000".into(),
+    };
+    let mut b1 = server.as_("b1");
+
+    // A plain retry: the same receipt, one bid.
+    let first = b1.trading.place_bid(with_id("r-1", "19000.00")).await.unwrap().into_inner();
+    let retried = b1.trading.place_bid(with_id("r-1", "19000.00")).await.unwrap().into_inner();
+    assert_eq!(retried, first);
+    assert_eq!(my_bids(&server, "b1", &id).await.len(), 1);
+
+    // The same id for a different request is refused and the original is untouched.
+    let err = b1.trading.place_bid(with_id("r-1", "19500.00")).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).0.as_str()), (Code::AlreadyExists, "REQUEST_ID_REUSED"));
+    assert_eq!(field_of(&err), "request_id");
+    assert_eq!(reason(&err).1["request_id"], "r-1");
+    let mine = my_bids(&server, "b1", &id).await;
+    assert_eq!((mine.len(), mine[0].price.as_str()), (1, "19000.00"));
+    // So is the same id for another method.
+    let withdraw =
+        pb::WithdrawBidRequest { request_id: "r-1".into(), auction_id: id.clone(), bid_id: first.bid_id.clone() };
+    let err = b1.trading.withdraw_bid(withdraw).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    // Request ids belong to their principal: b2's "r-1" is b2's own request.
+    let other = server.as_("b2").trading.place_bid(with_id("r-1", "19000.00")).await.unwrap().into_inner();
+    assert_ne!(other.bid_id, first.bid_id);
+
+    // Concurrent duplicates run once and all get the one answer.
+    let mut racing = Vec::new();
+    for _ in 0..20 {
+        let mut terminal = server.as_("b1");
+        let request = with_id("r-2", "18800.00");
+        racing.push(tokio::spawn(async move { terminal.trading.place_bid(request).await.unwrap().into_inner() }));
+    }
+    let mut receipts = Vec::new();
+    for task in racing {
+        receipts.push(task.await.unwrap());
+    }
+    assert!(receipts.iter().all(|r| r == &receipts[0]), "duplicates got different receipts");
+    assert_eq!(my_bids(&server, "b1", &id).await.len(), 2);
+
+    // A refused request changes nothing, so its id stays free for a corrected request.
+    let err = b1.trading.place_bid(with_id("r-3", "17000.00")).await.unwrap_err();
+    assert_eq!(reason(&err).0, "BELOW_FLOOR");
+    let corrected = b1.trading.place_bid(with_id("r-3", "18100.00")).await.unwrap().into_inner();
+    assert_eq!(corrected.price, "18100.00");
+
+    // A retried revision answers with its own receipt, not the bid as later revised.
+    let revise = |request_id: &str, price: &str| pb::ReviseBidRequest {
+        request_id: request_id.into(),
+        auction_id: id.clone(),
+        bid_id: first.bid_id.clone(),
+        price: price.into(),
+        quantity: "2.000".into(),
+    };
+    let rev1 = b1.trading.revise_bid(revise("rev-1", "19200.00")).await.unwrap().into_inner();
+    b1.trading.revise_bid(revise("rev-2", "19300.00")).await.unwrap();
+    assert_eq!(b1.trading.revise_bid(revise("rev-1", "19200.00")).await.unwrap().into_inner(), rev1);
+    let current = my_bids(&server, "b1", &id).await;
+    assert_eq!(current.iter().find(|b| b.bid_id == first.bid_id).unwrap().price, "19300.00");
+    let before = my_bids(&server, "b1", &id).await;
+
+    // After a restart, the journal still knows every request.
+    let server = server.restart(Timestamp::from_micros(T0 + 60_000_000)).await;
+    let mut b1 = server.as_("b1");
+    assert_eq!(b1.trading.place_bid(with_id("r-1", "19000.00")).await.unwrap().into_inner(), first);
+    assert_eq!(b1.trading.place_bid(with_id("r-2", "18800.00")).await.unwrap().into_inner(), receipts[0]);
+    assert_eq!(b1.trading.revise_bid(revise("rev-1", "19200.00")).await.unwrap().into_inner(), rev1);
+    let err = b1.trading.place_bid(with_id("r-2", "18900.00")).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).0.as_str()), (Code::AlreadyExists, "REQUEST_ID_REUSED"));
+    assert_eq!(my_bids(&server, "b1", &id).await, before);
+    // The operator's creation is a request too.
+    let t0 = Timestamp::from_micros(T0);
+    let recreated = server
+        .as_("operator")
+        .operator
+        .create_auction(create(
+            reserve_lot("RES-RETRY", "10.000", "1.000"),
+            pb::AuctionFormat::SealedUniformPrice,
+            t0.plus_micros(HOUR / 6),
+            t0.plus_micros(HOUR),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(recreated.auction_id, id);
     server.stop().await;
 }

@@ -75,8 +75,8 @@ async fn concurrent_appends_are_group_committed_and_recovered_in_order() {
 
     let (_journal, recovered, _) = FileJournal::open(dir.path(), Options::default()).unwrap();
     assert_eq!(recovered.records.len(), 3200);
-    assert!(recovered.records.iter().enumerate().all(|(i, (seq, _))| *seq == i as u64 + 1));
-    let payloads: BTreeSet<Vec<u8>> = recovered.records.iter().map(|(_, p)| p.clone()).collect();
+    assert!(recovered.records.iter().enumerate().all(|(i, r)| r.at.seq == i as u64 + 1));
+    let payloads: BTreeSet<Vec<u8>> = recovered.records.iter().map(|r| r.payload.clone()).collect();
     let sent: BTreeSet<Vec<u8>> = (0..64u64).flat_map(|t| (0..50).map(move |i| payload(t * 1000 + i))).collect();
     assert_eq!(payloads, sent);
     assert_eq!(recovered.head, Some(head), "the recovered head hash is the last acknowledged one");
@@ -100,7 +100,8 @@ async fn segments_roll_and_recovery_continues_across_them() {
     assert_eq!(journal.append(payload(300)).await.unwrap().seq, 301);
     drop(journal);
     let (_, recovered, _) = FileJournal::open(dir.path(), options).unwrap();
-    assert_eq!(recovered.records.last().unwrap(), &(301, payload(300)));
+    let last = recovered.records.last().unwrap();
+    assert_eq!((last.at.seq, &last.payload), (301, &payload(300)));
 }
 
 #[tokio::test]
@@ -211,7 +212,8 @@ async fn failure_contract(inject: impl Fn(&Faults)) {
     // The five acknowledged records are there; the failed append may or may not have reached
     // the disk (it was never acknowledged), and nothing after it.
     assert!(recovered.records.len() == 5 || recovered.records.len() == 6, "{} records", recovered.records.len());
-    assert_eq!(recovered.records[..5], (0..5).map(|n| (n + 1, payload(n))).collect::<Vec<_>>()[..]);
+    let first: Vec<(u64, Vec<u8>)> = recovered.records[..5].iter().map(|r| (r.at.seq, r.payload.clone())).collect();
+    assert_eq!(first, (0..5).map(|n| (n + 1, payload(n))).collect::<Vec<_>>());
     assert!(journal.append(payload(7)).await.is_ok(), "a reopened journal accepts appends again");
 }
 

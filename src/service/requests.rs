@@ -1,0 +1,167 @@
+//! Idempotent requests. Every change a client asks for carries its principal and a client
+//! request id; a retry under the same pair gets the original outcome (the same bid id, the same
+//! receipt) and changes nothing, and the same pair with a different payload is refused with
+//! `REQUEST_ID_REUSED`. The pair and a fingerprint of the payload are journaled with the change,
+//! so the table is rebuilt on replay and the promise holds across restarts.
+//!
+//! While a request runs, its slot is marked running: a concurrent duplicate waits for the
+//! first to finish and gets its answer instead of running again. A request that fails changes
+//! nothing, so its slot is freed and a retry runs afresh.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::domain::AuctionId;
+use crate::engine::BidView;
+
+use super::ServiceError;
+
+/// A digest of a request's payload: its method and every field but the request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fingerprint(pub [u8; 16]);
+
+impl Fingerprint {
+    /// The first 16 bytes of SHA-256 over `method`, a zero byte, then `payload`.
+    pub fn of(method: &str, payload: &[u8]) -> Fingerprint {
+        let digest = Sha256::new().chain_update(method).chain_update([0]).chain_update(payload).finalize();
+        Fingerprint(digest[..16].try_into().expect("SHA-256 is 32 bytes"))
+    }
+}
+
+/// Who asked for a change, under which request id, and what they asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The authenticated principal's name (never a request field).
+    pub principal: String,
+    pub request_id: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// What a finished request produced, as much as a retry needs to answer the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An auction was created or operated on; a retry answers with the auction as it is now.
+    Auction(AuctionId),
+    /// A bid was placed, revised or withdrawn; a retry gets this very receipt.
+    Bid(BidView),
+}
+
+impl Outcome {
+    /// The bid of a bid command's outcome ([`super::Exchange`] checks the kind first).
+    pub(crate) fn into_bid(self) -> BidView {
+        match self {
+            Outcome::Bid(bid) => bid,
+            Outcome::Auction(id) => panic!("outcome for auction {id} taken as a bid"),
+        }
+    }
+}
+
+type Finished = Option<Result<Outcome, ServiceError>>;
+
+enum Slot {
+    Running { fingerprint: Fingerprint, done: watch::Receiver<Finished> },
+    Done { fingerprint: Fingerprint, outcome: Outcome },
+}
+
+impl Slot {
+    fn fingerprint(&self) -> Fingerprint {
+        match self {
+            Slot::Running { fingerprint, .. } | Slot::Done { fingerprint, .. } => *fingerprint,
+        }
+    }
+}
+
+type Key = (String, String);
+
+/// The table of requests seen, by (principal, request id). Entries are kept for the life of the
+/// process (about 150 bytes each) and rebuilt from the journal on start.
+#[derive(Default)]
+pub(crate) struct Requests {
+    slots: DashMap<Key, Slot>,
+}
+
+/// What to do with an incoming request.
+pub(crate) enum Admission {
+    /// It is new: run it, and settle the ticket with its result.
+    Run(Ticket),
+    /// The same request is running; wait for its result.
+    Wait(watch::Receiver<Finished>),
+    /// The same request finished before.
+    Done(Outcome),
+}
+
+impl Requests {
+    pub(crate) fn admit(self: &Arc<Self>, origin: &Origin) -> Result<Admission, ServiceError> {
+        let key = (origin.principal.clone(), origin.request_id.clone());
+        match self.slots.entry(key) {
+            MapEntry::Vacant(vacant) => {
+                let (tx, rx) = watch::channel(None);
+                let key = vacant.key().clone();
+                vacant.insert(Slot::Running { fingerprint: origin.fingerprint, done: rx });
+                let fingerprint = origin.fingerprint;
+                Ok(Admission::Run(Ticket { requests: Arc::clone(self), key, fingerprint, done: tx, settled: false }))
+            }
+            MapEntry::Occupied(slot) if slot.get().fingerprint() != origin.fingerprint => {
+                Err(ServiceError::RequestIdReused { request_id: origin.request_id.clone() })
+            }
+            MapEntry::Occupied(slot) => match slot.get() {
+                Slot::Running { done, .. } => Ok(Admission::Wait(done.clone())),
+                Slot::Done { outcome, .. } => Ok(Admission::Done(outcome.clone())),
+            },
+        }
+    }
+
+    /// Replay: a journaled request finished with `outcome`.
+    pub(crate) fn record(&self, origin: Origin, outcome: Outcome) {
+        let fingerprint = origin.fingerprint;
+        self.slots.insert((origin.principal, origin.request_id), Slot::Done { fingerprint, outcome });
+    }
+}
+
+/// The right and duty to settle one running request. Dropping it unsettled (the request was
+/// never handed over) frees the slot and tells any waiting duplicate to retry.
+pub(crate) struct Ticket {
+    requests: Arc<Requests>,
+    key: Key,
+    fingerprint: Fingerprint,
+    done: watch::Sender<Finished>,
+    settled: bool,
+}
+
+impl Ticket {
+    pub(crate) fn settle(mut self, result: &Result<Outcome, ServiceError>) {
+        self.settled = true;
+        match result {
+            Ok(outcome) => {
+                let done = Slot::Done { fingerprint: self.fingerprint, outcome: outcome.clone() };
+                self.requests.slots.insert(self.key.clone(), done);
+            }
+            Err(_) => {
+                self.requests.slots.remove(&self.key);
+            }
+        }
+        self.done.send_replace(Some(result.clone()));
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.requests.slots.remove(&self.key);
+            self.done.send_replace(Some(Err(ServiceError::ShuttingDown)));
+        }
+    }
+}
+
+/// Waits for a running duplicate to finish and takes its result.
+pub(crate) async fn wait(mut done: watch::Receiver<Finished>) -> Result<Outcome, ServiceError> {
+    match done.wait_for(Option::is_some).await {
+        Ok(finished) => finished.clone().expect("waited for Some"),
+        Err(_) => Err(ServiceError::ShuttingDown),
+    }
+}

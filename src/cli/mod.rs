@@ -6,7 +6,7 @@ pub mod demo;
 pub mod render;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -14,6 +14,8 @@ use crate::auth::{Principal, Principals, Role};
 use crate::config::Config;
 use crate::domain::{CreditCode, Timestamp};
 use crate::proto as pb;
+use crate::service::DerivedSettlement;
+use crate::service::entry::Entry;
 
 use client::{Terminal, request_id};
 
@@ -57,6 +59,18 @@ pub enum JournalCommand {
         config: Option<PathBuf>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Verify the journal, replay it offline through the auction core, and write every
+    /// settlement it derives, one JSON object per line in journal order, each with the journal
+    /// record and hash it was derived from. Changes nothing in the data directory.
+    Replay {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where to write the settlements (JSON lines); `-` for standard output.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -310,24 +324,59 @@ pub fn principal_add(command: PrincipalCommand) -> Result<(), Box<dyn std::error
     Ok(())
 }
 
-/// `journal verify`: exit status 0 when every record checks out (a torn tail is reported, since
-/// the server cuts it off on start), an error when synced data is damaged.
+/// `journal verify` and `journal replay`: exit status 0 when every record checks out (a torn
+/// tail is reported, since the server cuts it off on start), an error when synced data is
+/// damaged or a record does not replay.
 pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>> {
-    let JournalCommand::Verify { config, data_dir } = command;
+    let (config, data_dir, out) = match command {
+        JournalCommand::Verify { config, data_dir } => (config, data_dir, None),
+        JournalCommand::Replay { config, data_dir, out } => (config, data_dir, Some(out)),
+    };
     let config = ServeArgs { config, listen: None, data_dir }.config()?;
     let dir = config.journal_dir();
     let verified = crate::journal::verify(&dir)?;
-    println!("journal {}: {} records verified (CRC32C, sequence, hash chain)", dir.display(), verified.records.len());
+    // Reports go to stderr when the settlements go to stdout.
+    let to_stdout = out.as_deref() == Some(Path::new("-"));
+    let report = |line: String| if to_stdout { eprintln!("{line}") } else { println!("{line}") };
+    report(format!(
+        "journal {}: {} records verified (CRC32C, sequence, hash chain)",
+        dir.display(),
+        verified.records.len()
+    ));
     match verified.head {
-        Some(head) => println!("head: record {} hash {}", head.seq, hex::encode(head.hash)),
-        None => println!("head: empty journal"),
+        Some(head) => report(format!("head: record {} hash {}", head.seq, hex::encode(head.hash))),
+        None => report("head: empty journal".into()),
     }
-    if let Some((segment, offset, seq)) = verified.truncated {
-        println!(
+    if let Some((segment, offset, seq)) = &verified.truncated {
+        report(format!(
             "torn tail: {} at offset {offset} (would-be record {seq}); the server cuts it off on start",
             segment.display()
-        );
+        ));
     }
+    let Some(out) = out else { return Ok(()) };
+    let mut records = Vec::with_capacity(verified.records.len());
+    for record in verified.records {
+        let entry =
+            Entry::decode(&record.payload).map_err(|e| format!("record {} is not an entry: {e}", record.at.seq))?;
+        records.push((record.at, entry));
+    }
+    let replayed = crate::service::replay(records)?;
+    let mut text = String::new();
+    for (journal, settlement) in replayed.settlements {
+        text.push_str(&serde_json::to_string(&DerivedSettlement { journal, settlement })?);
+        text.push('\n');
+    }
+    let lines = text.lines().count();
+    if to_stdout {
+        std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+    } else {
+        std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    report(format!(
+        "replayed: {} auctions, {lines} settlements derived{}",
+        replayed.auctions.len(),
+        if to_stdout { String::new() } else { format!(", written to {}", out.display()) }
+    ));
     Ok(())
 }
 

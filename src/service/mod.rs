@@ -105,6 +105,24 @@ pub struct Replayed {
     requests: Vec<(Origin, Outcome)>,
 }
 
+/// A settlement as a replay derives it: the journal record it came from, then the settlement.
+/// `journal replay` writes these; live settlements give the same with
+/// [`RecordedSettlement::derived`], byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DerivedSettlement {
+    pub journal: JournalPosition,
+    #[serde(flatten)]
+    pub settlement: Settlement,
+}
+
+impl RecordedSettlement {
+    /// What a replay of the journal derives for this settlement (`None` without a journal).
+    pub fn derived(&self) -> Option<DerivedSettlement> {
+        let journal = self.journal.clone()?;
+        Some(DerivedSettlement { journal, settlement: self.settlement.clone() })
+    }
+}
+
 /// Replays journal records in order through the core. Pure and synchronous: it is what the
 /// server does on start and what `journal replay` does offline.
 pub fn replay(records: impl IntoIterator<Item = (Appended, Entry)>) -> Result<Replayed, ReplayError> {

@@ -4,4 +4,5 @@
 mod grpc;
 mod journal;
 mod props;
+mod replay;
 mod scenarios;

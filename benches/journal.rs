@@ -5,6 +5,7 @@
 //! Run: `cargo bench --bench journal`. The data directory is a temporary directory under
 //! `$TMPDIR` (default /tmp); point TMPDIR at the disk you want to measure.
 
+use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use emission_auction::domain::{AuctionId, BidId, Price, PricePolicy, Quantity, Timestamp};
 use emission_auction::engine::{Command, Format, TieRule};
 use emission_auction::journal::{FileJournal, Options, SyncPolicy};
@@ -132,25 +133,63 @@ fn replay(c: &mut Criterion) {
     let mut g = c.benchmark_group("journal");
     g.sample_size(10).measurement_time(Duration::from_secs(30)).throughput(Throughput::Elements(REPLAYED + 1));
     // From the files to a running exchange: read and check every segment (CRC32C, sequence,
-    // hash chain), decode every entry, and apply it to the core.
-    g.bench_function("replay_1m_commands", |b| {
+    // hash chain), decode every entry, apply it to the core, rebuild the request table.
+    g.bench_function("recover_1m_commands_from_files", |b| {
         b.iter_custom(|iterations| {
             let mut total = Duration::ZERO;
             for _ in 0..iterations {
                 let start = Instant::now();
                 let recovered = emission_auction::journal::recover(dir.path()).unwrap();
-                let entries: Vec<_> =
-                    recovered.records.iter().map(|r| (r.at, Entry::decode(&r.payload).unwrap())).collect();
                 let exchange = runtime.block_on(async {
                     let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
                     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
-                    Exchange::recover(PricePolicy::default(), hub, clock, None, entries).await.unwrap()
+                    Exchange::recover(PricePolicy::default(), hub, clock, None, &recovered).await.unwrap()
                 });
                 total += start.elapsed();
                 runtime.block_on(exchange.shutdown());
             }
             total
         })
+    });
+    // Replay alone, from records already read and checked: decode, apply, rebuild the request
+    // table, start the exchange.
+    let recovered = emission_auction::journal::recover(dir.path()).unwrap();
+    g.bench_function("replay_1m_commands", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let start = Instant::now();
+                let exchange = runtime.block_on(async {
+                    let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
+                    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
+                    Exchange::recover(PricePolicy::default(), hub, clock, None, &recovered).await.unwrap()
+                });
+                total += start.elapsed();
+                runtime.block_on(exchange.shutdown());
+            }
+            total
+        })
+    });
+    // Ceiling: the same commands, already decoded, applied straight to the core.
+    let commands: Vec<(Timestamp, Command)> = recovered
+        .entries()
+        .skip(1)
+        .map(|(_, payload)| match Entry::decode(payload).unwrap() {
+            Entry::Apply { at, command, .. } => (at, command),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    g.bench_function("replay_ceiling_core_apply_1m", |b| {
+        b.iter_batched(
+            || (reserve_auction(Format::SealedUniformPrice, TieRule::TimePriority, 500_000), commands.clone()),
+            |(mut auction, commands)| {
+                for (at, command) in commands {
+                    black_box(auction.apply_command(at, command).is_ok());
+                }
+                auction
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }

@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::journal::{FileJournal, JournalError, Options};
 use crate::service::Exchange;
 use crate::service::clock::{Clock, SystemClock};
-use crate::service::entry::Entry;
 use crate::service::hub::SettlementHub;
 use crate::service::recorder::{JsonLinesRecorder, Recorder, RecorderError};
 
@@ -61,17 +60,9 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
     if let Some((segment, offset, seq)) = &recovered.truncated {
         tracing::warn!(segment = %segment.display(), offset, seq, "journal had a torn tail (a batch cut short by a crash); it was cut off");
     }
-    let mut entries = Vec::with_capacity(recovered.records.len());
-    for (index, record) in recovered.records.iter().enumerate() {
-        let entry = Entry::decode(&record.payload).map_err(|e| crate::service::ReplayError {
-            index,
-            reason: format!("record {} is not an entry: {e}", record.at.seq),
-        })?;
-        entries.push((record.at, entry));
-    }
-    let replayed = entries.len();
+    let replayed = recovered.records.len();
     let exchange =
-        Arc::new(Exchange::recover(config.policy.clone(), hub, clock, Some(Arc::new(journal)), entries).await?);
+        Arc::new(Exchange::recover(config.policy.clone(), hub, clock, Some(Arc::new(journal)), &recovered).await?);
     if replayed > 0 {
         tracing::info!(entries = replayed, head = ?recovered.head.map(|h| (h.seq, hex::encode(h.hash))), "journal replayed");
     }

@@ -206,6 +206,17 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         journal.records.len(),
         config.journal_dir().display()
     );
+    // And re-derive the settlements from the journal alone, as `journal replay` does.
+    let replayed = crate::service::replay(journal.entries())?;
+    let recorded = crate::service::recorder::JsonLinesRecorder::read_all(&config.settlements_file())?;
+    let same = replayed.settlements.len() == recorded.len()
+        && recorded.iter().all(|r| {
+            r.derived().is_some_and(|d| replayed.settlements.iter().any(|(j, s)| j == &d.journal && s == &d.settlement))
+        });
+    if !same {
+        return Err("the journal's replay does not derive the recorded settlements".into());
+    }
+    println!("replayed the journal offline: the same {} settlements, derived from the same records", recorded.len());
     Ok(())
 }
 

@@ -15,7 +15,6 @@ use crate::config::Config;
 use crate::domain::{CreditCode, Timestamp};
 use crate::proto as pb;
 use crate::service::DerivedSettlement;
-use crate::service::entry::Entry;
 
 use client::{Terminal, request_id};
 
@@ -354,13 +353,7 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
         ));
     }
     let Some(out) = out else { return Ok(()) };
-    let mut records = Vec::with_capacity(verified.records.len());
-    for record in verified.records {
-        let entry =
-            Entry::decode(&record.payload).map_err(|e| format!("record {} is not an entry: {e}", record.at.seq))?;
-        records.push((record.at, entry));
-    }
-    let replayed = crate::service::replay(records)?;
+    let replayed = crate::service::replay(verified.entries())?;
     let mut text = String::new();
     for (journal, settlement) in replayed.settlements {
         text.push_str(&serde_json::to_string(&DerivedSettlement { journal, settlement })?);

@@ -20,6 +20,30 @@ pub enum IdError {
 /// digits and 21 capital letters; I, O, S, V and Z are never used).
 const CREDIT_CODE_CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 
+/// Each byte's value in the charset, or `NOT_IN_CHARSET`: codes are checked on every bid and
+/// every replayed journal entry, so a lookup rather than a search.
+const CREDIT_CODE_VALUES: [u8; 256] = {
+    let mut values = [NOT_IN_CHARSET; 256];
+    let mut i = 0;
+    while i < CREDIT_CODE_CHARSET.len() {
+        values[CREDIT_CODE_CHARSET[i] as usize] = i as u8;
+        i += 1;
+    }
+    values
+};
+const NOT_IN_CHARSET: u8 = u8::MAX;
+
+/// GB 32100-2015 weights of the first 17 characters: 3^i mod 31.
+const CREDIT_CODE_WEIGHTS: [usize; 17] = {
+    let mut weights = [1usize; 17];
+    let mut i = 1;
+    while i < 17 {
+        weights[i] = weights[i - 1] * 3 % 31;
+        i += 1;
+    }
+    weights
+};
+
 /// An 18-character unified social credit code (统一社会信用代码), the identity of every
 /// participant. It is `Copy` and compares as bytes, so books can key on it cheaply.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,17 +74,14 @@ impl CreditCode {
     }
 
     fn value_of(b: u8) -> Option<usize> {
-        CREDIT_CODE_CHARSET.iter().position(|c| *c == b)
+        let value = CREDIT_CODE_VALUES[b as usize];
+        (value != NOT_IN_CHARSET).then_some(value as usize)
     }
 
     /// GB 32100-2015: weights are 3^i mod 31; the check value is 31 - (sum mod 31), 31 -> 0.
     fn check_char(first17: &[u8]) -> u8 {
-        let mut weight = 1usize;
-        let mut sum = 0usize;
-        for b in first17 {
-            sum += Self::value_of(*b).unwrap_or(0) * weight;
-            weight = weight * 3 % 31;
-        }
+        let sum: usize =
+            first17.iter().zip(CREDIT_CODE_WEIGHTS).map(|(b, w)| Self::value_of(*b).unwrap_or(0) * w).sum();
         CREDIT_CODE_CHARSET[(31 - sum % 31) % 31]
     }
 

@@ -69,6 +69,22 @@ pub struct BidChange {
     pub bid: BidView,
 }
 
+/// What an accepted command did: a bid change (the hot path, without allocating), or events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Bid(BidChange),
+    Events(Vec<Event>),
+}
+
+impl Applied {
+    pub fn into_events(self) -> Vec<Event> {
+        match self {
+            Applied::Bid(change) => change.into_events(),
+            Applied::Events(events) => events,
+        }
+    }
+}
+
 impl BidChange {
     fn into_events(self) -> Vec<Event> {
         let mut events = Vec::with_capacity(2);
@@ -167,17 +183,23 @@ impl Auction {
     }
 
     pub fn apply(&mut self, at: Timestamp, command: Command) -> Result<Vec<Event>, EngineError> {
+        self.apply_command(at, command).map(Applied::into_events)
+    }
+
+    /// [`Auction::apply`] without building a list of events for bids: what replay uses.
+    pub fn apply_command(&mut self, at: Timestamp, command: Command) -> Result<Applied, EngineError> {
+        let events = |event| Applied::Events(vec![event]);
         match command {
-            Command::Open => self.open(at).map(|e| vec![e]),
-            Command::Close => self.close(at).map(|e| vec![e]),
-            Command::Cancel { note } => self.cancel(at, note).map(|e| vec![e]),
+            Command::Open => self.open(at).map(events),
+            Command::Close => self.close(at).map(events),
+            Command::Cancel { note } => self.cancel(at, note).map(events),
             Command::PlaceBid { bidder, bid, price, quantity } => {
-                self.place_bid(at, bidder, bid, price, quantity).map(BidChange::into_events)
+                self.place_bid(at, bidder, bid, price, quantity).map(Applied::Bid)
             }
             Command::ReviseBid { bidder, bid, price, quantity } => {
-                self.revise_bid(at, bidder, bid, price, quantity).map(BidChange::into_events)
+                self.revise_bid(at, bidder, bid, price, quantity).map(Applied::Bid)
             }
-            Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid).map(BidChange::into_events),
+            Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid).map(Applied::Bid),
         }
     }
 

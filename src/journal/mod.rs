@@ -89,12 +89,26 @@ pub struct Appended {
     pub hash: ChainHash,
 }
 
-/// One record read back from the journal.
+/// One record read back from the journal: where it is, and where its payload sits in the
+/// segment read into memory ([`Recovered::payload`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// Its sequence number and chain hash.
     pub at: Appended,
-    pub payload: Vec<u8>,
+    segment: usize,
+    start: usize,
+    end: usize,
+}
+
+impl Recovered {
+    pub fn payload(&self, record: &Record) -> &[u8] {
+        &self.segments[record.segment][record.start..record.end]
+    }
+
+    /// Every valid record's position and payload, in order.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (Appended, &[u8])> + Send + '_ {
+        self.records.iter().map(|r| (r.at, self.payload(r)))
+    }
 }
 
 /// What [`recover`] found.
@@ -102,6 +116,8 @@ pub struct Record {
 pub struct Recovered {
     /// Every valid record, in order.
     pub records: Vec<Record>,
+    /// The segments as read, which the records' payloads point into (no copy per record).
+    segments: Vec<Vec<u8>>,
     pub head: Option<Appended>,
     /// Set when a torn tail was cut off: the segment, offset and the sequence it would have had.
     pub truncated: Option<(PathBuf, u64, u64)>,
@@ -160,6 +176,7 @@ pub fn verify(dir: &Path) -> Result<Recovered, JournalError> {
 fn scan(dir: &Path, repair: bool) -> Result<Recovered, JournalError> {
     let segs = segments(dir)?;
     let mut records = Vec::new();
+    let mut buffers = Vec::new();
     let mut prev: ChainHash = [0; 32];
     let mut head = None;
     let mut tail = Tail { segment: None, offset: HEADER_LEN as u64 };
@@ -188,7 +205,9 @@ fn scan(dir: &Path, repair: bool) -> Result<Recovered, JournalError> {
                 Decoded::Record { seq: got, hash, payload, len }
                     if got == seq && hash == format::chain(&prev, seq, payload) =>
                 {
-                    records.push(Record { at: Appended { seq, hash }, payload: payload.to_vec() });
+                    let start = payload.as_ptr() as usize - bytes.as_ptr() as usize;
+                    let at = Appended { seq, hash };
+                    records.push(Record { at, segment: buffers.len(), start, end: start + payload.len() });
                     prev = hash;
                     head = Some(Appended { seq, hash });
                     offset += len;
@@ -222,12 +241,14 @@ fn scan(dir: &Path, repair: bool) -> Result<Recovered, JournalError> {
                         }
                     }
                     truncated = Some((path.clone(), offset as u64, seq));
-                    return Ok(Recovered { records, head, truncated, tail });
+                    buffers.push(bytes);
+                    return Ok(Recovered { records, segments: buffers, head, truncated, tail });
                 }
             }
         }
+        buffers.push(bytes);
     }
-    Ok(Recovered { records, head, truncated, tail })
+    Ok(Recovered { records, segments: buffers, head, truncated, tail })
 }
 
 /// Whether any record with a sequence number from `seq` on starts anywhere in `bytes`.

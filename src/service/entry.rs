@@ -3,26 +3,57 @@
 //! tie-break seed. Replaying these entries in order rebuilds the same state, byte for byte.
 //!
 //! Entries are encoded with postcard (a compact, documented serde format): about a hundred
-//! bytes each, and replay decodes them several times faster than JSON. Amounts, ids and codes
-//! are stored as their decimal text, exactly as the API shows them.
+//! bytes each, and replay decodes them several times faster than JSON. Prices, quantities,
+//! amounts and ids are stored as their integers (fen, kilograms, ppm); codes as their text.
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{AuctionId, Timestamp};
 use crate::engine::{AuctionSpec, Command, Seed};
 
-use super::requests::Origin;
+use super::requests::{Fingerprint, Origin};
 
+/// One journal entry. `O` is how the request's origin is held: owned ([`Origin`]) when
+/// written, borrowed from the record ([`OriginRef`]) when replayed, so that replaying a million
+/// requests copies none of their strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Entry {
+pub enum Entry<O = Origin> {
     /// An auction was created. `seed` (hex) is present for SEEDED_RANDOM auctions only.
-    Create { spec: Box<AuctionSpec>, seed: Option<String>, origin: Option<Origin> },
+    Create { spec: Box<AuctionSpec>, seed: Option<String>, origin: Option<O> },
     /// A command the auction accepted at `at`, and who asked for it (`None` only for changes
     /// made without a client request, such as benchmarks' synthetic journals).
-    Apply { at: Timestamp, auction: AuctionId, command: Command, origin: Option<Origin> },
+    Apply { at: Timestamp, auction: AuctionId, command: Command, origin: Option<O> },
     /// Time alone changed the auction at `at` (its open or close).
     Tick { at: Timestamp, auction: AuctionId },
+}
+
+/// An [`Origin`] read in place from a journal record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct OriginRef<'a> {
+    pub principal: &'a str,
+    pub request_id: &'a str,
+    pub fingerprint: Fingerprint,
+}
+
+impl<'a> Entry<OriginRef<'a>> {
+    /// Decodes an entry, borrowing its origin's strings from `bytes`.
+    pub fn decode_borrowed(bytes: &'a [u8]) -> Result<Entry<OriginRef<'a>>, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+impl<O> Entry<O> {
+    /// The same entry with its origin mapped by `f`.
+    pub fn map_origin<P>(self, f: impl FnOnce(O) -> P) -> Entry<P> {
+        match self {
+            Entry::Create { spec, seed, origin } => Entry::Create { spec, seed, origin: origin.map(f) },
+            Entry::Apply { at, auction, command, origin } => {
+                Entry::Apply { at, auction, command, origin: origin.map(f) }
+            }
+            Entry::Tick { at, auction } => Entry::Tick { at, auction },
+        }
+    }
 }
 
 impl Entry {

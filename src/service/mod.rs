@@ -27,10 +27,10 @@ pub use requests::{Fingerprint, Origin};
 use crate::domain::{
     AuctionId, BidId, BidderId, LotId, Pollutant, Price, PricePolicy, Quantity, RegionCode, Timestamp,
 };
-use crate::engine::{Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed, Settlement};
-use crate::journal::{Appended, FileJournal};
+use crate::engine::{Applied, Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed, Settlement};
+use crate::journal::{Appended, FileJournal, Recovered};
 use entry::Entry;
-use requests::{Admission, Outcome, Requests};
+use requests::{Admission, Outcome, ReplayedRequests, Requests};
 
 /// How many requests may wait for one auction before callers are told to back off.
 const AUCTION_QUEUE_DEPTH: usize = 4096;
@@ -102,7 +102,7 @@ pub struct Exchange {
 pub struct Replayed {
     pub auctions: BTreeMap<AuctionId, (Auction, Timestamp)>,
     pub settlements: Vec<(JournalPosition, Settlement)>,
-    requests: Vec<(Origin, Outcome)>,
+    requests: ReplayedRequests,
 }
 
 /// A settlement as a replay derives it: the journal record it came from, then the settlement.
@@ -123,32 +123,97 @@ impl RecordedSettlement {
     }
 }
 
-/// Replays journal records in order through the core. Pure and synchronous: it is what the
-/// server does on start and what `journal replay` does offline.
-pub fn replay(records: impl IntoIterator<Item = (Appended, Entry)>) -> Result<Replayed, ReplayError> {
+/// How many decoded entries travel together from the decoding thread to the applying one.
+const REPLAY_BATCH: usize = 1024;
+
+/// What replay keeps of a request's origin: the digest of its key and its fingerprint.
+#[derive(Debug, Clone, Copy)]
+struct RequestKey {
+    digest: u128,
+    fingerprint: Fingerprint,
+}
+
+type Decoded = Result<(Appended, Entry<RequestKey>), ReplayError>;
+
+/// Replays journal records (position and payload, in order) through the core. Pure and
+/// deterministic: it is what the server does on start and what `journal replay` does offline.
+///
+/// Two threads share the work: one decodes entries (borrowing their strings) and digests their
+/// request keys, the other applies them in journal order.
+pub fn replay<'a>(
+    records: impl ExactSizeIterator<Item = (Appended, &'a [u8])> + Send,
+) -> Result<Replayed, ReplayError> {
+    let expected = records.len();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(8);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(REPLAY_BATCH);
+            for (index, (at, payload)) in records.enumerate() {
+                let decoded = Entry::decode_borrowed(payload)
+                    .map(|entry| {
+                        let entry = entry.map_origin(|o| RequestKey {
+                            digest: requests::key_digest(o.principal, o.request_id),
+                            fingerprint: o.fingerprint,
+                        });
+                        (at, entry)
+                    })
+                    .map_err(|e| ReplayError { index, reason: format!("record {} is not an entry: {e}", at.seq) });
+                let failed = decoded.is_err();
+                batch.push(decoded);
+                if failed || batch.len() == REPLAY_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH));
+                    // Stop when the applier has gone (it failed) or after sending a failure.
+                    if tx.send(full).is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(batch);
+        });
+        apply_all(rx.into_iter().flatten(), expected)
+    })
+}
+
+/// The applying half of [`replay`].
+fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<Replayed, ReplayError> {
     let mut auctions: BTreeMap<AuctionId, (Auction, Timestamp)> = BTreeMap::new();
     let mut settlements = Vec::new();
-    let mut requests = Vec::new();
-    for (index, (position, entry)) in records.into_iter().enumerate() {
+    // Nearly every record is a client's request.
+    let mut requests = ReplayedRequests::with_capacity(expected);
+    for (index, decoded) in decoded.enumerate() {
+        let (position, entry) = decoded?;
         let fail = |reason: String| ReplayError { index, reason };
         let (events, auction_id, at) = match entry {
             Entry::Create { spec, seed, origin } => {
                 let (id, at) = (spec.id, spec.created_at);
                 let seed = Entry::seed_of(&seed).map_err(fail)?;
                 auctions.insert(id, (Auction::from_spec(*spec, seed), at));
-                requests.extend(origin.map(|o| (o, Outcome::Auction(id))));
+                if let Some(key) = origin {
+                    requests.record(key.digest, key.fingerprint, Outcome::Auction(id));
+                }
                 continue;
             }
             Entry::Apply { at, auction, command, origin } => {
-                let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
-                let is_bid = command.is_bid();
-                let events =
-                    a.apply(at, command).map_err(|e| fail(format!("{auction} refused a journaled command: {e}")))?;
-                if let Some(origin) = origin {
-                    let outcome = if is_bid { Outcome::Bid(bid_in(&events)) } else { Outcome::Auction(auction) };
-                    requests.push((origin, outcome));
+                let (a, last) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                *last = (*last).max(at);
+                let applied = a
+                    .apply_command(at, command)
+                    .map_err(|e| fail(format!("{auction} refused a journaled command: {e}")))?;
+                match applied {
+                    // The hot path: a bid changes no phase and concludes nothing.
+                    Applied::Bid(change) => {
+                        if let Some(key) = origin {
+                            requests.record(key.digest, key.fingerprint, Outcome::Bid(change.bid));
+                        }
+                        continue;
+                    }
+                    Applied::Events(events) => {
+                        if let Some(key) = origin {
+                            requests.record(key.digest, key.fingerprint, Outcome::Auction(auction));
+                        }
+                        (events, auction, at)
+                    }
                 }
-                (events, auction, at)
             }
             Entry::Tick { at, auction } => {
                 let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
@@ -178,17 +243,13 @@ impl Exchange {
         hub: Arc<SettlementHub>,
         clock: Arc<dyn Clock>,
         journal: Option<Arc<FileJournal>>,
-        records: Vec<(Appended, Entry)>,
+        records: &Recovered,
     ) -> Result<Exchange, ReplayError> {
-        let Replayed { auctions, settlements, requests } = replay(records)?;
+        let Replayed { auctions, settlements, requests } = replay(records.entries())?;
         for (position, settlement) in settlements {
             if hub.get(settlement.auction_id).await.is_none() {
                 hub.publish(settlement, journal.as_ref().map(|_| position)).await;
             }
-        }
-        let table = Requests::default();
-        for (origin, outcome) in requests {
-            table.record(origin, outcome);
         }
         let after_journal = auctions.keys().next_back().map_or(1, |id| id.get() + 1);
         let after_recorded = hub.max_auction_id().await.map_or(1, |id| id.get() + 1);
@@ -196,7 +257,7 @@ impl Exchange {
             auctions: DashMap::new(),
             books: DashMap::new(),
             next_auction: Mutex::new(after_journal.max(after_recorded)),
-            requests: Arc::new(table),
+            requests: Arc::new(requests.into_table()),
             policy,
             hub,
             clock,

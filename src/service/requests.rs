@@ -42,6 +42,13 @@ pub struct Origin {
     pub fingerprint: Fingerprint,
 }
 
+impl Origin {
+    /// The digest that keys this request among those replayed from the journal.
+    pub fn key_digest(&self) -> u128 {
+        key_digest(&self.principal, &self.request_id)
+    }
+}
+
 /// What a finished request produced, as much as a retry needs to answer the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -78,11 +85,25 @@ impl Slot {
 
 type Key = (String, String);
 
-/// The table of requests seen, by (principal, request id). Entries are kept for the life of the
-/// process (about 150 bytes each) and rebuilt from the journal on start.
+/// The first 16 bytes of SHA-256(principal, 0, request id): collision-free in practice, so the
+/// requests replayed from the journal can be held as a sorted array of digests.
+pub(crate) fn key_digest(principal: &str, request_id: &str) -> u128 {
+    let hash = Sha256::new().chain_update(principal).chain_update([0]).chain_update(request_id).finalize();
+    u128::from_le_bytes(hash[..16].try_into().expect("SHA-256 is 32 bytes"))
+}
+
+/// The table of requests seen, by (principal, request id), kept for the life of the process.
+///
+/// Requests replayed from the journal sit in a sorted array (about 90 bytes each; a million
+/// build in a fraction of what a hash map takes, which matters to replay speed). Requests of this
+/// run go to a hash map, seeded per process (foldhash's `RandomState`) since clients choose the
+/// ids.
 #[derive(Default)]
 pub(crate) struct Requests {
-    slots: DashMap<Key, Slot>,
+    /// Digests with an index into `replayed_outcomes`, sorted.
+    replayed: Vec<(u128, u32)>,
+    replayed_outcomes: Vec<(Fingerprint, Outcome)>,
+    live: DashMap<Key, Slot, foldhash::fast::RandomState>,
 }
 
 /// What to do with an incoming request.
@@ -95,10 +116,47 @@ pub(crate) enum Admission {
     Done(Outcome),
 }
 
+/// Collects the requests a journal replay finds.
+#[derive(Default)]
+pub(crate) struct ReplayedRequests {
+    keys: Vec<(u128, u32)>,
+    outcomes: Vec<(Fingerprint, Outcome)>,
+}
+
+impl ReplayedRequests {
+    pub(crate) fn with_capacity(capacity: usize) -> ReplayedRequests {
+        ReplayedRequests { keys: Vec::with_capacity(capacity), outcomes: Vec::with_capacity(capacity) }
+    }
+
+    /// A journaled request (its [`Origin::key_digest`] and fingerprint) finished with `outcome`.
+    pub(crate) fn record(&mut self, key: u128, fingerprint: Fingerprint, outcome: Outcome) {
+        let index = u32::try_from(self.outcomes.len()).expect("fewer than 4 billion requests per journal");
+        self.keys.push((key, index));
+        self.outcomes.push((fingerprint, outcome));
+    }
+
+    pub(crate) fn into_table(mut self) -> Requests {
+        self.keys.sort_unstable();
+        Requests { replayed: self.keys, replayed_outcomes: self.outcomes, live: DashMap::default() }
+    }
+}
+
 impl Requests {
     pub(crate) fn admit(self: &Arc<Self>, origin: &Origin) -> Result<Admission, ServiceError> {
+        let reused = || ServiceError::RequestIdReused { request_id: origin.request_id.clone() };
+        if !self.replayed.is_empty() {
+            let key = origin.key_digest();
+            if let Ok(at) = self.replayed.binary_search_by_key(&key, |(k, _)| *k) {
+                let (fingerprint, outcome) = &self.replayed_outcomes[self.replayed[at].1 as usize];
+                return if *fingerprint == origin.fingerprint {
+                    Ok(Admission::Done(outcome.clone()))
+                } else {
+                    Err(reused())
+                };
+            }
+        }
         let key = (origin.principal.clone(), origin.request_id.clone());
-        match self.slots.entry(key) {
+        match self.live.entry(key) {
             MapEntry::Vacant(vacant) => {
                 let (tx, rx) = watch::channel(None);
                 let key = vacant.key().clone();
@@ -106,20 +164,12 @@ impl Requests {
                 let fingerprint = origin.fingerprint;
                 Ok(Admission::Run(Ticket { requests: Arc::clone(self), key, fingerprint, done: tx, settled: false }))
             }
-            MapEntry::Occupied(slot) if slot.get().fingerprint() != origin.fingerprint => {
-                Err(ServiceError::RequestIdReused { request_id: origin.request_id.clone() })
-            }
+            MapEntry::Occupied(slot) if slot.get().fingerprint() != origin.fingerprint => Err(reused()),
             MapEntry::Occupied(slot) => match slot.get() {
                 Slot::Running { done, .. } => Ok(Admission::Wait(done.clone())),
                 Slot::Done { outcome, .. } => Ok(Admission::Done(outcome.clone())),
             },
         }
-    }
-
-    /// Replay: a journaled request finished with `outcome`.
-    pub(crate) fn record(&self, origin: Origin, outcome: Outcome) {
-        let fingerprint = origin.fingerprint;
-        self.slots.insert((origin.principal, origin.request_id), Slot::Done { fingerprint, outcome });
     }
 }
 
@@ -139,10 +189,10 @@ impl Ticket {
         match result {
             Ok(outcome) => {
                 let done = Slot::Done { fingerprint: self.fingerprint, outcome: outcome.clone() };
-                self.requests.slots.insert(self.key.clone(), done);
+                self.requests.live.insert(self.key.clone(), done);
             }
             Err(_) => {
-                self.requests.slots.remove(&self.key);
+                self.requests.live.remove(&self.key);
             }
         }
         self.done.send_replace(Some(result.clone()));
@@ -152,7 +202,7 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.settled {
-            self.requests.slots.remove(&self.key);
+            self.requests.live.remove(&self.key);
             self.done.send_replace(Some(Err(ServiceError::ShuttingDown)));
         }
     }

@@ -76,7 +76,7 @@ async fn concurrent_appends_are_group_committed_and_recovered_in_order() {
     let (_journal, recovered, _) = FileJournal::open(dir.path(), Options::default()).unwrap();
     assert_eq!(recovered.records.len(), 3200);
     assert!(recovered.records.iter().enumerate().all(|(i, r)| r.at.seq == i as u64 + 1));
-    let payloads: BTreeSet<Vec<u8>> = recovered.records.iter().map(|r| r.payload.clone()).collect();
+    let payloads: BTreeSet<Vec<u8>> = recovered.entries().map(|(_, p)| p.to_vec()).collect();
     let sent: BTreeSet<Vec<u8>> = (0..64u64).flat_map(|t| (0..50).map(move |i| payload(t * 1000 + i))).collect();
     assert_eq!(payloads, sent);
     assert_eq!(recovered.head, Some(head), "the recovered head hash is the last acknowledged one");
@@ -101,7 +101,7 @@ async fn segments_roll_and_recovery_continues_across_them() {
     drop(journal);
     let (_, recovered, _) = FileJournal::open(dir.path(), options).unwrap();
     let last = recovered.records.last().unwrap();
-    assert_eq!((last.at.seq, &last.payload), (301, &payload(300)));
+    assert_eq!((last.at.seq, recovered.payload(last)), (301, &payload(300)[..]));
 }
 
 #[tokio::test]
@@ -212,7 +212,7 @@ async fn failure_contract(inject: impl Fn(&Faults)) {
     // The five acknowledged records are there; the failed append may or may not have reached
     // the disk (it was never acknowledged), and nothing after it.
     assert!(recovered.records.len() == 5 || recovered.records.len() == 6, "{} records", recovered.records.len());
-    let first: Vec<(u64, Vec<u8>)> = recovered.records[..5].iter().map(|r| (r.at.seq, r.payload.clone())).collect();
+    let first: Vec<(u64, Vec<u8>)> = recovered.entries().take(5).map(|(at, p)| (at.seq, p.to_vec())).collect();
     assert_eq!(first, (0..5).map(|n| (n + 1, payload(n))).collect::<Vec<_>>());
     assert!(journal.append(payload(7)).await.is_ok(), "a reopened journal accepts appends again");
 }

@@ -218,7 +218,9 @@ impl Auction {
         if self.phase != Phase::Open {
             return Err(EngineError::InvalidTransition { phase: self.phase, action: "closing" });
         }
-        Ok(self.conclude(at))
+        // An operator's close that arrives after `closes_at` (before the timer fired) closes
+        // as of `closes_at`, as the timer would have: the auction ended then.
+        Ok(self.conclude(at.min(self.spec.closes_at)))
     }
 
     fn cancel(&mut self, at: Timestamp, note: Option<String>) -> Result<Event, EngineError> {

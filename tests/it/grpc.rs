@@ -1002,3 +1002,42 @@ async fn retried_requests_return_the_original_result_and_change_nothing_even_acr
     assert_eq!(recreated.auction_id, id);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_forward_clock_jump_closes_an_auction_once_as_of_its_close() {
+    let server = TestServer::start().await;
+    let id =
+        open_auction(&server, reserve_lot("RES-JUMP", "10.000", "1.000"), pb::AuctionFormat::SealedUniformPrice).await;
+    server.as_("b1").trading.place_bid(bid(&id, "18400.00", "2.000")).await.unwrap();
+    // The wall clock leaps two hours, past the close, before the close timer has fired.
+    server.set_time(Timestamp::from_micros(T0 + 3 * HOUR));
+    let err = server.as_("b2").trading.place_bid(bid(&id, "19000.00", "2.000")).await.unwrap_err();
+    assert_eq!((err.code(), reason(&err).0.as_str()), (Code::FailedPrecondition, "AUCTION_CLOSED"));
+    // The auction's timer sees the jump at its next wake-up and closes it as of closes_at.
+    let mut settled = None;
+    for _ in 0..100 {
+        let request = pb::GetSettlementRequest { auction_id: id.clone() };
+        if let Ok(s) = server.as_("observer").results.get_settlement(request).await {
+            settled = Some(s.into_inner());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settled = settled.expect("the jump closed the auction");
+    assert_eq!(settled.settled_at, Some(to_timestamp(Timestamp::from_micros(T0 + HOUR))), "as of its close");
+    assert_eq!(settled.sold_quantity, "2.000");
+    // A second close is refused and records nothing; neither does a restart.
+    let err = server.as_("operator").operator.close_auction(aref(&id)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let server = server.restart(Timestamp::from_micros(T0 + 4 * HOUR)).await;
+    let again = server
+        .as_("observer")
+        .results
+        .get_settlement(pb::GetSettlementRequest { auction_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, settled);
+    assert_eq!(std::fs::read_to_string(server.dir.path().join("settlements.jsonl")).unwrap().lines().count(), 1);
+    server.stop().await;
+}

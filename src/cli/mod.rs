@@ -148,6 +148,8 @@ pub enum FormatArg {
     FirstPrice,
     UniformPrice,
     PayAsBid,
+    /// A reserve sale at the posted price (the floor).
+    FixedPrice,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -257,7 +259,8 @@ pub enum BidCommand {
     /// Place a bid as the enterprise of your token.
     Place {
         auction: String,
-        #[arg(long)]
+        /// Omit in a fixed-price sale to request at the posted price.
+        #[arg(long, default_value = "")]
         price: String,
         /// Omit in a single-lot auction to bid for the whole lot.
         #[arg(long, default_value = "")]
@@ -460,6 +463,7 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
             FormatArg::FirstPrice => pb::AuctionFormat::SealedFirstPrice,
             FormatArg::UniformPrice => pb::AuctionFormat::SealedUniformPrice,
             FormatArg::PayAsBid => pb::AuctionFormat::SealedPayAsBid,
+            FormatArg::FixedPrice => pb::AuctionFormat::FixedPrice,
         } as i32,
         tie_rule: match c.tie {
             TieArg::Time => pb::TieRule::TimePriority,

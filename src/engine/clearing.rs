@@ -92,7 +92,7 @@ pub(crate) fn clear(spec: &AuctionSpec, book: &SealedBook, seed: Option<&Seed>, 
     let slots = book.slots();
     let fills = match spec.format {
         Format::SealedFirstPrice => first_price(spec, slots, seed),
-        Format::SealedUniformPrice | Format::SealedPayAsBid => {
+        Format::SealedUniformPrice | Format::SealedPayAsBid | Format::FixedPrice => {
             let selection = select(slots, i128::from(spec.lot.quantity.units()));
             let undersubscribed = selection.demand < i128::from(spec.lot.quantity.units());
             match spec.undersubscription {
@@ -373,7 +373,7 @@ fn fill_by_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], selection: Selection
         }
     }
     let pricing = match spec.format {
-        Format::SealedUniformPrice => {
+        Format::SealedUniformPrice | Format::FixedPrice => {
             Pricing::Uniform(served.iter().map(|(b, _)| b.price).min().expect("something served"))
         }
         _ => Pricing::OwnBid,

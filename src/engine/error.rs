@@ -39,6 +39,8 @@ pub enum EngineError {
     BelowFloor { floor: Price },
     #[error("price is above the cap of {cap} yuan/t")]
     AboveCap { cap: Price },
+    #[error("a fixed-price sale takes requests at its posted price of {posted} yuan/t only")]
+    NotPostedPrice { posted: Price },
     #[error("quantity exceeds the lot of {lot_quantity} t")]
     QuantityExceedsLot { lot_quantity: Quantity },
     #[error("the per-bidder cap of {cap_percent}% ({cap} t) leaves room for {room_left} t")]
@@ -73,6 +75,7 @@ impl EngineError {
             | InvalidTransition { .. }
             | BelowFloor { .. }
             | AboveCap { .. }
+            | NotPostedPrice { .. }
             | QuantityExceedsLot { .. }
             | BidderCapExceeded { .. }
             | BidExists
@@ -96,6 +99,7 @@ impl EngineError {
             InvalidTransition { .. } => "INVALID_TRANSITION",
             BelowFloor { .. } => "BELOW_FLOOR",
             AboveCap { .. } => "ABOVE_CAP",
+            NotPostedPrice { .. } => "NOT_POSTED_PRICE",
             QuantityExceedsLot { .. } => "QUANTITY_EXCEEDS_LOT",
             BidderCapExceeded { .. } => "BIDDER_CAP_EXCEEDED",
             BidExists => "BID_EXISTS",
@@ -132,6 +136,7 @@ impl EngineError {
             InvalidTransition { phase, action } => vec![("phase", phase.to_string()), ("action", action.to_string())],
             BelowFloor { floor } => vec![("floor", floor.to_string())],
             AboveCap { cap } => vec![("cap", cap.to_string())],
+            NotPostedPrice { posted } => vec![("posted_price", posted.to_string())],
             BidderCapExceeded { cap_percent, cap, room_left } => vec![
                 ("cap_percent", cap_percent.clone()),
                 ("cap", cap.to_string()),

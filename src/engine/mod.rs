@@ -284,6 +284,9 @@ impl Auction {
             return Err(EngineError::WholeLotOnly { lot_quantity: lot.quantity });
         }
         let band = &self.spec.prices;
+        if self.spec.format == Format::FixedPrice && price != band.floor {
+            return Err(EngineError::NotPostedPrice { posted: band.floor });
+        }
         if price < band.floor {
             return Err(EngineError::BelowFloor { floor: band.floor });
         }

@@ -49,6 +49,10 @@ pub enum Format {
     SealedFirstPrice,
     SealedUniformPrice,
     SealedPayAsBid,
+    /// A government reserve sale at a posted price (定价出售): requests for quantities at the
+    /// floor, which is the posted price; allocated by time priority or pro-rata when
+    /// oversubscribed. Requests are private to their bidder until the close, as sealed bids.
+    FixedPrice,
 }
 
 impl Format {
@@ -62,6 +66,7 @@ impl Format {
             Format::SealedFirstPrice => "SEALED_FIRST_PRICE",
             Format::SealedUniformPrice => "SEALED_UNIFORM_PRICE",
             Format::SealedPayAsBid => "SEALED_PAY_AS_BID",
+            Format::FixedPrice => "FIXED_PRICE",
         }
     }
 }
@@ -203,6 +208,17 @@ impl AuctionSpec {
                 ));
             }
         }
+        if req.format == Format::FixedPrice {
+            if req.tie_rule == TieRule::SeededRandom {
+                return Err(EngineError::invalid(
+                    "tie_rule",
+                    "a fixed-price sale allocates by TIME_PRIORITY or PRO_RATA",
+                ));
+            }
+            if matches!(req.cap, CapChoice::PercentOverFloor(_)) {
+                return Err(EngineError::invalid("cap_percent", "a fixed-price sale has one price and no band"));
+            }
+        }
         if let Some(cap) = req.per_bidder_cap
             && lot.quantity.share_in_units(cap, lot.fill_unit).is_zero()
         {
@@ -223,6 +239,7 @@ impl AuctionSpec {
             .scaled_up(req.conversion_factor, reserve_markup)
             .ok_or_else(|| EngineError::invalid("conversion_factor", "makes the floor price too large"))?;
         let cap_pct = match req.cap {
+            _ if req.format == Format::FixedPrice => None,
             CapChoice::PolicyDefault if lot.origin.is_reserve() => None,
             CapChoice::PolicyDefault => policy.enterprise_cap,
             CapChoice::None => None,

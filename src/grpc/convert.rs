@@ -141,6 +141,7 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         pb::AuctionFormat::SealedFirstPrice => Format::SealedFirstPrice,
         pb::AuctionFormat::SealedUniformPrice => Format::SealedUniformPrice,
         pb::AuctionFormat::SealedPayAsBid => Format::SealedPayAsBid,
+        pb::AuctionFormat::FixedPrice => Format::FixedPrice,
         pb::AuctionFormat::Unspecified => unreachable!("known() maps 0 to None"),
     };
     let lot_quantity = quantity("lot.quantity", &lot.quantity)?;
@@ -241,6 +242,7 @@ fn pb_format(f: Format) -> pb::AuctionFormat {
         Format::SealedFirstPrice => pb::AuctionFormat::SealedFirstPrice,
         Format::SealedUniformPrice => pb::AuctionFormat::SealedUniformPrice,
         Format::SealedPayAsBid => pb::AuctionFormat::SealedPayAsBid,
+        Format::FixedPrice => pb::AuctionFormat::FixedPrice,
     }
 }
 

@@ -165,7 +165,12 @@ impl pb::trading_server::Trading for TradingService {
         let origin = origin(&request, "PlaceBid")?;
         let req = request.get_ref();
         let id = convert::auction_id(&req.auction_id)?;
-        let price = convert::price("price", &req.price)?;
+        let price = if req.price.is_empty() && self.exchange.get(id)?.spec.format == Format::FixedPrice {
+            // A fixed-price request may leave the price to the sale.
+            self.exchange.get(id)?.spec.prices.floor
+        } else {
+            convert::price("price", &req.price)?
+        };
         let quantity = if req.quantity.is_empty() {
             // A single-lot auction is bid for the whole lot; saying so is optional.
             let snapshot = self.exchange.get(id)?;

@@ -1041,3 +1041,35 @@ async fn a_forward_clock_jump_closes_an_auction_once_as_of_its_close() {
     assert_eq!(std::fs::read_to_string(server.dir.path().join("settlements.jsonl")).unwrap().lines().count(), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn fixed_price_sale_end_to_end() {
+    let server = TestServer::start().await;
+    let id = open_auction(&server, reserve_lot("RES-POSTED", "10.000", "1.000"), pb::AuctionFormat::FixedPrice).await;
+    let auction = server
+        .as_("operator")
+        .operator
+        .get_auction(pb::GetAuctionRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((auction.floor_price.as_str(), auction.cap_price.as_str()), ("18000.00", ""));
+    // The price may be left to the sale; any other price is refused with the posted one.
+    let at_posted = server.as_("b1").trading.place_bid(bid(&id, "", "6.000")).await.unwrap().into_inner();
+    assert_eq!(at_posted.price, "18000.00");
+    let err = server.as_("b2").trading.place_bid(bid(&id, "18500.00", "6.000")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), ("NOT_POSTED_PRICE".into(), HashMap::from([("posted_price".into(), "18000.00".into())])));
+    server.as_("b2").trading.place_bid(bid(&id, "18000.00", "6.000")).await.unwrap();
+    let settled = close(&server, &id).await;
+    assert_eq!(settled.format, pb::AuctionFormat::FixedPrice as i32);
+    let f = |n| firm(n).to_string();
+    assert_eq!(
+        allocations(&settled),
+        vec![
+            (f(1), "6.000".into(), "18000.00".into(), "108000.00".into(), "810.00".into()),
+            (f(2), "4.000".into(), "18000.00".into(), "72000.00".into(), "540.00".into()),
+        ]
+    );
+    server.stop().await;
+}

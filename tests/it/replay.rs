@@ -75,7 +75,12 @@ async fn bidding(exchange: Arc<Exchange>, n: u64, format: pb::AuctionFormat, see
         let who = rng.below(bidders.into()) as u32 + 1;
         let principal = format!("b{who}");
         let request = n * 1_000_000 + action;
-        let price = Price::from_units(1_800_000 + rng.below(12) as i64 * 10_000).unwrap();
+        let level = rng.below(12) as i64;
+        let price = match format {
+            // Requests at the posted price (the floor).
+            pb::AuctionFormat::FixedPrice => Price::from_units(1_800_000).unwrap(),
+            _ => Price::from_units(1_800_000 + level * 10_000).unwrap(),
+        };
         let quantity = match format {
             pb::AuctionFormat::SealedFirstPrice => Quantity::from_units(10_000).unwrap(),
             _ => Quantity::from_units((rng.below(4) as i64 + 1) * 1000).unwrap(),
@@ -115,16 +120,20 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
     let exchange = start(dir.path(), T0).await;
     let t0 = Timestamp::from_micros(T0);
 
-    // Every sealed format, every tie rule and every undersubscription policy, some auctions
+    // Every format, every tie rule and every undersubscription policy, some auctions
     // with a per-bidder cap or a minimum number of bidders, some with irrevocable bids.
-    let formats =
-        [pb::AuctionFormat::SealedUniformPrice, pb::AuctionFormat::SealedPayAsBid, pb::AuctionFormat::SealedFirstPrice];
+    let formats = [
+        pb::AuctionFormat::SealedUniformPrice,
+        pb::AuctionFormat::SealedPayAsBid,
+        pb::AuctionFormat::SealedFirstPrice,
+        pb::AuctionFormat::FixedPrice,
+    ];
     let ties = [pb::TieRule::TimePriority, pb::TieRule::ProRata, pb::TieRule::SeededRandom];
     let unders =
         [pb::Undersubscription::SellAvailable, pb::Undersubscription::Cancel, pb::Undersubscription::ClearAtFloor];
     let mut tasks = Vec::new();
     for n in 1..=AUCTIONS {
-        let format = formats[(n % 3) as usize];
+        let format = formats[(n % 4) as usize];
         let (quantity, fill) = match format {
             pb::AuctionFormat::SealedFirstPrice => ("10.000", "10.000"),
             _ => ("60.000", "1.000"),
@@ -133,6 +142,8 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
         request.tie_rule = match ties[(n / 3 % 3) as usize] {
             // An indivisible lot cannot be split.
             pb::TieRule::ProRata if format == pb::AuctionFormat::SealedFirstPrice => pb::TieRule::TimePriority,
+            // A posted price has no draw.
+            pb::TieRule::SeededRandom if format == pb::AuctionFormat::FixedPrice => pb::TieRule::TimePriority,
             rule => rule,
         } as i32;
         request.undersubscription = unders[(n / 9 % 3) as usize] as i32;
@@ -214,7 +225,12 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
     for rule in [TieRule::TimePriority, TieRule::ProRata, TieRule::SeededRandom] {
         assert!(tie_rules.contains(&format!("{rule:?}")), "no tie broken by {rule:?}: {tie_rules:?}");
     }
-    assert!(live.iter().any(|d| d.settlement.status == SettlementStatus::Settled));
+    let settled_formats: BTreeSet<String> = live
+        .iter()
+        .filter(|d| d.settlement.status == SettlementStatus::Settled)
+        .map(|d| format!("{:?}", d.settlement.format))
+        .collect();
+    assert_eq!(settled_formats.len(), 4, "every format settles at least once: {settled_formats:?}");
 
     // A fresh process replays the journal.
     let out = dir.path().join("replayed.jsonl");

@@ -12,7 +12,7 @@
 //!
 //! Commands (times `t=` are whole seconds after a fixed epoch; by default each command comes one
 //! second after the previous one, starting at t=1):
-//! - `auction key=value ...`: format=first|uniform|pay-as-bid, pollutant=SO2..., origin=reserve|
+//! - `auction key=value ...`: format=first|uniform|pay-as-bid|fixed, pollutant=SO2..., origin=reserve|
 //!   erc|allocated, quantity, fill, tie=time|pro-rata|seeded, under=sell|cancel|floor,
 //!   min_bidders, bidder_cap (percent), irrevocable=yes, factor, markup, cap=default|none|PCT,
 //!   opens, closes (seconds), seed (one hex byte, repeated 32 times).
@@ -129,6 +129,7 @@ impl Run {
             "first" => Format::SealedFirstPrice,
             "uniform" => Format::SealedUniformPrice,
             "pay-as-bid" => Format::SealedPayAsBid,
+            "fixed" => Format::FixedPrice,
             f => panic!("format {f}"),
         };
         let quantity = qty(&get("quantity", "10.000"));
@@ -202,6 +203,9 @@ fn qty(s: &str) -> Quantity {
 
 fn render_error(e: &EngineError) -> String {
     let mut out = format!("error {}", e.reason());
+    if let EngineError::InvalidSpec { field, .. } = e {
+        write!(out, " field={field}").unwrap();
+    }
     for (k, v) in e.details() {
         if k != "opens_at" && k != "closes_at" {
             write!(out, " {k}={v}").unwrap();

@@ -38,6 +38,7 @@ pub fn reserve_auction(format: Format, tie: TieRule, lot_tonnes: i64) -> Auction
         cap: CapChoice::None,
         opens_at: Timestamp::from_micros(T0),
         closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
+        ascending: None,
     };
     Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([1; 32]))
         .unwrap()

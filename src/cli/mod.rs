@@ -442,6 +442,7 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
         Some(pct) => (pb::CapMode::Percent, pct.to_owned()),
     };
     Ok(pb::CreateAuctionRequest {
+        ascending: None,
         request_id: request_id(),
         lot: Some(pb::Lot {
             lot_id: c.lot_id.clone(),

@@ -88,6 +88,17 @@ impl SealedBook {
         self.by_bidder.get(&bidder).is_some_and(|e| e.active_bids > 0)
     }
 
+    /// Whether `bidder` holds an active bid at exactly `price` (newest bids first: in an
+    /// ascending auction that is where a bid at the current price is).
+    pub fn has_active_bid_at(&self, bidder: BidderId, price: Price) -> bool {
+        self.by_bidder.get(&bidder).is_some_and(|e| {
+            e.bids.iter().rev().any(|id| {
+                let slot = &self.slots[self.by_id[id] as usize];
+                slot.active && slot.price == price
+            })
+        })
+    }
+
     /// How many distinct bidders hold at least one active bid.
     pub fn active_bidders(&self) -> u32 {
         self.active_bidders

@@ -91,7 +91,9 @@ pub(crate) fn clear(spec: &AuctionSpec, book: &SealedBook, seed: Option<&Seed>, 
     }
     let slots = book.slots();
     let fills = match spec.format {
-        Format::SealedFirstPrice => first_price(spec, slots, seed),
+        // An ascending auction ends like a first-price one: the highest bid wins and pays its
+        // price; bids tie only at the cap, where the tie rule is first-to-reach or lottery.
+        Format::SealedFirstPrice | Format::AscendingEnglish => first_price(spec, slots, seed),
         Format::SealedUniformPrice | Format::SealedPayAsBid | Format::FixedPrice => {
             let selection = select(slots, i128::from(spec.lot.quantity.units()));
             let undersubscribed = selection.demand < i128::from(spec.lot.quantity.units());

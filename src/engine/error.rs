@@ -41,6 +41,12 @@ pub enum EngineError {
     AboveCap { cap: Price },
     #[error("a fixed-price sale takes requests at its posted price of {posted} yuan/t only")]
     NotPostedPrice { posted: Price },
+    #[error("the bid must be at least {min_next} yuan/t")]
+    BidTooLow { current: Option<Price>, min_next: Price },
+    #[error("you already hold the highest bid, {current} yuan/t")]
+    AlreadyLeading { current: Price },
+    #[error("the price has reached the cap of {cap} yuan/t; the first bidder there wins")]
+    CapReached { cap: Price },
     #[error("quantity exceeds the lot of {lot_quantity} t")]
     QuantityExceedsLot { lot_quantity: Quantity },
     #[error("the per-bidder cap of {cap_percent}% ({cap} t) leaves room for {room_left} t")]
@@ -76,6 +82,9 @@ impl EngineError {
             | BelowFloor { .. }
             | AboveCap { .. }
             | NotPostedPrice { .. }
+            | BidTooLow { .. }
+            | AlreadyLeading { .. }
+            | CapReached { .. }
             | QuantityExceedsLot { .. }
             | BidderCapExceeded { .. }
             | BidExists
@@ -100,6 +109,9 @@ impl EngineError {
             BelowFloor { .. } => "BELOW_FLOOR",
             AboveCap { .. } => "ABOVE_CAP",
             NotPostedPrice { .. } => "NOT_POSTED_PRICE",
+            BidTooLow { .. } => "BID_TOO_LOW",
+            AlreadyLeading { .. } => "ALREADY_LEADING",
+            CapReached { .. } => "CAP_REACHED",
             QuantityExceedsLot { .. } => "QUANTITY_EXCEEDS_LOT",
             BidderCapExceeded { .. } => "BIDDER_CAP_EXCEEDED",
             BidExists => "BID_EXISTS",
@@ -137,6 +149,15 @@ impl EngineError {
             BelowFloor { floor } => vec![("floor", floor.to_string())],
             AboveCap { cap } => vec![("cap", cap.to_string())],
             NotPostedPrice { posted } => vec![("posted_price", posted.to_string())],
+            BidTooLow { current, min_next } => {
+                let mut details = vec![("min_acceptable", min_next.to_string())];
+                if let Some(current) = current {
+                    details.insert(0, ("current_price", current.to_string()));
+                }
+                details
+            }
+            AlreadyLeading { current } => vec![("current_price", current.to_string())],
+            CapReached { cap } => vec![("cap", cap.to_string())],
             BidderCapExceeded { cap_percent, cap, room_left } => vec![
                 ("cap_percent", cap_percent.clone()),
                 ("cap", cap.to_string()),

@@ -18,8 +18,8 @@ pub use clearing::Seed;
 pub use error::{EngineError, ErrorClass};
 pub use settlement::{Allocation, Settlement, SettlementStatus, TieBreak, reason};
 pub use spec::{
-    AuctionRequest, AuctionSpec, BidRevision, CapChoice, Format, Lot, LotOrigin, Phase, PriceBand, TieRule,
-    Undersubscription,
+    AscendingRequest, AscendingTerms, AuctionRequest, AuctionSpec, BidRevision, CapChoice, Format, Lot, LotOrigin,
+    Phase, PriceBand, TieRule, Undersubscription,
 };
 
 use crate::domain::{Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Price, PricePolicy, Quantity, Timestamp};
@@ -107,11 +107,22 @@ pub enum Event {
     },
     BidAccepted(BidView),
     BidWithdrawn(BidView),
+    /// An ascending auction's free period ended and its countdown started.
+    TimedPeriodStarted {
+        deadline: Timestamp,
+    },
     /// Boxed: a settlement is large and rare, bids are small and many.
     Concluded(Box<Settlement>),
 }
 
-/// One auction and its sealed book.
+/// When the first countdown of an ascending auction's timed period ends.
+fn first_countdown(spec: &AuctionSpec, terms: &AscendingTerms) -> Timestamp {
+    let end = spec.closes_at.plus_micros(i64::from(terms.countdown_seconds) * 1_000_000);
+    terms.hard_stop.map_or(end, |stop| end.min(stop))
+}
+
+/// One auction and its book. Every bid is kept in the book, whatever the format; an
+/// ascending auction also keeps its public state in an [`Ascent`].
 #[derive(Debug)]
 pub struct Auction {
     spec: AuctionSpec,
@@ -119,6 +130,46 @@ pub struct Auction {
     book: SealedBook,
     /// SEEDED_RANDOM only. Secret until the settlement reveals it.
     seed: Option<Seed>,
+    /// ASCENDING_ENGLISH only.
+    ascent: Option<Ascent>,
+}
+
+/// The highest bid of an ascending auction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lead {
+    bidder: BidderId,
+    price: Price,
+}
+
+/// The running state of an ascending auction.
+#[derive(Debug, Clone, Default)]
+struct Ascent {
+    lead: Option<Lead>,
+    /// Per-auction pseudonyms (竞买号), numbered from 1 in the order bidders first bid.
+    pseudonyms: std::collections::BTreeMap<BidderId, u32>,
+    /// Set once the timed period has begun.
+    timed: bool,
+    /// When the running countdown ends (timed period only).
+    deadline: Option<Timestamp>,
+    /// How many times a bid restarted the countdown.
+    extensions: u32,
+}
+
+/// What anyone may see of an ascending auction while it runs: prices and pseudonyms, never
+/// who the bidders are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AscendingView {
+    pub current_price: Option<Price>,
+    /// The leading bidder's pseudonym.
+    pub leader: Option<u32>,
+    /// The least the next bid may be; `None` when no further bid can be taken (the cap was
+    /// reached and the first to reach it wins).
+    pub min_next: Option<Price>,
+    pub timed: bool,
+    /// The free period's end, then the running countdown's end.
+    pub deadline: Timestamp,
+    pub extensions: u32,
+    pub bidders: u32,
 }
 
 impl Auction {
@@ -131,15 +182,15 @@ impl Auction {
         seed: Seed,
     ) -> Result<Auction, EngineError> {
         let spec = AuctionSpec::resolve(id, request, policy, at)?;
-        let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
-        Ok(Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed })
+        Ok(Auction::from_spec(spec, seed))
     }
 
     /// An auction as it was created, from its resolved spec: replay uses this, so that a
     /// later change of policy never moves a replayed floor.
     pub fn from_spec(spec: AuctionSpec, seed: Seed) -> Auction {
         let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
-        Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed }
+        let ascent = spec.ascending.map(|_| Ascent::default());
+        Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed, ascent }
     }
 
     /// The tie-break seed, for the journal only: it stays secret until the settlement.
@@ -164,9 +215,57 @@ impl Auction {
     pub fn next_deadline(&self) -> Option<Timestamp> {
         match self.phase {
             Phase::Scheduled => Some(self.spec.opens_at),
-            Phase::Open => Some(self.spec.closes_at),
+            Phase::Open => match &self.ascent {
+                Some(Ascent { timed: true, deadline, .. }) => *deadline,
+                _ => Some(self.spec.closes_at),
+            },
             _ => None,
         }
+    }
+
+    /// The public state of an ascending auction.
+    pub fn ascending_view(&self) -> Option<AscendingView> {
+        let (terms, ascent) = (self.spec.ascending?, self.ascent.as_ref()?);
+        let current_price = ascent.lead.map(|l| l.price);
+        let min_next = match (ascent.lead, self.spec.prices.cap) {
+            _ if self.phase.is_terminal() => None,
+            (Some(lead), Some(cap)) if lead.price == cap => {
+                (self.spec.tie_rule == TieRule::SeededRandom).then_some(cap)
+            }
+            (Some(lead), cap) => {
+                lead.price.checked_add(terms.increment).map(|next| cap.map_or(next, |cap| next.min(cap)))
+            }
+            (None, _) => Some(terms.start_price),
+        };
+        Some(AscendingView {
+            current_price,
+            leader: ascent.lead.and_then(|l| ascent.pseudonyms.get(&l.bidder).copied()),
+            min_next,
+            timed: ascent.timed,
+            deadline: ascent.deadline.filter(|_| ascent.timed).unwrap_or(self.spec.closes_at),
+            extensions: ascent.extensions,
+            bidders: ascent.pseudonyms.len() as u32,
+        })
+    }
+
+    /// A bidder's pseudonym in an ascending auction, once it has bid.
+    pub fn pseudonym_of(&self, bidder: BidderId) -> Option<u32> {
+        self.ascent.as_ref()?.pseudonyms.get(&bidder).copied()
+    }
+
+    /// When an ascending auction's bidding ends for a bid stamped `at`, given what has been
+    /// applied so far: the free period's end, the running countdown's end, or (the free period
+    /// over but not yet processed) the first countdown's end, or the free period's end when too
+    /// few bidders came for a timed period. Sealed formats: `closes_at`.
+    fn bidding_ends(&self, at: Timestamp) -> Timestamp {
+        let (Some(terms), Some(ascent)) = (self.spec.ascending, &self.ascent) else { return self.spec.closes_at };
+        if ascent.timed {
+            return ascent.deadline.unwrap_or(self.spec.closes_at);
+        }
+        if at < self.spec.closes_at || (ascent.pseudonyms.len() as u32) < terms.timed_min_bidders {
+            return self.spec.closes_at;
+        }
+        first_countdown(&self.spec, &terms)
     }
 
     /// Applies what time alone does by `at`: opening at `opens_at`, closing at `closes_at`.
@@ -177,7 +276,23 @@ impl Auction {
             events.push(Event::Opened { at });
         }
         if self.phase == Phase::Open && at >= self.spec.closes_at {
-            events.push(self.conclude(at));
+            match (self.spec.ascending, &mut self.ascent) {
+                (Some(terms), Some(ascent)) if !ascent.timed => {
+                    if (ascent.pseudonyms.len() as u32) < terms.timed_min_bidders {
+                        // Too few bidders for a timed period: it ends with the free period.
+                        events.push(self.conclude(self.spec.closes_at));
+                        return events;
+                    }
+                    ascent.timed = true;
+                    ascent.deadline = Some(first_countdown(&self.spec, &terms));
+                    events.push(Event::TimedPeriodStarted { deadline: ascent.deadline.expect("just set") });
+                }
+                _ => {}
+            }
+            let ends = self.bidding_ends(at);
+            if at >= ends {
+                events.push(self.conclude(ends));
+            }
         }
         events
     }
@@ -218,9 +333,9 @@ impl Auction {
         if self.phase != Phase::Open {
             return Err(EngineError::InvalidTransition { phase: self.phase, action: "closing" });
         }
-        // An operator's close that arrives after `closes_at` (before the timer fired) closes
-        // as of `closes_at`, as the timer would have: the auction ended then.
-        Ok(self.conclude(at.min(self.spec.closes_at)))
+        // An operator's close that arrives after bidding ended (before the timer fired) closes
+        // as of the end, as the timer would have: the auction ended then.
+        Ok(self.conclude(at.min(self.bidding_ends(at))))
     }
 
     fn cancel(&mut self, at: Timestamp, note: Option<String>) -> Result<Event, EngineError> {
@@ -317,6 +432,9 @@ impl Auction {
         price: Price,
         quantity: Quantity,
     ) -> Result<BidChange, EngineError> {
+        if self.spec.ascending.is_some() {
+            return self.raise(at, bidder, bid, price, quantity);
+        }
         let opening = self.accepting(at)?;
         let held = self.book.active_quantity_of(bidder);
         self.check_terms(price, quantity, held)?;
@@ -333,13 +451,97 @@ impl Auction {
         Ok(BidChange { opened_at, bid: self.book.insert(bid, bidder, price, quantity, at) })
     }
 
+    /// A bid in an ascending auction: it must beat the current price by the increment (or
+    /// meet the start price), stay within the cap, and arrive before bidding ends. Accepted in
+    /// the timed period, it restarts the countdown.
+    fn raise(
+        &mut self,
+        at: Timestamp,
+        bidder: BidderId,
+        bid: BidId,
+        price: Price,
+        quantity: Quantity,
+    ) -> Result<BidChange, EngineError> {
+        let terms = self.spec.ascending.expect("ascending auctions have terms");
+        let ends = self.bidding_ends(at);
+        if self.phase.is_terminal() || at >= ends {
+            return Err(EngineError::AuctionClosed { closes_at: ends });
+        }
+        let opening = match self.phase {
+            Phase::Scheduled if at < self.spec.opens_at => {
+                return Err(EngineError::NotOpen { opens_at: self.spec.opens_at });
+            }
+            Phase::Scheduled => true,
+            _ => false,
+        };
+        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
+            return Err(EngineError::AmountOverflow);
+        }
+        if quantity != self.spec.lot.quantity {
+            return Err(EngineError::WholeLotOnly { lot_quantity: self.spec.lot.quantity });
+        }
+        let ascent = self.ascent.as_ref().expect("ascending auctions have an ascent");
+        let cap = self.spec.prices.cap;
+        let lottery = self.spec.tie_rule == TieRule::SeededRandom;
+        let min_next = match ascent.lead {
+            None => terms.start_price,
+            // At the cap under a lottery, every bidder may join the draw, once.
+            Some(lead) if Some(lead.price) == cap && lottery => {
+                if self.book.has_active_bid_at(bidder, lead.price) {
+                    return Err(EngineError::AlreadyLeading { current: lead.price });
+                }
+                lead.price
+            }
+            Some(lead) if Some(lead.price) == cap => return Err(EngineError::CapReached { cap: lead.price }),
+            Some(lead) if lead.bidder == bidder => return Err(EngineError::AlreadyLeading { current: lead.price }),
+            Some(lead) => {
+                let next = lead.price.checked_add(terms.increment).ok_or(EngineError::AmountOverflow)?;
+                cap.map_or(next, |cap| next.min(cap))
+            }
+        };
+        if price < min_next {
+            return Err(EngineError::BidTooLow { current: ascent.lead.map(|l| l.price), min_next });
+        }
+        if let Some(cap) = cap.filter(|cap| price > *cap) {
+            return Err(EngineError::AboveCap { cap });
+        }
+        if self.book.is_full() {
+            return Err(EngineError::BookFull);
+        }
+        if self.book.contains(bid) {
+            return Err(EngineError::DuplicateBidId);
+        }
+        // Accepted: nothing below may fail.
+        let opened_at = self.open_for_bid(opening, at);
+        let ascent = self.ascent.as_mut().expect("ascending auctions have an ascent");
+        let next = ascent.pseudonyms.len() as u32 + 1;
+        ascent.pseudonyms.entry(bidder).or_insert(next);
+        if at >= self.spec.closes_at {
+            if !ascent.timed {
+                ascent.timed = true;
+                ascent.deadline = Some(first_countdown(&self.spec, &terms));
+            }
+            if terms.max_extensions.is_none_or(|max| ascent.extensions < max) {
+                ascent.extensions += 1;
+                let restarted = at.plus_micros(i64::from(terms.countdown_seconds) * 1_000_000);
+                ascent.deadline = Some(terms.hard_stop.map_or(restarted, |stop| restarted.min(stop)));
+            }
+        }
+        // The first to reach the cap stays in the lead; later bidders at the cap join the draw.
+        if ascent.lead.is_none_or(|lead| price > lead.price) {
+            ascent.lead = Some(Lead { bidder, price });
+        }
+        Ok(BidChange { opened_at, bid: self.book.insert(bid, bidder, price, quantity, at) })
+    }
+
     /// The bidder's own active bid, for revision or withdrawal.
     fn own_active_bid(&self, bidder: BidderId, bid: BidId) -> Result<BidView, EngineError> {
         let current = self.book.bid_of(bidder, bid).ok_or(EngineError::BidNotFound)?;
         if current.state == BidState::Withdrawn {
             return Err(EngineError::BidWithdrawn);
         }
-        if self.spec.revision == BidRevision::Irrevocable {
+        // Open bids stand: others have already bid against them.
+        if self.spec.revision == BidRevision::Irrevocable || self.spec.format.is_open_outcry() {
             return Err(EngineError::BidIrrevocable);
         }
         Ok(current)

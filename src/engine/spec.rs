@@ -53,12 +53,22 @@ pub enum Format {
     /// floor, which is the posted price; allocated by time priority or pro-rata when
     /// oversubscribed. Requests are private to their bidder until the close, as sealed bids.
     FixedPrice,
+    /// Open online bidding on one indivisible lot (网络竞价): a public rising price, a
+    /// free-bidding period until `closes_at`, then a timed period in which each accepted bid
+    /// restarts a countdown. The last highest bidder wins and pays its bid. See
+    /// [`AscendingTerms`].
+    AscendingEnglish,
 }
 
 impl Format {
     /// Whether the lot may be split among several winners.
     pub fn is_divisible(self) -> bool {
-        !matches!(self, Format::SealedFirstPrice)
+        !matches!(self, Format::SealedFirstPrice | Format::AscendingEnglish)
+    }
+
+    /// Whether bids are public as they come (under pseudonyms), rather than sealed.
+    pub fn is_open_outcry(self) -> bool {
+        self == Format::AscendingEnglish
     }
 
     pub fn code(self) -> &'static str {
@@ -67,6 +77,7 @@ impl Format {
             Format::SealedUniformPrice => "SEALED_UNIFORM_PRICE",
             Format::SealedPayAsBid => "SEALED_PAY_AS_BID",
             Format::FixedPrice => "FIXED_PRICE",
+            Format::AscendingEnglish => "ASCENDING_ENGLISH",
         }
     }
 }
@@ -127,6 +138,45 @@ pub struct PriceBand {
     pub cap: Option<Price>,
 }
 
+/// The rules of an ascending (English) auction beyond the common ones.
+///
+/// Timeline: bidding is free from `opens_at` to `closes_at` (自由报价期); then the timed period
+/// (限时报价期) starts with a countdown of `countdown` seconds, and every accepted bid in it
+/// restarts the countdown. The auction closes when a countdown runs out, at `hard_stop` if set,
+/// or, once `max_extensions` restarts have been granted, when the last countdown runs out.
+/// At the cap, the auction's tie rule decides: TIME_PRIORITY, the first to reach the cap wins;
+/// SEEDED_RANDOM, a lottery among every bidder at the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AscendingTerms {
+    /// The first bid's minimum; at least the floor (the request's `None` means the floor).
+    pub start_price: Price,
+    /// Every later bid is at least the current price plus this.
+    pub increment: Price,
+    /// The countdown of the timed period, in whole seconds.
+    pub countdown_seconds: u32,
+    /// No bid counts at or after this, whatever the countdown.
+    pub hard_stop: Option<Timestamp>,
+    /// At most this many restarts of the countdown (`None`: no limit).
+    pub max_extensions: Option<u32>,
+    /// The timed period runs only if at least this many bidders bid in the free period;
+    /// otherwise the auction concludes when the free period ends.
+    pub timed_min_bidders: u32,
+}
+
+/// What an operator asks for in an ascending auction; resolved into [`AscendingTerms`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AscendingRequest {
+    pub start_price: Option<Price>,
+    pub increment: Price,
+    pub countdown_seconds: u32,
+    pub hard_stop: Option<Timestamp>,
+    pub max_extensions: Option<u32>,
+    pub timed_min_bidders: u32,
+}
+
+/// The longest countdown an auction may set (a guard against typos).
+const MAX_COUNTDOWN_SECONDS: u32 = 24 * 3600;
+
 /// An operator's request for a new auction, validated by [`AuctionSpec::resolve`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuctionRequest {
@@ -142,7 +192,10 @@ pub struct AuctionRequest {
     pub reserve_markup: Option<Ratio>,
     pub cap: CapChoice,
     pub opens_at: Timestamp,
+    /// Sealed and fixed-price: the close. Ascending: the end of the free-bidding period.
     pub closes_at: Timestamp,
+    /// Required for ASCENDING_ENGLISH, refused for the other formats.
+    pub ascending: Option<AscendingRequest>,
 }
 
 /// Everything fixed about an auction once it is created.
@@ -162,6 +215,8 @@ pub struct AuctionSpec {
     pub buyer_fee: Ratio,
     pub seller_fee: Ratio,
     pub created_at: Timestamp,
+    /// ASCENDING_ENGLISH only.
+    pub ascending: Option<AscendingTerms>,
 }
 
 /// At most this many bidders may be required (a guard against typos, not a business rule).
@@ -197,7 +252,7 @@ impl AuctionSpec {
         if req.min_bidders > MAX_MIN_BIDDERS {
             return Err(EngineError::invalid("min_bidders", format!("must be at most {MAX_MIN_BIDDERS}")));
         }
-        if req.format == Format::SealedFirstPrice {
+        if !req.format.is_divisible() {
             if req.tie_rule == TieRule::ProRata {
                 return Err(EngineError::invalid("tie_rule", "PRO_RATA cannot split a single indivisible lot"));
             }
@@ -253,7 +308,9 @@ impl AuctionSpec {
             ),
             None => None,
         };
+        let ascending = Self::resolve_ascending(&req, floor, cap)?;
         Ok(AuctionSpec {
+            ascending,
             id,
             format: req.format,
             tie_rule: req.tie_rule,
@@ -269,6 +326,53 @@ impl AuctionSpec {
             created_at: at,
             lot: req.lot,
         })
+    }
+
+    fn resolve_ascending(
+        req: &AuctionRequest,
+        floor: Price,
+        cap: Option<Price>,
+    ) -> Result<Option<AscendingTerms>, EngineError> {
+        let Some(asc) = req.ascending.filter(|_| req.format == Format::AscendingEnglish) else {
+            return match (req.format, req.ascending) {
+                (Format::AscendingEnglish, None) => Err(EngineError::invalid("ascending.increment", "is required")),
+                (_, Some(_)) => Err(EngineError::invalid("ascending", "applies to ASCENDING_ENGLISH auctions only")),
+                _ => Ok(None),
+            };
+        };
+        if asc.increment.is_zero() {
+            return Err(EngineError::invalid("ascending.increment", "must be positive"));
+        }
+        let start_price = asc.start_price.unwrap_or(floor);
+        if start_price < floor {
+            return Err(EngineError::invalid("ascending.start_price", format!("must be at least the floor {floor}")));
+        }
+        if cap.is_some_and(|cap| start_price > cap) {
+            return Err(EngineError::invalid("ascending.start_price", "must be at most the cap"));
+        }
+        if asc.countdown_seconds == 0 || asc.countdown_seconds > MAX_COUNTDOWN_SECONDS {
+            return Err(EngineError::invalid(
+                "ascending.countdown_seconds",
+                format!("must be 1 to {MAX_COUNTDOWN_SECONDS} seconds"),
+            ));
+        }
+        if asc.hard_stop.is_some_and(|stop| stop <= req.closes_at) {
+            return Err(EngineError::invalid("ascending.hard_stop", "must be after the free period ends (closes_at)"));
+        }
+        if asc.timed_min_bidders > MAX_MIN_BIDDERS {
+            return Err(EngineError::invalid(
+                "ascending.timed_min_bidders",
+                format!("must be at most {MAX_MIN_BIDDERS}"),
+            ));
+        }
+        Ok(Some(AscendingTerms {
+            start_price,
+            increment: asc.increment,
+            countdown_seconds: asc.countdown_seconds,
+            hard_stop: asc.hard_stop,
+            max_extensions: asc.max_extensions,
+            timed_min_bidders: asc.timed_min_bidders,
+        }))
     }
 
     /// The most one bidder may hold in active bids, in whole fill units.

@@ -8,8 +8,8 @@ use crate::domain::{
     Timestamp,
 };
 use crate::engine::{
-    AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice, Format, Lot, LotOrigin, Phase,
-    SettlementStatus, TieRule, Undersubscription,
+    AscendingRequest, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice, Format, Lot, LotOrigin,
+    Phase, SettlementStatus, TieRule, Undersubscription,
 };
 use crate::proto as pb;
 use crate::service::{AuctionSnapshot, RecordedSettlement};
@@ -142,6 +142,7 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         pb::AuctionFormat::SealedUniformPrice => Format::SealedUniformPrice,
         pb::AuctionFormat::SealedPayAsBid => Format::SealedPayAsBid,
         pb::AuctionFormat::FixedPrice => Format::FixedPrice,
+        pb::AuctionFormat::AscendingEnglish => Format::AscendingEnglish,
         pb::AuctionFormat::Unspecified => unreachable!("known() maps 0 to None"),
     };
     let lot_quantity = quantity("lot.quantity", &lot.quantity)?;
@@ -223,7 +224,24 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         cap,
         opens_at: timestamp("opens_at", req.opens_at.as_ref())?,
         closes_at: timestamp("closes_at", req.closes_at.as_ref())?,
+        ascending: req.ascending.as_ref().map(ascending_request).transpose()?,
     })
+}
+
+fn ascending_request(a: &pb::AscendingTerms) -> Result<AscendingRequest> {
+    Ok(AscendingRequest {
+        start_price: optional_text(&a.start_price, |t| price("ascending.start_price", t))?,
+        increment: price("ascending.increment", &a.increment)?,
+        countdown_seconds: a.countdown_seconds,
+        hard_stop: a.hard_stop.as_ref().map(|t| timestamp("ascending.hard_stop", Some(t))).transpose()?,
+        max_extensions: a.max_extensions,
+        timed_min_bidders: a.timed_min_bidders,
+    })
+}
+
+/// A pseudonym (竞买号) as terminals show it.
+pub fn pseudonym(n: u32) -> String {
+    format!("B{n:03}")
 }
 
 fn pb_pollutant(p: Pollutant) -> pb::Pollutant {
@@ -243,6 +261,7 @@ fn pb_format(f: Format) -> pb::AuctionFormat {
         Format::SealedUniformPrice => pb::AuctionFormat::SealedUniformPrice,
         Format::SealedPayAsBid => pb::AuctionFormat::SealedPayAsBid,
         Format::FixedPrice => pb::AuctionFormat::FixedPrice,
+        Format::AscendingEnglish => pb::AuctionFormat::AscendingEnglish,
     }
 }
 
@@ -314,6 +333,23 @@ pub fn pb_auction(s: &AuctionSnapshot) -> pb::Auction {
         created_at: Some(to_timestamp(spec.created_at)),
         buyer_fee_rate: spec.buyer_fee.as_factor(),
         seller_fee_rate: spec.seller_fee.as_factor(),
+        ascending: spec.ascending.map(|a| pb::AscendingTerms {
+            start_price: a.start_price.to_string(),
+            increment: a.increment.to_string(),
+            countdown_seconds: a.countdown_seconds,
+            hard_stop: a.hard_stop.map(to_timestamp),
+            max_extensions: a.max_extensions,
+            timed_min_bidders: a.timed_min_bidders,
+        }),
+        live: s.ascending.map(|v| pb::AscendingState {
+            current_price: v.current_price.map(|p| p.to_string()).unwrap_or_default(),
+            leader: v.leader.map(pseudonym).unwrap_or_default(),
+            min_next_bid: v.min_next.map(|p| p.to_string()).unwrap_or_default(),
+            timed_period: v.timed,
+            deadline: Some(to_timestamp(v.deadline)),
+            extensions: v.extensions,
+            bidders: v.bidders,
+        }),
     }
 }
 
@@ -336,7 +372,7 @@ fn pb_bid_state(s: BidState) -> pb::BidState {
     }
 }
 
-pub fn pb_receipt(auction: AuctionId, b: &BidView) -> pb::BidReceipt {
+pub fn pb_receipt(auction: AuctionId, b: &BidView, pseudonym_of_bidder: Option<u32>) -> pb::BidReceipt {
     pb::BidReceipt {
         auction_id: auction.to_string(),
         bid_id: b.id.to_string(),
@@ -344,6 +380,7 @@ pub fn pb_receipt(auction: AuctionId, b: &BidView) -> pb::BidReceipt {
         quantity: b.quantity.to_string(),
         received_at: Some(to_timestamp(b.placed_at)),
         state: pb_bid_state(b.state) as i32,
+        pseudonym: pseudonym_of_bidder.map(pseudonym).unwrap_or_default(),
     }
 }
 

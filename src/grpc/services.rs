@@ -9,7 +9,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::Role;
 use crate::domain::AuctionId;
-use crate::engine::{Command, Format};
+use crate::engine::{BidView, Command, Format};
 use crate::proto as pb;
 use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, ServiceError};
 
@@ -137,6 +137,18 @@ impl pb::auction_operator_server::AuctionOperator for OperatorService {
     }
 }
 
+impl TradingService {
+    /// A bid's receipt; in an ascending auction it names the bidder's pseudonym.
+    async fn receipt(&self, id: AuctionId, bid: &BidView) -> Reply<pb::BidReceipt> {
+        let pseudonym = if self.exchange.get(id)?.spec.format.is_open_outcry() {
+            self.exchange.pseudonym_of(id, bid.bidder).await?
+        } else {
+            None
+        };
+        Ok(Response::new(convert::pb_receipt(id, bid, pseudonym)))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::trading_server::Trading for TradingService {
     async fn list_auctions(&self, request: Request<pb::ListAuctionsRequest>) -> Reply<pb::ListAuctionsResponse> {
@@ -174,7 +186,7 @@ impl pb::trading_server::Trading for TradingService {
         let quantity = if req.quantity.is_empty() {
             // A single-lot auction is bid for the whole lot; saying so is optional.
             let snapshot = self.exchange.get(id)?;
-            if snapshot.spec.format != Format::SealedFirstPrice {
+            if snapshot.spec.format.is_divisible() {
                 return Err(FieldError::new("quantity", "is required in a divisible-lot auction").into());
             }
             snapshot.spec.lot.quantity
@@ -182,7 +194,7 @@ impl pb::trading_server::Trading for TradingService {
             convert::quantity("quantity", &req.quantity)?
         };
         let bid = self.exchange.place_bid(id, bidder, price, quantity, origin).await?;
-        Ok(Response::new(convert::pb_receipt(id, &bid)))
+        self.receipt(id, &bid).await
     }
 
     async fn revise_bid(&self, request: Request<pb::ReviseBidRequest>) -> Reply<pb::BidReceipt> {
@@ -194,7 +206,7 @@ impl pb::trading_server::Trading for TradingService {
         let price = convert::price("price", &req.price)?;
         let quantity = convert::quantity("quantity", &req.quantity)?;
         let bid = self.exchange.revise_bid(id, bidder, bid_id, price, quantity, origin).await?;
-        Ok(Response::new(convert::pb_receipt(id, &bid)))
+        self.receipt(id, &bid).await
     }
 
     async fn withdraw_bid(&self, request: Request<pb::WithdrawBidRequest>) -> Reply<pb::BidReceipt> {
@@ -204,7 +216,7 @@ impl pb::trading_server::Trading for TradingService {
         let id = convert::auction_id(&req.auction_id)?;
         let bid_id = convert::bid_id(&req.bid_id)?;
         let bid = self.exchange.withdraw_bid(id, bidder, bid_id, origin).await?;
-        Ok(Response::new(convert::pb_receipt(id, &bid)))
+        self.receipt(id, &bid).await
     }
 
     async fn list_my_bids(&self, request: Request<pb::ListMyBidsRequest>) -> Reply<pb::ListMyBidsResponse> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{AuctionId, BidId, BidderId, Timestamp};
-use crate::engine::{Auction, AuctionSpec, BidView, Command, EngineError, Event, Phase};
+use crate::engine::{AscendingView, Auction, AuctionSpec, BidView, Command, EngineError, Event, Phase};
 use crate::journal::{FileJournal, Pending, Reservation};
 
 use super::ServiceError;
@@ -24,6 +24,8 @@ pub struct AuctionSnapshot {
     pub spec: Arc<AuctionSpec>,
     pub phase: Phase,
     pub seed_hash: Option<String>,
+    /// Ascending auctions: the public price, leader pseudonym and countdown.
+    pub ascending: Option<AscendingView>,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;
@@ -31,6 +33,7 @@ pub(crate) type Reply<T> = oneshot::Sender<T>;
 pub(crate) enum Request {
     Apply { command: Command, origin: Origin, reply: Reply<Result<Vec<Event>, ServiceError>> },
     BidsOf { bidder: BidderId, reply: Reply<Vec<BidView>> },
+    PseudonymOf { bidder: BidderId, reply: Reply<Option<u32>> },
     AllBids { reply: Reply<Result<Vec<BidView>, EngineError>> },
 }
 
@@ -91,7 +94,12 @@ impl AuctionActor {
     }
 
     pub(crate) fn snapshot_of(auction: &Auction, spec: &Arc<AuctionSpec>) -> AuctionSnapshot {
-        AuctionSnapshot { spec: Arc::clone(spec), phase: auction.phase(), seed_hash: auction.seed_hash() }
+        AuctionSnapshot {
+            spec: Arc::clone(spec),
+            phase: auction.phase(),
+            seed_hash: auction.seed_hash(),
+            ascending: auction.ascending_view(),
+        }
     }
 
     fn stamp(&mut self) -> Timestamp {
@@ -167,6 +175,9 @@ impl AuctionActor {
             Request::BidsOf { bidder, reply } => {
                 let _ = reply.send(self.auction.bids_of(bidder));
             }
+            Request::PseudonymOf { bidder, reply } => {
+                let _ = reply.send(self.auction.pseudonym_of(bidder));
+            }
             Request::AllBids { reply } => {
                 let _ = reply.send(self.auction.all_bids());
             }
@@ -187,7 +198,11 @@ impl AuctionActor {
                 );
             }
         }
-        if self.snapshot.borrow().phase != self.auction.phase() {
+        let changed = {
+            let shown = self.snapshot.borrow();
+            shown.phase != self.auction.phase() || shown.ascending != self.auction.ascending_view()
+        };
+        if changed {
             let spec = Arc::clone(&self.snapshot.borrow().spec);
             self.snapshot.send_replace(Self::snapshot_of(&self.auction, &spec));
         }

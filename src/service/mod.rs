@@ -509,6 +509,11 @@ impl Exchange {
         self.ask(id, |reply| Request::BidsOf { bidder, reply }).await
     }
 
+    /// A bidder's pseudonym in an ascending auction, once it has bid there.
+    pub async fn pseudonym_of(&self, id: AuctionId, bidder: BidderId) -> Result<Option<u32>, ServiceError> {
+        self.ask(id, |reply| Request::PseudonymOf { bidder, reply }).await
+    }
+
     pub async fn all_bids(&self, id: AuctionId) -> Result<Vec<BidView>, ServiceError> {
         Ok(self.ask(id, |reply| Request::AllBids { reply }).await??)
     }

@@ -99,6 +99,7 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
         cap: case.cap_pct.map_or(CapChoice::None, |p| CapChoice::PercentOverFloor(Ratio::from_ppm(p * 10_000))),
         opens_at: Timestamp::from_micros(T0),
         closes_at: Timestamp::from_micros(T0 + 1_000_000_000),
+        ascending: None,
     };
     let mut auction = Auction::create(
         AuctionId::new(1),

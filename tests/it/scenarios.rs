@@ -29,8 +29,8 @@ use emission_auction::domain::{
     AuctionId, BidId, BidderId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, Timestamp,
 };
 use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, BidView, CapChoice, Command, EngineError, Event, Format, Lot, LotOrigin,
-    Settlement, TieRule, Undersubscription,
+    AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapChoice, Command, EngineError, Event, Format,
+    Lot, LotOrigin, Settlement, TieRule, Undersubscription,
 };
 use sha2::{Digest, Sha256};
 
@@ -104,6 +104,27 @@ impl Run {
             "close" => self.auction().apply(now, Command::Close),
             "cancel" => self.auction().apply(now, Command::Cancel { note: None }),
             "tick" => Ok(self.auction().tick(now)),
+            "state" => {
+                let auction = self.auction();
+                let Some(v) = auction.ascending_view() else { return "not ascending".into() };
+                let who = |n: u32| {
+                    (b'A'..=b'Z')
+                        .map(|c| (c as char).to_string())
+                        .find(|l| auction.pseudonym_of(bidder(l)) == Some(n))
+                        .unwrap_or_default()
+                };
+                let show = |p: Option<Price>| p.map_or("-".to_owned(), |p| p.to_string());
+                return format!(
+                    "price={} leader={} next={} period={} deadline={} extensions={} bidders={}",
+                    show(v.current_price),
+                    v.leader.map_or("-".to_owned(), |n| format!("{}#{n}", who(n))),
+                    show(v.min_next),
+                    if v.timed { "timed" } else { "free" },
+                    seconds(v.deadline),
+                    v.extensions,
+                    v.bidders
+                );
+            }
             "mybids" => {
                 let bids = self.auction().bids_of(bidder(args[0]));
                 return render_bids(&bids);
@@ -130,10 +151,19 @@ impl Run {
             "uniform" => Format::SealedUniformPrice,
             "pay-as-bid" => Format::SealedPayAsBid,
             "fixed" => Format::FixedPrice,
+            "english" => Format::AscendingEnglish,
             f => panic!("format {f}"),
         };
         let quantity = qty(&get("quantity", "10.000"));
-        let fill_default = if format == Format::SealedFirstPrice { quantity.to_string() } else { "1.000".into() };
+        let fill_default = if format.is_divisible() { "1.000".into() } else { quantity.to_string() };
+        let ascending = (format == Format::AscendingEnglish || o.contains_key("increment")).then(|| AscendingRequest {
+            start_price: o.get("start").map(|p| price(p)),
+            increment: price(&get("increment", "500.00")),
+            countdown_seconds: get("countdown", "30").parse().unwrap(),
+            hard_stop: o.get("hard_stop").map(|s| at(s.parse().unwrap())),
+            max_extensions: o.get("max_ext").map(|m| m.parse().unwrap()),
+            timed_min_bidders: get("timed_min", "0").parse().unwrap(),
+        });
         let origin = match get("origin", "erc").as_str() {
             "reserve" => LotOrigin::GovernmentReserve,
             "erc" => LotOrigin::ErcCertified { certificate_id: "ERC-2026-001".parse().unwrap() },
@@ -178,6 +208,7 @@ impl Run {
             },
             opens_at: at(get("opens", "0").parse().unwrap()),
             closes_at: at(get("closes", "1000").parse().unwrap()),
+            ascending,
         };
         let seed = emission_auction::engine::Seed([seed_byte; 32]);
         match Auction::create(AuctionId::new(1), request, &PricePolicy::default(), at(-10), seed) {
@@ -191,6 +222,11 @@ impl Run {
             Err(e) => render_error(&e),
         }
     }
+}
+
+/// A timestamp as scenario seconds.
+fn seconds(t: Timestamp) -> i64 {
+    (t.as_micros() - EPOCH) / 1_000_000
 }
 
 fn price(s: &str) -> Price {
@@ -231,6 +267,7 @@ fn render_events(events: &[Event], supply: Quantity) -> String {
             Event::Opened { .. } => lines.push("opened".to_owned()),
             Event::BidAccepted(b) => lines.push(format!("ok id={}", b.id.get())),
             Event::BidWithdrawn(b) => lines.push(format!("withdrawn id={}", b.id.get())),
+            Event::TimedPeriodStarted { deadline } => lines.push(format!("timed deadline={}", seconds(*deadline))),
             Event::Concluded(s) => {
                 check_settlement(s, supply);
                 lines.push(render_settlement(s));

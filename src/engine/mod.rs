@@ -132,6 +132,8 @@ pub struct Auction {
     seed: Option<Seed>,
     /// ASCENDING_ENGLISH only.
     ascent: Option<Ascent>,
+    /// See [`Auction::public_seq`].
+    public_seq: u64,
 }
 
 /// The highest bid of an ascending auction.
@@ -190,7 +192,7 @@ impl Auction {
     pub fn from_spec(spec: AuctionSpec, seed: Seed) -> Auction {
         let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
         let ascent = spec.ascending.map(|_| Ascent::default());
-        Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed, ascent }
+        Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed, ascent, public_seq: 0 }
     }
 
     /// The tie-break seed, for the journal only: it stays secret until the settlement.
@@ -269,7 +271,22 @@ impl Auction {
     }
 
     /// Applies what time alone does by `at`: opening at `opens_at`, closing at `closes_at`.
+    /// How many public changes the auction has seen: openings, the timed period's start, the
+    /// conclusion, and every bid of an open-outcry auction. Watchers number updates by it, so
+    /// it never counts a sealed bid (that would tell how many there are), and replay restores it.
+    pub fn public_seq(&self) -> u64 {
+        self.public_seq
+    }
+
     pub fn tick(&mut self, at: Timestamp) -> Vec<Event> {
+        let events = self.advance(at);
+        if !events.is_empty() {
+            self.public_seq += 1;
+        }
+        events
+    }
+
+    fn advance(&mut self, at: Timestamp) -> Vec<Event> {
         let mut events = Vec::new();
         if self.phase == Phase::Scheduled && at >= self.spec.opens_at {
             self.phase = Phase::Open;
@@ -303,6 +320,18 @@ impl Auction {
 
     /// [`Auction::apply`] without building a list of events for bids: what replay uses.
     pub fn apply_command(&mut self, at: Timestamp, command: Command) -> Result<Applied, EngineError> {
+        let applied = self.apply_inner(at, command)?;
+        let public = match &applied {
+            Applied::Bid(change) => change.opened_at.is_some() || self.spec.format.is_open_outcry(),
+            Applied::Events(events) => !events.is_empty(),
+        };
+        if public {
+            self.public_seq += 1;
+        }
+        Ok(applied)
+    }
+
+    fn apply_inner(&mut self, at: Timestamp, command: Command) -> Result<Applied, EngineError> {
         let events = |event| Applied::Events(vec![event]);
         match command {
             Command::Open => self.open(at).map(events),

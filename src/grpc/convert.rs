@@ -8,10 +8,11 @@ use crate::domain::{
     Timestamp,
 };
 use crate::engine::{
-    AscendingRequest, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice, Format, Lot, LotOrigin,
-    Phase, SettlementStatus, TieRule, Undersubscription,
+    AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice, Format,
+    Lot, LotOrigin, Phase, SettlementStatus, TieRule, Undersubscription,
 };
 use crate::proto as pb;
+use crate::service::feed::{AuctionUpdate, UpdateKind};
 use crate::service::{AuctionSnapshot, RecordedSettlement};
 
 /// A malformed field: becomes INVALID_ARGUMENT naming it.
@@ -341,15 +342,7 @@ pub fn pb_auction(s: &AuctionSnapshot) -> pb::Auction {
             max_extensions: a.max_extensions,
             timed_min_bidders: a.timed_min_bidders,
         }),
-        live: s.ascending.map(|v| pb::AscendingState {
-            current_price: v.current_price.map(|p| p.to_string()).unwrap_or_default(),
-            leader: v.leader.map(pseudonym).unwrap_or_default(),
-            min_next_bid: v.min_next.map(|p| p.to_string()).unwrap_or_default(),
-            timed_period: v.timed,
-            deadline: Some(to_timestamp(v.deadline)),
-            extensions: v.extensions,
-            bidders: v.bidders,
-        }),
+        live: s.ascending.map(pb_ascending_state),
     }
 }
 
@@ -384,6 +377,46 @@ pub fn pb_receipt(auction: AuctionId, b: &BidView, pseudonym_of_bidder: Option<u
     }
 }
 
+pub fn pb_auction_event(auction: AuctionId, u: &AuctionUpdate) -> pb::AuctionEvent {
+    pb::AuctionEvent {
+        auction_id: auction.to_string(),
+        sequence: u.sequence,
+        kind: match u.kind {
+            UpdateKind::State => pb::AuctionEventKind::State,
+            UpdateKind::Opened => pb::AuctionEventKind::Opened,
+            UpdateKind::Bid => pb::AuctionEventKind::Bid,
+            UpdateKind::TimedPeriodStarted => pb::AuctionEventKind::TimedPeriodStarted,
+            UpdateKind::Concluded => pb::AuctionEventKind::Concluded,
+        } as i32,
+        at: Some(to_timestamp(u.at)),
+        phase: pb_phase(u.phase) as i32,
+        live: u.ascending.map(pb_ascending_state),
+        settlement_status: u.conclusion.map_or(pb::SettlementStatus::Unspecified, |c| pb_status(c.status)) as i32,
+        final_price: u.conclusion.and_then(|c| c.price).map(|p| p.to_string()).unwrap_or_default(),
+        winner: u.conclusion.and_then(|c| c.winner).map(pseudonym).unwrap_or_default(),
+    }
+}
+
+fn pb_ascending_state(v: AscendingView) -> pb::AscendingState {
+    pb::AscendingState {
+        current_price: v.current_price.map(|p| p.to_string()).unwrap_or_default(),
+        leader: v.leader.map(pseudonym).unwrap_or_default(),
+        min_next_bid: v.min_next.map(|p| p.to_string()).unwrap_or_default(),
+        timed_period: v.timed,
+        deadline: Some(to_timestamp(v.deadline)),
+        extensions: v.extensions,
+        bidders: v.bidders,
+    }
+}
+
+fn pb_status(s: SettlementStatus) -> pb::SettlementStatus {
+    match s {
+        SettlementStatus::Settled => pb::SettlementStatus::Settled,
+        SettlementStatus::Failed => pb::SettlementStatus::Failed,
+        SettlementStatus::Cancelled => pb::SettlementStatus::Cancelled,
+    }
+}
+
 pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
     let s = &r.settlement;
     pb::Settlement {
@@ -394,11 +427,7 @@ pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
         lot_id: s.lot_id.to_string(),
         pollutant: pb_pollutant(s.pollutant) as i32,
         format: pb_format(s.format) as i32,
-        status: match s.status {
-            SettlementStatus::Settled => pb::SettlementStatus::Settled,
-            SettlementStatus::Failed => pb::SettlementStatus::Failed,
-            SettlementStatus::Cancelled => pb::SettlementStatus::Cancelled,
-        } as i32,
+        status: pb_status(s.status) as i32,
         reason: s.reason.clone().unwrap_or_default(),
         clearing_price: s.clearing_price.map(|p| p.to_string()).unwrap_or_default(),
         allocations: s

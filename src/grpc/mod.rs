@@ -40,9 +40,12 @@ pub async fn serve(
     let operator =
         pb::auction_operator_server::AuctionOperatorServer::new(OperatorService { exchange: Arc::clone(&exchange) })
             .max_decoding_message_size(max_message_bytes);
-    let trading = pb::trading_server::TradingServer::new(TradingService { exchange: Arc::clone(&exchange) })
-        .max_decoding_message_size(max_message_bytes);
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let trading = pb::trading_server::TradingServer::new(TradingService {
+        exchange: Arc::clone(&exchange),
+        stopping: stopping.clone(),
+    })
+    .max_decoding_message_size(max_message_bytes);
     let results = pb::results_server::ResultsServer::new(ResultsService { exchange, stopping })
         .max_decoding_message_size(max_message_bytes);
     let shutdown = async move {

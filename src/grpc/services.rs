@@ -4,13 +4,13 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::Role;
 use crate::domain::AuctionId;
 use crate::engine::{BidView, Command, Format};
 use crate::proto as pb;
+use crate::service::feed::{UpdateKind, Watch};
 use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, ServiceError};
 
 use super::auth::{bidder, require};
@@ -25,6 +25,8 @@ pub struct OperatorService {
 
 pub struct TradingService {
     pub exchange: Arc<Exchange>,
+    /// Becomes true when the server begins to stop; auction watches then end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct ResultsService {
@@ -219,6 +221,57 @@ impl pb::trading_server::Trading for TradingService {
         self.receipt(id, &bid).await
     }
 
+    type WatchAuctionStream = Stream<pb::AuctionEvent>;
+
+    async fn watch_auction(&self, request: Request<pb::WatchAuctionRequest>) -> Reply<Stream<pb::AuctionEvent>> {
+        require(&request, ANY_ROLE)?;
+        let req = request.get_ref();
+        let id = convert::auction_id(&req.auction_id)?;
+        let watch = self.exchange.watch(id, req.after_sequence)?;
+        let mut stopping = self.stopping.clone();
+        let after = req.after_sequence;
+        let stream = async_stream(move |tx| async move {
+            let Watch { backlog, mut live } = watch;
+            let mut next = after + 1;
+            for update in backlog {
+                next = update.sequence + 1;
+                if tx.send(Ok(convert::pb_auction_event(id, &update))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    () = tx.closed() => return,
+                    () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                        let _ = tx.send(Err(resume_after(Code::Unavailable, "SHUTTING_DOWN", "the server is stopping", next - 1))).await;
+                        return;
+                    }
+                };
+                match received {
+                    // Already sent from the backlog.
+                    Ok(update) if update.sequence < next => continue,
+                    Ok(update) => {
+                        next = update.sequence + 1;
+                        let done = update.kind == UpdateKind::Concluded;
+                        if tx.send(Ok(convert::pb_auction_event(id, &update))).await.is_err() || done {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let why = "fell behind the auction's updates";
+                        let _ = tx
+                            .send(Err(resume_after(Code::ResourceExhausted, "WATCHER_TOO_SLOW", why, next - 1)))
+                            .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
     async fn list_my_bids(&self, request: Request<pb::ListMyBidsRequest>) -> Reply<pb::ListMyBidsResponse> {
         let bidder = bidder(&request)?;
         let id = convert::auction_id(&request.get_ref().auction_id)?;
@@ -227,7 +280,9 @@ impl pb::trading_server::Trading for TradingService {
     }
 }
 
-type SettlementStream = Pin<Box<dyn Stream<Item = Result<pb::Settlement, Status>> + Send>>;
+/// A server stream of `T`.
+type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+type SettlementStream = Stream<pb::Settlement>;
 
 #[tonic::async_trait]
 impl pb::results_server::Results for ResultsService {
@@ -312,11 +367,22 @@ fn resume_from(code: Code, reason: &str, why: &str, next: u64) -> Status {
     )
 }
 
+/// Ends an auction watch, telling the client which sequence to watch after.
+fn resume_after(code: Code, reason: &str, why: &str, last: u64) -> Status {
+    status(
+        code,
+        reason,
+        format!("{why}; watch again with after_sequence {last}"),
+        vec![("after_sequence", last.to_string())],
+        None,
+    )
+}
+
 /// A stream fed by a task through a small bounded channel; the task stops when the client
 /// goes away.
-fn async_stream<F, Fut>(body: F) -> SettlementStream
+fn async_stream<T: Send + 'static, F, Fut>(body: F) -> Stream<T>
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Settlement, Status>>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(16);

@@ -14,6 +14,7 @@ use crate::journal::{FileJournal, Pending, Reservation};
 use super::ServiceError;
 use super::clock::Clock;
 use super::entry::Entry;
+use super::feed::{AuctionFeed, AuctionUpdate, Conclusion, UpdateKind};
 use super::hub::SettlementHub;
 use super::recorder::JournalPosition;
 use super::requests::Origin;
@@ -57,6 +58,22 @@ pub(crate) struct AuctionActor {
     last_stamp: Timestamp,
     /// Set when the journal failed under a timer: timers stop until restart.
     stalled: bool,
+    /// Public changes, for watchers.
+    feed: Arc<AuctionFeed>,
+}
+
+/// Where an auction's task shows what it did: the public snapshot and the watchers' feed.
+pub(crate) struct Outlets {
+    pub snapshot: watch::Sender<AuctionSnapshot>,
+    pub feed: Arc<AuctionFeed>,
+}
+
+/// What every auction's task shares: settlements, time, the journal.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub hub: Arc<SettlementHub>,
+    pub clock: Arc<dyn Clock>,
+    pub journal: Option<Arc<FileJournal>>,
 }
 
 /// Takes a place in the journal's queue before a change is made.
@@ -79,14 +96,26 @@ async fn persist(slot: Option<Reservation<'_>>, entry: &Entry) -> Result<Option<
 impl AuctionActor {
     pub(crate) fn new(
         auction: Auction,
-        requests: mpsc::Receiver<Request>,
-        snapshot: watch::Sender<AuctionSnapshot>,
-        hub: Arc<SettlementHub>,
-        clock: Arc<dyn Clock>,
-        journal: Option<Arc<FileJournal>>,
         last_stamp: Timestamp,
+        requests: mpsc::Receiver<Request>,
+        outlets: Outlets,
+        shared: Shared,
     ) -> AuctionActor {
-        AuctionActor { auction, requests, snapshot, hub, clock, journal, last_stamp, stalled: false }
+        let Outlets { snapshot, feed } = outlets;
+        let Shared { hub, clock, journal } = shared;
+        AuctionActor { auction, requests, snapshot, hub, clock, journal, last_stamp, stalled: false, feed }
+    }
+
+    /// The feed's starting state for `auction`.
+    pub(crate) fn state_of(auction: &Auction, at: Timestamp) -> AuctionUpdate {
+        AuctionUpdate {
+            sequence: auction.public_seq(),
+            kind: UpdateKind::State,
+            at,
+            phase: auction.phase(),
+            ascending: auction.ascending_view(),
+            conclusion: None,
+        }
     }
 
     fn id(&self) -> AuctionId {
@@ -108,6 +137,8 @@ impl AuctionActor {
     }
 
     pub(crate) async fn run(mut self) {
+        // A hand-moved clock (tests) wakes the timers; the wall clock needs nothing.
+        let mut moves = self.clock.moves();
         loop {
             let deadline = self.auction.next_deadline().filter(|_| !self.stalled);
             let wait = deadline.map(|deadline| {
@@ -122,6 +153,11 @@ impl AuctionActor {
                 () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
                     if let Some(deadline) = deadline.filter(|d| self.clock.now() >= *d) {
                         self.fire(deadline).await;
+                    }
+                }
+                moved = async { moves.as_mut().expect("guarded").changed().await }, if moves.is_some() => {
+                    if moved.is_err() {
+                        moves = None;
                     }
                 }
             }
@@ -143,10 +179,11 @@ impl AuctionActor {
     async fn change(&mut self, change: Change) -> Result<Vec<Event>, ServiceError> {
         let journal = self.journal.clone();
         let slot = reserve(&journal).await?;
-        let (events, entry) = match change {
+        let seq_before = self.auction.public_seq();
+        let (events, entry, at) = match change {
             Change::Tick(deadline) => {
                 self.last_stamp = self.last_stamp.max(deadline);
-                (self.auction.tick(deadline), Entry::Tick { at: deadline, auction: self.id() })
+                (self.auction.tick(deadline), Entry::Tick { at: deadline, auction: self.id() }, deadline)
             }
             Change::Command(mut command, origin) => {
                 let at = self.stamp();
@@ -157,14 +194,49 @@ impl AuctionActor {
                         (result, _) => break result?,
                     }
                 };
-                (events, Entry::Apply { at, auction: self.id(), command, origin: Some(origin) })
+                (events, Entry::Apply { at, auction: self.id(), command, origin: Some(origin) }, at)
             }
         };
         if !events.is_empty() {
             let position = persist(slot, &entry).await?;
             self.after(&events, position).await;
+            if self.auction.public_seq() != seq_before {
+                self.feed.publish(self.update(&events, at));
+            }
         }
         Ok(events)
+    }
+
+    /// The public update for a change that made `events`.
+    fn update(&self, events: &[Event], at: Timestamp) -> AuctionUpdate {
+        let mut kind = UpdateKind::State;
+        let mut conclusion = None;
+        for event in events {
+            kind = match event {
+                Event::Opened { .. } if kind == UpdateKind::State => UpdateKind::Opened,
+                Event::BidAccepted(_) | Event::BidWithdrawn(_) => UpdateKind::Bid,
+                Event::TimedPeriodStarted { .. } => UpdateKind::TimedPeriodStarted,
+                Event::Concluded(s) => {
+                    let winner_code = s.allocations.first().map(|a| a.bidder);
+                    conclusion = Some(Conclusion {
+                        status: s.status,
+                        price: s.clearing_price,
+                        winner: winner_code.and_then(|code| self.auction.pseudonym_of(code)),
+                        winner_code,
+                    });
+                    UpdateKind::Concluded
+                }
+                _ => kind,
+            };
+        }
+        AuctionUpdate {
+            sequence: self.auction.public_seq(),
+            kind,
+            at,
+            phase: self.auction.phase(),
+            ascending: self.auction.ascending_view(),
+            conclusion,
+        }
     }
 
     async fn handle(&mut self, request: Request) {

@@ -8,6 +8,12 @@ use crate::domain::Timestamp;
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
+
+    /// Fires when the clock is moved by hand, so timers can look again. The wall clock moves
+    /// by itself: `None`.
+    fn moves(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
 }
 
 /// Wall-clock time.
@@ -21,22 +27,31 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
+/// A clock that moves only when told to; auction timers follow it at once, so tests of
+/// countdowns need no real sleeps.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: AtomicI64,
+    moved: tokio::sync::watch::Sender<()>,
+}
 
 impl ManualClock {
     pub fn new(at: Timestamp) -> ManualClock {
-        ManualClock(AtomicI64::new(at.as_micros()))
+        ManualClock { now: AtomicI64::new(at.as_micros()), moved: tokio::sync::watch::channel(()).0 }
     }
 
     pub fn set(&self, at: Timestamp) {
-        self.0.store(at.as_micros(), Ordering::SeqCst);
+        self.now.store(at.as_micros(), Ordering::SeqCst);
+        self.moved.send_replace(());
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_micros(self.0.load(Ordering::SeqCst))
+        Timestamp::from_micros(self.now.load(Ordering::SeqCst))
+    }
+
+    fn moves(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        Some(self.moved.subscribe())
     }
 }

@@ -6,6 +6,7 @@
 mod actor;
 pub mod clock;
 pub mod entry;
+pub mod feed;
 pub mod hub;
 pub mod recorder;
 pub mod requests;
@@ -18,7 +19,7 @@ use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use actor::AuctionSnapshot;
-use actor::{AuctionActor, Request};
+use actor::{AuctionActor, Outlets, Request, Shared};
 use clock::Clock;
 use hub::SettlementHub;
 pub use recorder::{JournalPosition, RecordedSettlement};
@@ -68,6 +69,7 @@ pub struct ReplayError {
 struct AuctionHandle {
     requests: mpsc::Sender<Request>,
     snapshot: watch::Receiver<AuctionSnapshot>,
+    feed: Arc<feed::AuctionFeed>,
 }
 
 /// Which auctions `list` returns.
@@ -278,18 +280,14 @@ impl Exchange {
         let snapshot = AuctionActor::snapshot_of(&auction, &spec);
         let (snapshot_tx, snapshot_rx) = watch::channel(snapshot.clone());
         let (tx, rx) = mpsc::channel(AUCTION_QUEUE_DEPTH);
-        let actor = AuctionActor::new(
-            auction,
-            rx,
-            snapshot_tx,
-            Arc::clone(&self.hub),
-            Arc::clone(&self.clock),
-            self.journal.clone(),
-            last_stamp,
-        );
+        let feed = Arc::new(feed::AuctionFeed::new(AuctionActor::state_of(&auction, last_stamp)));
+        let shared =
+            Shared { hub: Arc::clone(&self.hub), clock: Arc::clone(&self.clock), journal: self.journal.clone() };
+        let outlets = Outlets { snapshot: snapshot_tx, feed: Arc::clone(&feed) };
+        let actor = AuctionActor::new(auction, last_stamp, rx, outlets, shared);
         let task = tokio::spawn(actor.run());
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
-        self.auctions.insert(id, AuctionHandle { requests: tx, snapshot: snapshot_rx });
+        self.auctions.insert(id, AuctionHandle { requests: tx, snapshot: snapshot_rx, feed });
         self.books.insert(key, id);
         snapshot
     }
@@ -507,6 +505,11 @@ impl Exchange {
 
     pub async fn bids_of(&self, id: AuctionId, bidder: BidderId) -> Result<Vec<BidView>, ServiceError> {
         self.ask(id, |reply| Request::BidsOf { bidder, reply }).await
+    }
+
+    /// Watches an auction's public changes after `after` (0: from its current state).
+    pub fn watch(&self, id: AuctionId, after: u64) -> Result<feed::Watch, ServiceError> {
+        Ok(self.handle(id)?.feed.watch(after))
     }
 
     /// A bidder's pseudonym in an ascending auction, once it has bid there.

@@ -35,7 +35,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// A server with a manual clock at T0 (timers never fire unless the test moves past them
-    /// in real time) and principals: operator, auditor, observer, bidders b1..b6.
+    /// in real time) and principals: operator, auditor, observer, bidders b1..b24.
     pub async fn start() -> TestServer {
         Self::start_with(Some(Arc::new(ManualClock::new(Timestamp::from_micros(T0))))).await
     }
@@ -55,7 +55,7 @@ impl TestServer {
                 principals.add(Principal { name: name.into(), role, enterprise: None }).unwrap(),
             );
         }
-        for n in 1..=6 {
+        for n in 1..=24 {
             let name = format!("b{n}");
             let token = principals
                 .add(Principal { name: name.clone(), role: Role::Bidder, enterprise: Some(firm(n)) })

@@ -2,6 +2,7 @@
 //! real gRPC server driven over loopback.
 
 mod crash;
+mod english;
 mod grpc;
 mod journal;
 mod props;

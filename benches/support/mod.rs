@@ -1,8 +1,9 @@
 //! What both benchmark files need: one reserve-lot auction and a crowd of bidders.
 
-use emission_auction::domain::{AuctionId, CreditCode, Pollutant, PricePolicy, Quantity, Ratio, Timestamp};
+use emission_auction::domain::{AuctionId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Timestamp};
 use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, TieRule, Undersubscription,
+    AscendingRequest, Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, TieRule,
+    Undersubscription,
 };
 
 /// 2026-01-01T00:00:00Z; auctions open at T0 and close an hour later.
@@ -15,7 +16,33 @@ pub fn bidders(n: usize) -> Vec<CreditCode> {
 
 /// An SO2 government-reserve auction of `lot_tonnes` in 1 t fill units: floor 18000.00, no cap.
 pub fn reserve_auction(format: Format, tie: TieRule, lot_tonnes: i64) -> Auction {
-    let request = AuctionRequest {
+    auction(request(format, tie, lot_tonnes))
+}
+
+/// An ascending auction of one 10 t SO2 lot: start at the floor 18000.00, increment 1.00, no
+/// cap, a free period of an hour.
+#[allow(dead_code, reason = "only the core bench runs ascending auctions")]
+pub fn english_auction() -> Auction {
+    let mut request = request(Format::AscendingEnglish, TieRule::TimePriority, 10);
+    request.lot.fill_unit = request.lot.quantity;
+    request.ascending = Some(AscendingRequest {
+        start_price: None,
+        increment: Price::from_units(100).unwrap(),
+        countdown_seconds: 30,
+        hard_stop: None,
+        max_extensions: None,
+        timed_min_bidders: 0,
+    });
+    auction(request)
+}
+
+fn auction(request: AuctionRequest) -> Auction {
+    Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([1; 32]))
+        .unwrap()
+}
+
+fn request(format: Format, tie: TieRule, lot_tonnes: i64) -> AuctionRequest {
+    AuctionRequest {
         lot: Lot {
             id: "BENCH-1".parse().unwrap(),
             pollutant: Pollutant::So2,
@@ -39,7 +66,5 @@ pub fn reserve_auction(format: Format, tie: TieRule, lot_tonnes: i64) -> Auction
         opens_at: Timestamp::from_micros(T0),
         closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
         ascending: None,
-    };
-    Auction::create(AuctionId::new(1), request, &PricePolicy::default(), Timestamp::from_micros(T0 - 1), Seed([1; 32]))
-        .unwrap()
+    }
 }

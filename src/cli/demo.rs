@@ -7,6 +7,10 @@
 //! - an enterprise NOx reduction credit sold by sealed first price, with the +20% band cap
 //!   reached by two bidders.
 //!
+//! Then an open ascending auction (网络竞价) of a NOx credit runs live: a watcher prints every
+//! price, pseudonym and countdown as terminals race, the free period ends, a bid in the timed
+//! period restarts the countdown, and the countdown runs out.
+//!
 //! It then prints the settlements and where they were recorded, and stops by itself.
 
 use std::time::Duration;
@@ -186,7 +190,13 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let bids =
         auditor.operator.list_bids(pb::ListBidsRequest { auction_id: so2.auction_id.clone() }).await?.into_inner();
-    println!("after the close the auditor may read all {} SO2 bids.", bids.bids.len());
+    println!("after the close the auditor may read all {} SO2 bids.\n", bids.bids.len());
+
+    open_bidding(&mut operator, &terminals, &firms).await?;
+    match tokio::time::timeout(Duration::from_secs(10), results.message()).await {
+        Ok(Ok(Some(s))) => println!("{}\n", render::settlement_named(&s, &names)),
+        _ => return Err("no settlement of the ascending auction".into()),
+    }
 
     let file = config.settlements_file();
     let lines = std::fs::read_to_string(&file)?.lines().count();
@@ -243,6 +253,83 @@ fn spawn_bid(
         let result = terminal.trading.place_bid(request).await.map(tonic::Response::into_inner);
         (who, price, quantity, result)
     })
+}
+
+/// The ascending auction: a free period of 1.5 s, then a 1 s countdown restarted by each bid.
+async fn open_bidding(
+    operator: &mut Terminal,
+    terminals: &[Terminal],
+    firms: &[Enterprise],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let now = SystemClock.now();
+    let free_until = Timestamp::from_micros(now.as_micros() + 1_500_000);
+    let mut request = create(
+        "SX-ERC-2026-NOX-051",
+        pb::Pollutant::Nox,
+        "2.500",
+        "",
+        firms[3].code,
+        pb::AuctionFormat::AscendingEnglish,
+        now,
+        free_until,
+    );
+    request.ascending = Some(pb::AscendingTerms {
+        increment: "200.00".into(),
+        countdown_seconds: 1,
+        timed_min_bidders: 2,
+        ..Default::default()
+    });
+    let auction = operator.operator.create_auction(request).await?.into_inner();
+    let id = auction.auction_id.clone();
+    println!(
+        "{}
+",
+        render::auction(&auction)
+    );
+
+    // A watcher, as a trading terminal's screen: every public change, live.
+    let mut watcher = terminals[4].clone();
+    let mut stream = watcher
+        .trading
+        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), after_sequence: 0 })
+        .await?
+        .into_inner();
+    let screen = tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.message().await {
+            println!("  {}", render::auction_event(&event, now));
+            if event.kind == pb::AuctionEventKind::Concluded as i32 {
+                break;
+            }
+        }
+    });
+
+    // Free period: three terminals raise in turn; then two race for the same price.
+    let mut pseudonyms = Vec::new();
+    let bid = |who: usize, price: &'static str, delay_ms: u64| spawn_bid(terminals, who, &id, price, "", delay_ms);
+    for (who, price, delay) in [(1, "19000.00", 100), (2, "19400.00", 250), (0, "19600.00", 400)] {
+        let (_, _, _, result) = bid(who, price, delay).await?;
+        pseudonyms.push((who, result?.pseudonym));
+    }
+    let racing = [bid(1, "19800.00", 550), bid(2, "19800.00", 550)];
+    for task in racing {
+        let (who, price, _, result) = task.await?;
+        match result {
+            Ok(receipt) => println!("  {} wins the race at {price} as {}", firms[who].name, receipt.pseudonym),
+            Err(status) => println!("  {} loses the race at {price}: {}", firms[who].name, render::status(&status)),
+        }
+    }
+    // The timed period: one bid 0.6 s into the countdown restarts it; then nobody bids.
+    let wait = free_until.as_micros() - SystemClock.now().as_micros() + 600_000;
+    let (_, _, _, result) = bid(0, "20200.00", wait.max(0) as u64 / 1000).await?;
+    let last = result?;
+    println!("  {} bids {} in the timed period as {}", firms[0].name, last.price, last.pseudonym);
+    screen.await?;
+    println!();
+    for (who, pseudonym) in pseudonyms {
+        println!("  pseudonym {pseudonym} is {} (revealed with the settlement)", firms[who].name);
+    }
+    println!();
+    Ok(())
 }
 
 /// The trading centre, seller of government reserve rights.

@@ -33,8 +33,8 @@ pub struct Cli {
 pub enum Top {
     /// Run the server.
     Serve(ServeArgs),
-    /// Start a server on a loopback port, run two auctions from simulated terminals, print
-    /// the settlements, and stop.
+    /// Start a server on a loopback port, run two sealed auctions and an open ascending one
+    /// (watched live) from simulated terminals, print the settlements, and stop.
     Demo,
     /// Manage the principals file (who may call the API).
     #[command(subcommand)]

@@ -34,6 +34,7 @@ proto_name!(
     pb::BidRevision => "BID_REVISION_",
     pb::BidState => "BID_STATE_",
     pb::SettlementStatus => "SETTLEMENT_STATUS_",
+    pb::AuctionEventKind => "AUCTION_EVENT_KIND_",
 );
 
 pub fn name_of<E: ProtoName>(raw: i32) -> String {
@@ -86,6 +87,59 @@ pub fn auction(a: &pb::Auction) -> String {
     }
     if !a.seed_hash.is_empty() {
         let _ = write!(out, "\n  seed hash  {}", a.seed_hash);
+    }
+    if let Some(t) = &a.ascending {
+        let _ = write!(
+            out,
+            "\n  ascending  start {}, increment {}, countdown {} s after the free period",
+            t.start_price, t.increment, t.countdown_seconds
+        );
+        if let Some(stop) = &t.hard_stop {
+            let _ = write!(out, ", hard stop {}", time(&Some(*stop)));
+        }
+        if let Some(max) = t.max_extensions {
+            let _ = write!(out, ", at most {max} extensions");
+        }
+        if t.timed_min_bidders > 1 {
+            let _ = write!(out, ", timed period with at least {} bidders", t.timed_min_bidders);
+        }
+    }
+    if let Some(live) = &a.live {
+        let _ = write!(out, "\n  bidding    {}", live_state(live));
+    }
+    out
+}
+
+fn live_state(l: &pb::AscendingState) -> String {
+    let price = if l.current_price.is_empty() {
+        "no bid yet".to_owned()
+    } else {
+        format!("{} by {}", l.current_price, l.leader)
+    };
+    let next =
+        if l.min_next_bid.is_empty() { "no further bid".to_owned() } else { format!("next >= {}", l.min_next_bid) };
+    let period = if l.timed_period { "countdown ends" } else { "free period ends" };
+    format!("{price}, {next}, {period} {}", time(&l.deadline))
+}
+
+/// One line of an auction's live feed; times as seconds since `start`.
+pub fn auction_event(e: &pb::AuctionEvent, start: crate::domain::Timestamp) -> String {
+    let since = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map_or(0.0, |t| ((t.seconds * 1_000_000 + i64::from(t.nanos / 1000)) - start.as_micros()) as f64 / 1e6)
+    };
+    let mut out =
+        format!("[{:>2}] +{:>5.2}s  {:<20}", e.sequence, since(&e.at), name_of::<pb::AuctionEventKind>(e.kind));
+    if e.kind == pb::AuctionEventKind::Concluded as i32 {
+        let _ = write!(out, " {}", name_of::<pb::SettlementStatus>(e.settlement_status));
+        if !e.final_price.is_empty() {
+            let _ = write!(out, " at {}", e.final_price);
+        }
+        if !e.winner.is_empty() {
+            let _ = write!(out, ", winner {}", e.winner);
+        }
+    } else if let Some(l) = &e.live {
+        let _ = write!(out, " {}", live_state(l).replace(&time(&l.deadline), &format!("+{:.2}s", since(&l.deadline))));
     }
     out
 }

@@ -317,7 +317,8 @@ impl AuctionSpec {
             undersubscription: req.undersubscription,
             min_bidders: req.min_bidders,
             per_bidder_cap: req.per_bidder_cap,
-            revision: req.revision,
+            // Open bids stand: others have already bid against them.
+            revision: if req.format.is_open_outcry() { BidRevision::Irrevocable } else { req.revision },
             prices: PriceBand { benchmark, conversion_factor: req.conversion_factor, reserve_markup, floor, cap },
             opens_at: req.opens_at,
             closes_at: req.closes_at,

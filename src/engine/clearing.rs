@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{Amount, BidId, MAX_PRICE_FEN, Price, Quantity, Timestamp};
 
 use super::book::{SealedBook, Slot};
+use super::rounds::FinalDemand;
 use super::settlement::{Allocation, Settlement, SettlementStatus, TieBreak, reason};
 use super::{AuctionSpec, Format, TieRule, Undersubscription};
 
@@ -94,6 +95,7 @@ pub(crate) fn clear(spec: &AuctionSpec, book: &SealedBook, seed: Option<&Seed>, 
         // An ascending auction ends like a first-price one: the highest bid wins and pays its
         // price; bids tie only at the cap, where the tie rule is first-to-reach or lottery.
         Format::SealedFirstPrice | Format::AscendingEnglish => first_price(spec, slots, seed),
+        Format::AscendingClock => unreachable!("clock auctions clear through clear_clock"),
         Format::SealedUniformPrice | Format::SealedPayAsBid | Format::FixedPrice => {
             let selection = select(slots, i128::from(spec.lot.quantity.units()));
             let undersubscribed = selection.demand < i128::from(spec.lot.quantity.units());
@@ -111,6 +113,74 @@ pub(crate) fn clear(spec: &AuctionSpec, book: &SealedBook, seed: Option<&Seed>, 
         }
     };
     settle(spec, fills, at)
+}
+
+/// Clears a clock auction that ended at `price` with these final demands (see
+/// [`super::rounds`]).
+pub(crate) fn clear_clock(
+    spec: &AuctionSpec,
+    price: Price,
+    demands: &[FinalDemand],
+    excess: bool,
+    at: Timestamp,
+) -> Settlement {
+    let holders = demands.iter().filter(|d| !d.quantity.is_zero()).count() as u32;
+    if holders == 0 {
+        return empty(spec, SettlementStatus::Failed, reason::NO_BIDS, None, at);
+    }
+    if holders < spec.min_bidders {
+        return empty(spec, SettlementStatus::Failed, reason::TOO_FEW_BIDDERS, None, at);
+    }
+    let unit = spec.lot.fill_unit;
+    let slot = |d: &FinalDemand, quantity: Quantity| Slot {
+        id: d.bid,
+        bidder: d.bidder,
+        price,
+        quantity,
+        placed_at: d.stated_at,
+        active: true,
+    };
+    // Each bidder's share, in the order of their final statements.
+    let mut ordered: Vec<&FinalDemand> = demands.iter().collect();
+    ordered.sort_by_key(|d| (d.stated_at, d.bid));
+    let mut totals: Vec<(FinalDemand, Quantity)> = Vec::new();
+    let tie_break;
+    if excess {
+        // Demand above supply at the cap or the hard stop: pro-rata to demand.
+        let level: Vec<Slot> = ordered.iter().filter(|d| !d.quantity.is_zero()).map(|d| slot(d, d.quantity)).collect();
+        let refs: Vec<&Slot> = level.iter().collect();
+        let (shares, order) = share_margin(TieRule::ProRata, &refs, spec.lot.quantity, unit, None);
+        for (s, q) in shares {
+            let d = ordered.iter().find(|d| d.bid == s.id).expect("a share of a demand");
+            totals.push((**d, q));
+        }
+        tie_break =
+            Some(TieBreak { rule: TieRule::ProRata, marginal_price: Some(price), order, seed_hash: None, seed: None });
+    } else {
+        let demand: i64 = ordered.iter().map(|d| d.quantity.units()).sum();
+        let leftover = Quantity::from_units(spec.lot.quantity.units() - demand).expect("demand within supply");
+        let cutters: Vec<Slot> = ordered.iter().filter(|d| !d.cut.is_zero()).map(|d| slot(d, d.cut)).collect();
+        let cut: i64 = cutters.iter().map(|s| s.quantity.units()).sum();
+        let mut extra: Vec<(BidId, Quantity)> = Vec::new();
+        tie_break = if leftover.is_zero() || cutters.is_empty() {
+            None
+        } else if leftover.units() >= cut {
+            extra = cutters.iter().map(|s| (s.id, s.quantity)).collect();
+            None
+        } else {
+            let refs: Vec<&Slot> = cutters.iter().collect();
+            let (shares, order) = share_margin(spec.tie_rule, &refs, leftover, unit, None);
+            extra = shares.into_iter().map(|(s, q)| (s.id, q)).collect();
+            Some(TieBreak { rule: spec.tie_rule, marginal_price: Some(price), order, seed_hash: None, seed: None })
+        };
+        for d in &ordered {
+            let more = extra.iter().find(|(id, _)| *id == d.bid).map_or(Quantity::ZERO, |(_, q)| *q);
+            totals.push((**d, d.quantity.checked_add(more).expect("within the lot")));
+        }
+    }
+    let slots: Vec<Slot> = totals.iter().filter(|(_, q)| !q.is_zero()).map(|(d, q)| slot(d, *q)).collect();
+    let served = slots.iter().map(|s| (s, s.quantity)).collect();
+    settle(spec, Fills { served, pricing: Pricing::Uniform(price), tie_break }, at)
 }
 
 /// How winners pay.

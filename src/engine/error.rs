@@ -41,6 +41,12 @@ pub enum EngineError {
     AboveCap { cap: Price },
     #[error("a fixed-price sale takes requests at its posted price of {posted} yuan/t only")]
     NotPostedPrice { posted: Price },
+    #[error("round {round} ended at {ends_at}; state your demand in the next round")]
+    RoundOver { round: u32, ends_at: Timestamp },
+    #[error("round {round}'s clock price is {clock_price} yuan/t; demand is stated at it")]
+    NotClockPrice { clock_price: Price, round: u32 },
+    #[error("demand may not rise above {allowed} t (your demand at the end of the last round)")]
+    ActivityRule { allowed: Quantity },
     #[error("the bid must be at least {min_next} yuan/t")]
     BidTooLow { current: Option<Price>, min_next: Price },
     #[error("you already hold the highest bid, {current} yuan/t")]
@@ -83,6 +89,9 @@ impl EngineError {
             | AboveCap { .. }
             | NotPostedPrice { .. }
             | BidTooLow { .. }
+            | RoundOver { .. }
+            | NotClockPrice { .. }
+            | ActivityRule { .. }
             | AlreadyLeading { .. }
             | CapReached { .. }
             | QuantityExceedsLot { .. }
@@ -110,6 +119,9 @@ impl EngineError {
             AboveCap { .. } => "ABOVE_CAP",
             NotPostedPrice { .. } => "NOT_POSTED_PRICE",
             BidTooLow { .. } => "BID_TOO_LOW",
+            RoundOver { .. } => "ROUND_OVER",
+            NotClockPrice { .. } => "NOT_CLOCK_PRICE",
+            ActivityRule { .. } => "ACTIVITY_RULE",
             AlreadyLeading { .. } => "ALREADY_LEADING",
             CapReached { .. } => "CAP_REACHED",
             QuantityExceedsLot { .. } => "QUANTITY_EXCEEDS_LOT",
@@ -157,6 +169,11 @@ impl EngineError {
                 details
             }
             AlreadyLeading { current } => vec![("current_price", current.to_string())],
+            RoundOver { round, ends_at } => vec![("round", round.to_string()), ("ends_at", ends_at.to_string())],
+            NotClockPrice { clock_price, round } => {
+                vec![("clock_price", clock_price.to_string()), ("round", round.to_string())]
+            }
+            ActivityRule { allowed } => vec![("allowed_max", allowed.to_string())],
             CapReached { cap } => vec![("cap", cap.to_string())],
             BidderCapExceeded { cap_percent, cap, room_left } => vec![
                 ("cap_percent", cap_percent.clone()),

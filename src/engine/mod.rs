@@ -10,16 +10,19 @@
 mod book;
 mod clearing;
 mod error;
+mod rounds;
 mod settlement;
 mod spec;
 
 pub use book::{BidState, BidView, SealedBook};
 pub use clearing::Seed;
 pub use error::{EngineError, ErrorClass};
+pub use rounds::ClockView;
+use rounds::{ClockBook, RoundEnd};
 pub use settlement::{Allocation, Settlement, SettlementStatus, TieBreak, reason};
 pub use spec::{
-    AscendingRequest, AscendingTerms, AuctionRequest, AuctionSpec, BidRevision, CapChoice, Format, Lot, LotOrigin,
-    Phase, PriceBand, TieRule, Undersubscription,
+    AscendingRequest, AscendingTerms, AuctionRequest, AuctionSpec, BidRevision, CapChoice, ClockRequest, ClockTerms,
+    Format, Lot, LotOrigin, Phase, PriceBand, TieRule, Undersubscription,
 };
 
 use crate::domain::{Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Price, PricePolicy, Quantity, Timestamp};
@@ -51,6 +54,8 @@ pub enum Command {
         bidder: BidderId,
         bid: BidId,
     },
+    /// Clock auctions: end the running round now (the operator's call).
+    AdvanceRound,
 }
 
 impl Command {
@@ -107,6 +112,13 @@ pub enum Event {
     },
     BidAccepted(BidView),
     BidWithdrawn(BidView),
+    /// A clock auction's round ended with demand above supply; the next opens at `next_price`.
+    RoundEnded {
+        round: u32,
+        price: Price,
+        demand: Quantity,
+        next_price: Price,
+    },
     /// An ascending auction's free period ended and its countdown started.
     TimedPeriodStarted {
         deadline: Timestamp,
@@ -132,6 +144,8 @@ pub struct Auction {
     seed: Option<Seed>,
     /// ASCENDING_ENGLISH only.
     ascent: Option<Ascent>,
+    /// ASCENDING_CLOCK only.
+    rounds: Option<ClockBook>,
     /// See [`Auction::public_seq`].
     public_seq: u64,
 }
@@ -192,7 +206,8 @@ impl Auction {
     pub fn from_spec(spec: AuctionSpec, seed: Seed) -> Auction {
         let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
         let ascent = spec.ascending.map(|_| Ascent::default());
-        Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed, ascent, public_seq: 0 }
+        let rounds = spec.clock.map(|terms| ClockBook::new(terms, spec.opens_at));
+        Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed, ascent, rounds, public_seq: 0 }
     }
 
     /// The tie-break seed, for the journal only: it stays secret until the settlement.
@@ -217,8 +232,9 @@ impl Auction {
     pub fn next_deadline(&self) -> Option<Timestamp> {
         match self.phase {
             Phase::Scheduled => Some(self.spec.opens_at),
-            Phase::Open => match &self.ascent {
-                Some(Ascent { timed: true, deadline, .. }) => *deadline,
+            Phase::Open => match (&self.ascent, &self.rounds) {
+                (Some(Ascent { timed: true, deadline, .. }), _) => *deadline,
+                (_, Some(rounds)) => Some(rounds.round_ends(self.spec.closes_at)),
                 _ => Some(self.spec.closes_at),
             },
             _ => None,
@@ -248,6 +264,12 @@ impl Auction {
             extensions: ascent.extensions,
             bidders: ascent.pseudonyms.len() as u32,
         })
+    }
+
+    /// The public state of a clock auction: round, clock price, when the round ends, and the
+    /// last round's total demand.
+    pub fn clock_view(&self) -> Option<ClockView> {
+        self.rounds.as_ref().map(|r| r.view(self.spec.closes_at))
     }
 
     /// A bidder's pseudonym in an ascending auction, once it has bid.
@@ -291,6 +313,22 @@ impl Auction {
         if self.phase == Phase::Scheduled && at >= self.spec.opens_at {
             self.phase = Phase::Open;
             events.push(Event::Opened { at });
+        }
+        if self.phase == Phase::Open && self.rounds.is_some() {
+            // Every round whose end has come, each as of its own end.
+            loop {
+                let ends = self.rounds.as_ref().expect("checked").round_ends(self.spec.closes_at);
+                if at < ends {
+                    break;
+                }
+                let event = self.end_round(ends, ends >= self.spec.closes_at);
+                let concluded = matches!(event, Event::Concluded(_));
+                events.push(event);
+                if concluded {
+                    break;
+                }
+            }
+            return events;
         }
         if self.phase == Phase::Open && at >= self.spec.closes_at {
             match (self.spec.ascending, &mut self.ascent) {
@@ -344,6 +382,12 @@ impl Auction {
                 self.revise_bid(at, bidder, bid, price, quantity).map(Applied::Bid)
             }
             Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid).map(Applied::Bid),
+            Command::AdvanceRound => {
+                if self.phase != Phase::Open || self.rounds.is_none() {
+                    return Err(EngineError::InvalidTransition { phase: self.phase, action: "advancing a round" });
+                }
+                Ok(events(self.end_round(at, false)))
+            }
         }
     }
 
@@ -355,12 +399,21 @@ impl Auction {
             return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
         }
         self.phase = Phase::Open;
+        if let Some(rounds) = &mut self.rounds {
+            // Round 1 runs from the operator's early open.
+            rounds.opened(at);
+        }
         Ok(Event::Opened { at })
     }
 
     fn close(&mut self, at: Timestamp) -> Result<Event, EngineError> {
         if self.phase != Phase::Open {
             return Err(EngineError::InvalidTransition { phase: self.phase, action: "closing" });
+        }
+        if let Some(rounds) = &self.rounds {
+            // A clock auction closed by the operator ends at the running round's price.
+            let ends = rounds.round_ends(self.spec.closes_at);
+            return Ok(self.end_round(at.min(ends), true));
         }
         // An operator's close that arrives after bidding ended (before the timer fired) closes
         // as of the end, as the timer would have: the auction ended then.
@@ -380,6 +433,20 @@ impl Auction {
         );
         settlement.note = note;
         Ok(self.finish(settlement))
+    }
+
+    /// Ends a clock auction's running round at `at`: the next round's opening, or the end.
+    fn end_round(&mut self, at: Timestamp, force: bool) -> Event {
+        let rounds = self.rounds.as_mut().expect("clock auctions have rounds");
+        match rounds.end_round(&self.spec, at, force) {
+            RoundEnd::Next { round, price, demand, next_price } => {
+                Event::RoundEnded { round, price, demand, next_price }
+            }
+            RoundEnd::Final { price, demands, excess, .. } => {
+                let settlement = clearing::clear_clock(&self.spec, price, &demands, excess, at);
+                self.finish(settlement)
+            }
+        }
     }
 
     fn conclude(&mut self, at: Timestamp) -> Event {
@@ -463,6 +530,9 @@ impl Auction {
     ) -> Result<BidChange, EngineError> {
         if self.spec.ascending.is_some() {
             return self.raise(at, bidder, bid, price, quantity);
+        }
+        if self.rounds.is_some() {
+            return self.state_demand(at, bidder, bid, price, quantity);
         }
         let opening = self.accepting(at)?;
         let held = self.book.active_quantity_of(bidder);
@@ -563,8 +633,58 @@ impl Auction {
         Ok(BidChange { opened_at, bid: self.book.insert(bid, bidder, price, quantity, at) })
     }
 
+    /// A demand statement in a clock auction: at the round's clock price, a multiple of the
+    /// fill unit (zero drops out), within the activity rule, before the round ends.
+    fn state_demand(
+        &mut self,
+        at: Timestamp,
+        bidder: BidderId,
+        bid: BidId,
+        price: Price,
+        quantity: Quantity,
+    ) -> Result<BidChange, EngineError> {
+        let rounds = self.rounds.as_ref().expect("clock auctions have rounds");
+        if self.phase.is_terminal() || at >= self.spec.closes_at {
+            return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
+        }
+        let opening = match self.phase {
+            Phase::Scheduled if at < self.spec.opens_at => {
+                return Err(EngineError::NotOpen { opens_at: self.spec.opens_at });
+            }
+            Phase::Scheduled => true,
+            _ => false,
+        };
+        let ends = rounds.round_ends(self.spec.closes_at);
+        if at >= ends {
+            return Err(EngineError::RoundOver { round: rounds.round(), ends_at: ends });
+        }
+        if price != rounds.price() {
+            return Err(EngineError::NotClockPrice { clock_price: rounds.price(), round: rounds.round() });
+        }
+        if !quantity.is_multiple_of(self.spec.lot.fill_unit) {
+            return Err(EngineError::NotFillMultiple { fill_unit: self.spec.lot.fill_unit });
+        }
+        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
+            return Err(EngineError::AmountOverflow);
+        }
+        let allowed = rounds.allowed(bidder, self.spec.lot.quantity, self.spec.bidder_cap_quantity());
+        if quantity > allowed {
+            return Err(EngineError::ActivityRule { allowed });
+        }
+        if rounds.contains(bid) {
+            return Err(EngineError::DuplicateBidId);
+        }
+        let opened_at = self.open_for_bid(opening, at);
+        let view = self.rounds.as_mut().expect("checked").state(bidder, bid, quantity, at);
+        Ok(BidChange { opened_at, bid: view })
+    }
+
     /// The bidder's own active bid, for revision or withdrawal.
     fn own_active_bid(&self, bidder: BidderId, bid: BidId) -> Result<BidView, EngineError> {
+        if self.rounds.is_some() {
+            // A clock bidder restates its demand instead.
+            return Err(EngineError::BidIrrevocable);
+        }
         let current = self.book.bid_of(bidder, bid).ok_or(EngineError::BidNotFound)?;
         if current.state == BidState::Withdrawn {
             return Err(EngineError::BidWithdrawn);
@@ -604,7 +724,10 @@ impl Auction {
 
     /// A bidder's own bids; always allowed, sealed or not.
     pub fn bids_of(&self, bidder: BidderId) -> Vec<BidView> {
-        self.book.bids_of(bidder)
+        match &self.rounds {
+            Some(rounds) => rounds.statements_of(bidder),
+            None => self.book.bids_of(bidder),
+        }
     }
 
     /// Every bid, for operators and auditors, once the auction has ended. Before that the book
@@ -613,7 +736,10 @@ impl Auction {
         if !self.phase.is_terminal() {
             return Err(EngineError::BidsSealed { closes_at: self.spec.closes_at });
         }
-        Ok(self.book.all_bids())
+        Ok(match &self.rounds {
+            Some(rounds) => rounds.statements(),
+            None => self.book.all_bids(),
+        })
     }
 
     /// For tests: the book's internal consistency.

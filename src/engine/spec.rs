@@ -58,10 +58,18 @@ pub enum Format {
     /// restarts a countdown. The last highest bidder wins and pays its bid. See
     /// [`AscendingTerms`].
     AscendingEnglish,
+    /// A clock auction of a divisible lot: the clock price rises round by round and each
+    /// bidder states the quantity it wants at it, never more than in the round before; it
+    /// ends when demand fits the supply. See [`ClockTerms`].
+    AscendingClock,
 }
 
 impl Format {
     /// Whether the lot may be split among several winners.
+    pub fn is_clock(self) -> bool {
+        self == Format::AscendingClock
+    }
+
     pub fn is_divisible(self) -> bool {
         !matches!(self, Format::SealedFirstPrice | Format::AscendingEnglish)
     }
@@ -78,6 +86,7 @@ impl Format {
             Format::SealedPayAsBid => "SEALED_PAY_AS_BID",
             Format::FixedPrice => "FIXED_PRICE",
             Format::AscendingEnglish => "ASCENDING_ENGLISH",
+            Format::AscendingClock => "ASCENDING_CLOCK",
         }
     }
 }
@@ -174,6 +183,27 @@ pub struct AscendingRequest {
     pub timed_min_bidders: u32,
 }
 
+/// The rules of a clock auction. Round r (from 1) has clock price start + (r - 1) x increment,
+/// never above the cap; it lasts `round_seconds` unless the operator advances it. `closes_at`
+/// is a hard stop: the auction ends there as it would at the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockTerms {
+    pub start_price: Price,
+    pub increment: Price,
+    pub round_seconds: u32,
+    /// A bidder silent in a round keeps its last demand (`true`) or drops to zero (`false`).
+    pub silent_keeps_demand: bool,
+}
+
+/// What an operator asks for in a clock auction; resolved into [`ClockTerms`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockRequest {
+    pub start_price: Option<Price>,
+    pub increment: Price,
+    pub round_seconds: u32,
+    pub silent_keeps_demand: bool,
+}
+
 /// The longest countdown an auction may set (a guard against typos).
 const MAX_COUNTDOWN_SECONDS: u32 = 24 * 3600;
 
@@ -196,6 +226,8 @@ pub struct AuctionRequest {
     pub closes_at: Timestamp,
     /// Required for ASCENDING_ENGLISH, refused for the other formats.
     pub ascending: Option<AscendingRequest>,
+    /// Required for ASCENDING_CLOCK, refused for the other formats.
+    pub clock: Option<ClockRequest>,
 }
 
 /// Everything fixed about an auction once it is created.
@@ -217,6 +249,8 @@ pub struct AuctionSpec {
     pub created_at: Timestamp,
     /// ASCENDING_ENGLISH only.
     pub ascending: Option<AscendingTerms>,
+    /// ASCENDING_CLOCK only.
+    pub clock: Option<ClockTerms>,
 }
 
 /// At most this many bidders may be required (a guard against typos, not a business rule).
@@ -309,8 +343,10 @@ impl AuctionSpec {
             None => None,
         };
         let ascending = Self::resolve_ascending(&req, floor, cap)?;
+        let clock = Self::resolve_clock(&req, floor, cap)?;
         Ok(AuctionSpec {
             ascending,
+            clock,
             id,
             format: req.format,
             tie_rule: req.tie_rule,
@@ -327,6 +363,48 @@ impl AuctionSpec {
             created_at: at,
             lot: req.lot,
         })
+    }
+
+    fn resolve_clock(
+        req: &AuctionRequest,
+        floor: Price,
+        cap: Option<Price>,
+    ) -> Result<Option<ClockTerms>, EngineError> {
+        let Some(clock) = req.clock.filter(|_| req.format.is_clock()) else {
+            return match (req.format.is_clock(), req.clock) {
+                (true, None) => Err(EngineError::invalid("clock.increment", "is required")),
+                (false, Some(_)) => Err(EngineError::invalid("clock", "applies to ASCENDING_CLOCK auctions only")),
+                _ => Ok(None),
+            };
+        };
+        if clock.increment.is_zero() {
+            return Err(EngineError::invalid("clock.increment", "must be positive"));
+        }
+        let start_price = clock.start_price.unwrap_or(floor);
+        if start_price < floor {
+            return Err(EngineError::invalid("clock.start_price", format!("must be at least the floor {floor}")));
+        }
+        if cap.is_some_and(|cap| start_price > cap) {
+            return Err(EngineError::invalid("clock.start_price", "must be at most the cap"));
+        }
+        if clock.round_seconds == 0 || clock.round_seconds > MAX_COUNTDOWN_SECONDS {
+            return Err(EngineError::invalid(
+                "clock.round_seconds",
+                format!("must be 1 to {MAX_COUNTDOWN_SECONDS} seconds"),
+            ));
+        }
+        if req.tie_rule == TieRule::SeededRandom {
+            return Err(EngineError::invalid(
+                "tie_rule",
+                "leftover supply in a clock auction goes by TIME_PRIORITY or PRO_RATA",
+            ));
+        }
+        Ok(Some(ClockTerms {
+            start_price,
+            increment: clock.increment,
+            round_seconds: clock.round_seconds,
+            silent_keeps_demand: clock.silent_keeps_demand,
+        }))
     }
 
     fn resolve_ascending(

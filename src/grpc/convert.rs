@@ -144,6 +144,7 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         pb::AuctionFormat::SealedPayAsBid => Format::SealedPayAsBid,
         pb::AuctionFormat::FixedPrice => Format::FixedPrice,
         pb::AuctionFormat::AscendingEnglish => Format::AscendingEnglish,
+        pb::AuctionFormat::AscendingClock => Format::AscendingClock,
         pb::AuctionFormat::Unspecified => unreachable!("known() maps 0 to None"),
     };
     let lot_quantity = quantity("lot.quantity", &lot.quantity)?;
@@ -226,6 +227,7 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         opens_at: timestamp("opens_at", req.opens_at.as_ref())?,
         closes_at: timestamp("closes_at", req.closes_at.as_ref())?,
         ascending: req.ascending.as_ref().map(ascending_request).transpose()?,
+        clock: None,
     })
 }
 
@@ -263,6 +265,7 @@ fn pb_format(f: Format) -> pb::AuctionFormat {
         Format::SealedPayAsBid => pb::AuctionFormat::SealedPayAsBid,
         Format::FixedPrice => pb::AuctionFormat::FixedPrice,
         Format::AscendingEnglish => pb::AuctionFormat::AscendingEnglish,
+        Format::AscendingClock => pb::AuctionFormat::AscendingClock,
     }
 }
 

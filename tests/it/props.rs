@@ -100,6 +100,7 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
         opens_at: Timestamp::from_micros(T0),
         closes_at: Timestamp::from_micros(T0 + 1_000_000_000),
         ascending: None,
+        clock: None,
     };
     let mut auction = Auction::create(
         AuctionId::new(1),

@@ -17,7 +17,11 @@
 //!   min_bidders, bidder_cap (percent), irrevocable=yes, factor, markup, cap=default|none|PCT,
 //!   opens, closes (seconds), seed (one hex byte, repeated 32 times).
 //! - `bid BIDDER PRICE QTY [id=N]` (ids count up from 1 by default), `revise BIDDER ID PRICE QTY`,
-//!   `withdraw BIDDER ID`, `open`, `close`, `cancel`, `tick`, `mybids BIDDER`, `allbids`.
+//!   `withdraw BIDDER ID`, `open`, `close`, `cancel`, `tick`, `mybids BIDDER`, `allbids`,
+//!   `advance` (end a clock round), `state` (an ascending or clock auction's public state).
+//! - Ascending auctions (format=english): start, increment, countdown (s), hard_stop (s),
+//!   max_ext, timed_min. Clock auctions (format=clock): start, increment, round (s),
+//!   silent=keep|zero.
 //!
 //! Bidders are single letters mapped to valid credit codes; bid ids print as plain numbers.
 
@@ -29,8 +33,8 @@ use emission_auction::domain::{
     AuctionId, BidId, BidderId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, Timestamp,
 };
 use emission_auction::engine::{
-    AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapChoice, Command, EngineError, Event, Format,
-    Lot, LotOrigin, Settlement, TieRule, Undersubscription,
+    AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapChoice, ClockRequest, Command, EngineError,
+    Event, Format, Lot, LotOrigin, Settlement, TieRule, Undersubscription,
 };
 use sha2::{Digest, Sha256};
 
@@ -104,6 +108,17 @@ impl Run {
             "close" => self.auction().apply(now, Command::Close),
             "cancel" => self.auction().apply(now, Command::Cancel { note: None }),
             "tick" => Ok(self.auction().tick(now)),
+            "advance" => self.auction().apply(now, Command::AdvanceRound),
+            "state" if self.auction().clock_view().is_some() => {
+                let v = self.auction().clock_view().expect("checked");
+                return format!(
+                    "round={} price={} ends={} last_demand={}",
+                    v.round,
+                    v.price,
+                    seconds(v.round_ends_at),
+                    v.last_round_demand.map_or("-".to_owned(), |q| q.to_string())
+                );
+            }
             "state" => {
                 let auction = self.auction();
                 let Some(v) = auction.ascending_view() else { return "not ascending".into() };
@@ -152,11 +167,19 @@ impl Run {
             "pay-as-bid" => Format::SealedPayAsBid,
             "fixed" => Format::FixedPrice,
             "english" => Format::AscendingEnglish,
+            "clock" => Format::AscendingClock,
             f => panic!("format {f}"),
         };
         let quantity = qty(&get("quantity", "10.000"));
         let fill_default = if format.is_divisible() { "1.000".into() } else { quantity.to_string() };
-        let ascending = (format == Format::AscendingEnglish || o.contains_key("increment")).then(|| AscendingRequest {
+        let clock = (format == Format::AscendingClock).then(|| ClockRequest {
+            start_price: o.get("start").map(|p| price(p)),
+            increment: price(&get("increment", "500.00")),
+            round_seconds: get("round", "60").parse().unwrap(),
+            silent_keeps_demand: get("silent", "keep") == "keep",
+        });
+        let english = format == Format::AscendingEnglish;
+        let ascending = (english || (o.contains_key("increment") && clock.is_none())).then(|| AscendingRequest {
             start_price: o.get("start").map(|p| price(p)),
             increment: price(&get("increment", "500.00")),
             countdown_seconds: get("countdown", "30").parse().unwrap(),
@@ -209,6 +232,7 @@ impl Run {
             opens_at: at(get("opens", "0").parse().unwrap()),
             closes_at: at(get("closes", "1000").parse().unwrap()),
             ascending,
+            clock,
         };
         let seed = emission_auction::engine::Seed([seed_byte; 32]);
         match Auction::create(AuctionId::new(1), request, &PricePolicy::default(), at(-10), seed) {
@@ -233,8 +257,12 @@ fn price(s: &str) -> Price {
     Price::parse_positive(s).unwrap_or_else(|e| panic!("scenario price {s}: {e}"))
 }
 
+/// A quantity; zero is allowed (a clock bidder dropping out).
 fn qty(s: &str) -> Quantity {
-    Quantity::parse_positive(s).unwrap_or_else(|e| panic!("scenario quantity {s}: {e}"))
+    emission_auction::domain::parse_non_negative(s, 3, emission_auction::domain::MAX_QUANTITY_KG)
+        .ok()
+        .and_then(Quantity::from_units)
+        .unwrap_or_else(|| panic!("scenario quantity {s}"))
 }
 
 fn render_error(e: &EngineError) -> String {
@@ -268,6 +296,9 @@ fn render_events(events: &[Event], supply: Quantity) -> String {
             Event::BidAccepted(b) => lines.push(format!("ok id={}", b.id.get())),
             Event::BidWithdrawn(b) => lines.push(format!("withdrawn id={}", b.id.get())),
             Event::TimedPeriodStarted { deadline } => lines.push(format!("timed deadline={}", seconds(*deadline))),
+            Event::RoundEnded { round, price, demand, next_price } => {
+                lines.push(format!("round {round} at {price}: demand={demand}, next price {next_price}"))
+            }
             Event::Concluded(s) => {
                 check_settlement(s, supply);
                 lines.push(render_settlement(s));

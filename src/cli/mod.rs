@@ -181,6 +181,8 @@ pub enum AuctionCommand {
     Open { auction: String },
     /// Close an open auction now and settle it.
     Close { auction: String },
+    /// End a clock auction's running round now.
+    Advance { auction: String },
     /// Cancel an auction that has not concluded.
     Cancel {
         auction: String,
@@ -402,6 +404,7 @@ pub async fn auction(args: ClientArgs<AuctionCommand>) -> Result<(), ClientError
         AuctionCommand::Create(c) => op.create_auction(create_request(c)?).await?.into_inner(),
         AuctionCommand::Open { auction } => op.open_auction(reference(auction)).await?.into_inner(),
         AuctionCommand::Close { auction } => op.close_auction(reference(auction)).await?.into_inner(),
+        AuctionCommand::Advance { auction } => op.advance_round(reference(auction)).await?.into_inner(),
         AuctionCommand::Cancel { auction, reason } => op
             .cancel_auction(pb::CancelAuctionRequest {
                 request_id: request_id(),
@@ -443,6 +446,7 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
     };
     Ok(pb::CreateAuctionRequest {
         ascending: None,
+        clock: None,
         request_id: request_id(),
         lot: Some(pb::Lot {
             lot_id: c.lot_id.clone(),

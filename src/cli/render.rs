@@ -107,6 +107,25 @@ pub fn auction(a: &pb::Auction) -> String {
     if let Some(live) = &a.live {
         let _ = write!(out, "\n  bidding    {}", live_state(live));
     }
+    if let Some(c) = &a.clock {
+        let silent = if c.silent_keeps_demand { "keeps its demand" } else { "drops to zero" };
+        let _ = write!(
+            out,
+            "\n  clock      start {}, +{} a round, rounds of {} s; a silent bidder {silent}",
+            c.start_price, c.increment, c.round_seconds
+        );
+    }
+    if let Some(c) = &a.clock_state {
+        let _ = write!(out, "\n  round      {}", clock_state(c));
+    }
+    out
+}
+
+fn clock_state(c: &pb::ClockState) -> String {
+    let mut out = format!("{} at {} until {}", c.round, c.clock_price, time(&c.round_ends_at));
+    if !c.last_round_demand.is_empty() {
+        let _ = write!(out, "; last round's demand {} t", c.last_round_demand);
+    }
     out
 }
 
@@ -138,6 +157,8 @@ pub fn auction_event(e: &pb::AuctionEvent, start: crate::domain::Timestamp) -> S
         if !e.winner.is_empty() {
             let _ = write!(out, ", winner {}", e.winner);
         }
+    } else if let Some(c) = &e.clock {
+        let _ = write!(out, " round {}", clock_state(c));
     } else if let Some(l) = &e.live {
         let _ = write!(out, " {}", live_state(l).replace(&time(&l.deadline), &format!("+{:.2}s", since(&l.deadline))));
     }

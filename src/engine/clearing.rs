@@ -142,7 +142,7 @@ pub(crate) fn clear_clock(
     };
     // Each bidder's share, in the order of their final statements.
     let mut ordered: Vec<&FinalDemand> = demands.iter().collect();
-    ordered.sort_by_key(|d| (d.stated_at, d.bid));
+    ordered.sort_by_key(|d| (d.stated_at, d.arrival, d.bidder));
     let mut totals: Vec<(FinalDemand, Quantity)> = Vec::new();
     let tie_break;
     if excess {

@@ -34,6 +34,8 @@ struct Statement {
     bid: BidId,
     quantity: Quantity,
     at: Timestamp,
+    /// Arrival order in the auction, which breaks ties between equal stamps.
+    arrival: u64,
 }
 
 /// A bidder's standing when the auction ends, for clearing.
@@ -47,6 +49,8 @@ pub(crate) struct FinalDemand {
     pub cut: Quantity,
     /// When it made its final-round statement; silent bidders rank after every statement.
     pub stated_at: Timestamp,
+    /// Arrival order of that statement (`u64::MAX` when silent), for equal stamps.
+    pub arrival: u64,
 }
 
 /// What anyone may see of a clock auction.
@@ -132,7 +136,7 @@ impl ClockBook {
 
     /// Records a checked statement; a later one in the same round replaces it.
     pub(crate) fn state(&mut self, bidder: BidderId, bid: BidId, quantity: Quantity, at: Timestamp) -> BidView {
-        let statement = Statement { bid, quantity, at };
+        let statement = Statement { bid, quantity, at, arrival: self.history.len() as u64 };
         let demand = self.bidders.entry(bidder).or_default();
         demand.current = Some(statement);
         demand.latest = Some(statement);
@@ -194,6 +198,7 @@ impl ClockBook {
                         quantity: *quantity,
                         cut,
                         stated_at: current.map_or(at, |s| s.at),
+                        arrival: current.map_or(u64::MAX, |s| s.arrival),
                     })
                 })
                 .collect();

@@ -8,8 +8,8 @@ use crate::domain::{
     Timestamp,
 };
 use crate::engine::{
-    AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice, Format,
-    Lot, LotOrigin, Phase, SettlementStatus, TieRule, Undersubscription,
+    AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice,
+    ClockRequest, ClockView, Format, Lot, LotOrigin, Phase, SettlementStatus, TieRule, Undersubscription,
 };
 use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind};
@@ -54,6 +54,13 @@ fn id<T>(field: &str, parsed: std::result::Result<T, IdError>) -> Result<T> {
 
 pub fn auction_id(text: &str) -> Result<AuctionId> {
     id("auction_id", text.parse())
+}
+
+/// A clock auction's demand: like a quantity, but zero (dropping out) is allowed.
+pub fn demand(field: &str, text: &str) -> Result<Quantity> {
+    crate::domain::parse_non_negative(text, 3, crate::domain::MAX_QUANTITY_KG)
+        .map_err(|e| decimal_error(field, e, "a quantity in tonnes such as \"4.048\", or \"0\" to drop out"))
+        .map(|units| Quantity::from_units(units).expect("parse_non_negative checks the range"))
 }
 
 pub fn bid_id(text: &str) -> Result<BidId> {
@@ -227,7 +234,7 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         opens_at: timestamp("opens_at", req.opens_at.as_ref())?,
         closes_at: timestamp("closes_at", req.closes_at.as_ref())?,
         ascending: req.ascending.as_ref().map(ascending_request).transpose()?,
-        clock: None,
+        clock: req.clock.as_ref().map(clock_request).transpose()?,
     })
 }
 
@@ -240,6 +247,24 @@ fn ascending_request(a: &pb::AscendingTerms) -> Result<AscendingRequest> {
         max_extensions: a.max_extensions,
         timed_min_bidders: a.timed_min_bidders,
     })
+}
+
+fn clock_request(c: &pb::ClockTerms) -> Result<ClockRequest> {
+    Ok(ClockRequest {
+        start_price: optional_text(&c.start_price, |t| price("clock.start_price", t))?,
+        increment: price("clock.increment", &c.increment)?,
+        round_seconds: c.round_seconds,
+        silent_keeps_demand: c.silent_keeps_demand,
+    })
+}
+
+fn pb_clock_state(v: ClockView) -> pb::ClockState {
+    pb::ClockState {
+        round: v.round,
+        clock_price: v.price.to_string(),
+        round_ends_at: Some(to_timestamp(v.round_ends_at)),
+        last_round_demand: v.last_round_demand.map(|q| q.to_string()).unwrap_or_default(),
+    }
 }
 
 /// A pseudonym (竞买号) as terminals show it.
@@ -346,6 +371,13 @@ pub fn pb_auction(s: &AuctionSnapshot) -> pb::Auction {
             timed_min_bidders: a.timed_min_bidders,
         }),
         live: s.ascending.map(pb_ascending_state),
+        clock: spec.clock.map(|c| pb::ClockTerms {
+            start_price: c.start_price.to_string(),
+            increment: c.increment.to_string(),
+            round_seconds: c.round_seconds,
+            silent_keeps_demand: c.silent_keeps_demand,
+        }),
+        clock_state: s.clock.map(pb_clock_state),
     }
 }
 
@@ -390,6 +422,7 @@ pub fn pb_auction_event(auction: AuctionId, u: &AuctionUpdate) -> pb::AuctionEve
             UpdateKind::Bid => pb::AuctionEventKind::Bid,
             UpdateKind::TimedPeriodStarted => pb::AuctionEventKind::TimedPeriodStarted,
             UpdateKind::Concluded => pb::AuctionEventKind::Concluded,
+            UpdateKind::RoundEnded => pb::AuctionEventKind::RoundEnded,
         } as i32,
         at: Some(to_timestamp(u.at)),
         phase: pb_phase(u.phase) as i32,
@@ -397,6 +430,7 @@ pub fn pb_auction_event(auction: AuctionId, u: &AuctionUpdate) -> pb::AuctionEve
         settlement_status: u.conclusion.map_or(pb::SettlementStatus::Unspecified, |c| pb_status(c.status)) as i32,
         final_price: u.conclusion.and_then(|c| c.price).map(|p| p.to_string()).unwrap_or_default(),
         winner: u.conclusion.and_then(|c| c.winner).map(pseudonym).unwrap_or_default(),
+        clock: u.clock.map(pb_clock_state),
     }
 }
 

@@ -109,6 +109,10 @@ impl pb::auction_operator_server::AuctionOperator for OperatorService {
         self.operate(request, "OpenAuction", Command::Open).await
     }
 
+    async fn advance_round(&self, request: Request<pb::AuctionRef>) -> Reply<pb::Auction> {
+        self.operate(request, "AdvanceRound", Command::AdvanceRound).await
+    }
+
     async fn close_auction(&self, request: Request<pb::AuctionRef>) -> Reply<pb::Auction> {
         self.operate(request, "CloseAuction", Command::Close).await
     }
@@ -179,13 +183,17 @@ impl pb::trading_server::Trading for TradingService {
         let origin = origin(&request, "PlaceBid")?;
         let req = request.get_ref();
         let id = convert::auction_id(&req.auction_id)?;
-        let price = if req.price.is_empty() && self.exchange.get(id)?.spec.format == Format::FixedPrice {
-            // A fixed-price request may leave the price to the sale.
-            self.exchange.get(id)?.spec.prices.floor
-        } else {
-            convert::price("price", &req.price)?
+        let snapshot = self.exchange.get(id)?;
+        let price = match (req.price.is_empty(), snapshot.spec.format, snapshot.clock) {
+            // A fixed-price request or a clock demand may leave the price to the sale.
+            (true, Format::FixedPrice, _) => snapshot.spec.prices.floor,
+            (true, Format::AscendingClock, Some(clock)) => clock.price,
+            _ => convert::price("price", &req.price)?,
         };
-        let quantity = if req.quantity.is_empty() {
+        let quantity = if snapshot.spec.format.is_clock() {
+            // Demand may drop to zero.
+            convert::demand("quantity", &req.quantity)?
+        } else if req.quantity.is_empty() {
             // A single-lot auction is bid for the whole lot; saying so is optional.
             let snapshot = self.exchange.get(id)?;
             if snapshot.spec.format.is_divisible() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{AuctionId, BidId, BidderId, Timestamp};
-use crate::engine::{AscendingView, Auction, AuctionSpec, BidView, Command, EngineError, Event, Phase};
+use crate::engine::{AscendingView, Auction, AuctionSpec, BidView, ClockView, Command, EngineError, Event, Phase};
 use crate::journal::{FileJournal, Pending, Reservation};
 
 use super::ServiceError;
@@ -27,6 +27,8 @@ pub struct AuctionSnapshot {
     pub seed_hash: Option<String>,
     /// Ascending auctions: the public price, leader pseudonym and countdown.
     pub ascending: Option<AscendingView>,
+    /// Clock auctions: the round, its price and its end, the last round's total demand.
+    pub clock: Option<ClockView>,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;
@@ -114,6 +116,7 @@ impl AuctionActor {
             at,
             phase: auction.phase(),
             ascending: auction.ascending_view(),
+            clock: auction.clock_view(),
             conclusion: None,
         }
     }
@@ -128,6 +131,7 @@ impl AuctionActor {
             phase: auction.phase(),
             seed_hash: auction.seed_hash(),
             ascending: auction.ascending_view(),
+            clock: auction.clock_view(),
         }
     }
 
@@ -216,6 +220,7 @@ impl AuctionActor {
                 Event::Opened { .. } if kind == UpdateKind::State => UpdateKind::Opened,
                 Event::BidAccepted(_) | Event::BidWithdrawn(_) => UpdateKind::Bid,
                 Event::TimedPeriodStarted { .. } => UpdateKind::TimedPeriodStarted,
+                Event::RoundEnded { .. } => UpdateKind::RoundEnded,
                 Event::Concluded(s) => {
                     let winner_code = s.allocations.first().map(|a| a.bidder);
                     conclusion = Some(Conclusion {
@@ -235,6 +240,7 @@ impl AuctionActor {
             at,
             phase: self.auction.phase(),
             ascending: self.auction.ascending_view(),
+            clock: self.auction.clock_view(),
             conclusion,
         }
     }
@@ -272,7 +278,9 @@ impl AuctionActor {
         }
         let changed = {
             let shown = self.snapshot.borrow();
-            shown.phase != self.auction.phase() || shown.ascending != self.auction.ascending_view()
+            shown.phase != self.auction.phase()
+                || shown.ascending != self.auction.ascending_view()
+                || shown.clock != self.auction.clock_view()
         };
         if changed {
             let spec = Arc::clone(&self.snapshot.borrow().spec);

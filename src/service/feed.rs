@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use crate::domain::{BidderId, Price, Timestamp};
-use crate::engine::{AscendingView, Phase, SettlementStatus};
+use crate::engine::{AscendingView, ClockView, Phase, SettlementStatus};
 
 /// How many updates a watcher may lag behind before it is cut off.
 const WATCHER_BUFFER: usize = 256;
@@ -26,6 +26,8 @@ pub enum UpdateKind {
     /// An ascending auction took a bid.
     Bid,
     TimedPeriodStarted,
+    /// A clock auction's round ended and the next began.
+    RoundEnded,
     Concluded,
 }
 
@@ -48,6 +50,7 @@ pub struct AuctionUpdate {
     pub at: Timestamp,
     pub phase: Phase,
     pub ascending: Option<AscendingView>,
+    pub clock: Option<ClockView>,
     pub conclusion: Option<Conclusion>,
 }
 

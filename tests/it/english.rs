@@ -261,3 +261,90 @@ async fn twenty_terminals_race_and_five_watchers_see_the_settlement() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_clock_auction_over_grpc_with_a_watcher() {
+    let server = TestServer::start().await;
+    let t0 = Timestamp::from_micros(T0);
+    let mut request = create(
+        reserve_lot("RES-CLOCK", "10.000", "1.000"),
+        pb::AuctionFormat::AscendingClock,
+        t0,
+        t0.plus_micros(HOUR),
+    );
+    request.clock = Some(pb::ClockTerms {
+        start_price: String::new(),
+        increment: "500.00".into(),
+        round_seconds: 600,
+        silent_keeps_demand: true,
+    });
+    let mut op = server.as_("operator");
+    let id = op.operator.create_auction(request).await.unwrap().into_inner().auction_id;
+    let mut watcher = server.as_("observer");
+    let mut events = watcher
+        .trading
+        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let demand = |who: &str, quantity: &str, n: u32| {
+        let mut t = server.as_(who);
+        let request = pb::PlaceBidRequest {
+            request_id: format!("{who}-{n}"),
+            auction_id: id.clone(),
+            price: String::new(),
+            quantity: quantity.into(),
+        };
+        async move { t.trading.place_bid(request).await }
+    };
+    // Round 1 at the floor: 6 + 5 + 4 = 15 t for 10 t.
+    assert_eq!(demand("b1", "6.000", 1).await.unwrap().into_inner().price, "18000.00");
+    demand("b2", "5.000", 1).await.unwrap();
+    demand("b3", "4.000", 1).await.unwrap();
+    let round = op.operator.advance_round(pb::AuctionRef { request_id: "adv-1".into(), auction_id: id.clone() }).await;
+    let state = round.unwrap().into_inner().clock_state.unwrap();
+    assert_eq!((state.round, state.clock_price.as_str(), state.last_round_demand.as_str()), (2, "18500.00", "15.000"));
+    // The activity rule, with the most allowed.
+    let err = demand("b1", "7.000", 2).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), ("ACTIVITY_RULE".into(), HashMap::from([("allowed_max".into(), "6.000".into())])));
+    // Round 2: b1 cuts 6 -> 5, then b2 drops out (5 -> 0), b3 is silent and keeps 4: 9 t fit.
+    // The 1 t left goes to the cutters by time priority: b1 cut first.
+    demand("b1", "5.000", 3).await.unwrap();
+    demand("b2", "0", 3).await.unwrap();
+    op.operator.advance_round(pb::AuctionRef { request_id: "adv-2".into(), auction_id: id.clone() }).await.unwrap();
+    let settlement = server
+        .as_("observer")
+        .results
+        .get_settlement(pb::GetSettlementRequest { auction_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let allocated: Vec<(String, String)> =
+        settlement.allocations.iter().map(|a| (a.bidder.clone(), a.quantity.clone())).collect();
+    assert_eq!(settlement.clearing_price, "18500.00");
+    assert_eq!(allocated, vec![(firm(1).to_string(), "6.000".into()), (firm(3).to_string(), "4.000".into())]);
+    // The watcher saw the state, each round's end with its total demand, and the end; no
+    // demand statement of anyone.
+    let mut seen = Vec::new();
+    while let Some(e) = events.message().await.unwrap() {
+        let done = e.kind == pb::AuctionEventKind::Concluded as i32;
+        seen.push((e.kind, e.clock.map(|c| (c.round, c.clock_price, c.last_round_demand))));
+        if done {
+            break;
+        }
+    }
+    // (The watch may begin before or after the opening timer fired.)
+    seen.retain(|(k, _)| *k != pb::AuctionEventKind::Opened as i32);
+    let kinds: Vec<i32> = seen.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            pb::AuctionEventKind::State as i32,
+            pb::AuctionEventKind::RoundEnded as i32,
+            pb::AuctionEventKind::Concluded as i32
+        ]
+    );
+    assert_eq!(seen[1].1, Some((2, "18500.00".into(), "15.000".into())));
+    server.stop().await;
+}

@@ -19,8 +19,8 @@ use crate::grpc::{create, firm, reserve_lot};
 /// 2026-03-01T00:00:00Z.
 const T0: i64 = 1_772_323_200_000_000;
 const HOUR: i64 = 3_600_000_000;
-const AUCTIONS: u64 = 30;
-const ACTIONS_PER_AUCTION: u64 = 540;
+const AUCTIONS: u64 = 36;
+const ACTIONS_PER_AUCTION: u64 = 600;
 const BIDDERS: u32 = 12;
 
 /// xorshift64*: small, seeded, reproducible.
@@ -76,15 +76,36 @@ async fn bidding(exchange: Arc<Exchange>, n: u64, format: pb::AuctionFormat, see
         let principal = format!("b{who}");
         let request = n * 1_000_000 + action;
         let level = rng.below(12) as i64;
+        let public = exchange.get(id).unwrap();
         let price = match format {
             // Requests at the posted price (the floor).
             pb::AuctionFormat::FixedPrice => Price::from_units(1_800_000).unwrap(),
+            // The least acceptable price, or a little more, or (a late bid) a stale one.
+            pb::AuctionFormat::AscendingEnglish => match public.ascending.and_then(|a| a.min_next) {
+                Some(next) => Price::from_units(next.units() + (level % 4 - 1) * 10_000).unwrap(),
+                None => Price::from_units(1_800_000).unwrap(),
+            },
+            // Demand at the clock price.
+            pb::AuctionFormat::AscendingClock => {
+                public.clock.map_or(Price::from_units(1_800_000).unwrap(), |c| c.price)
+            }
             _ => Price::from_units(1_800_000 + level * 10_000).unwrap(),
         };
         let quantity = match format {
-            pb::AuctionFormat::SealedFirstPrice => Quantity::from_units(10_000).unwrap(),
+            pb::AuctionFormat::SealedFirstPrice | pb::AuctionFormat::AscendingEnglish => {
+                Quantity::from_units(10_000).unwrap()
+            }
+            pb::AuctionFormat::AscendingClock => Quantity::from_units(rng.below(5) as i64 * 1000).unwrap(),
             _ => Quantity::from_units((rng.below(4) as i64 + 1) * 1000).unwrap(),
         };
+        if format == pb::AuctionFormat::AscendingClock && action % 60 == 59 {
+            // The operator moves the clock on.
+            let moved = exchange.operate(id, Command::AdvanceRound, origin("operator", request)).await;
+            match moved {
+                Ok(_) | Err(ServiceError::Engine(_)) => continue,
+                Err(e) => panic!("auction {n}: {e}"),
+            }
+        }
         let roll = rng.below(10);
         let result = if roll < 2 && !mine.is_empty() {
             let (owner, bid) = mine[rng.below(mine.len() as u64) as usize];
@@ -127,27 +148,53 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
         pb::AuctionFormat::SealedPayAsBid,
         pb::AuctionFormat::SealedFirstPrice,
         pb::AuctionFormat::FixedPrice,
+        pb::AuctionFormat::AscendingEnglish,
+        pb::AuctionFormat::AscendingClock,
     ];
     let ties = [pb::TieRule::TimePriority, pb::TieRule::ProRata, pb::TieRule::SeededRandom];
     let unders =
         [pb::Undersubscription::SellAvailable, pb::Undersubscription::Cancel, pb::Undersubscription::ClearAtFloor];
     let mut tasks = Vec::new();
     for n in 1..=AUCTIONS {
-        let format = formats[(n % 4) as usize];
+        let format = formats[(n % 6) as usize];
         let (quantity, fill) = match format {
-            pb::AuctionFormat::SealedFirstPrice => ("10.000", "10.000"),
+            pb::AuctionFormat::SealedFirstPrice | pb::AuctionFormat::AscendingEnglish => ("10.000", "10.000"),
+            pb::AuctionFormat::AscendingClock => ("20.000", "1.000"),
             _ => ("60.000", "1.000"),
         };
         let mut request = create(reserve_lot(&format!("RES-RP-{n}"), quantity, fill), format, t0, t0.plus_micros(HOUR));
         request.tie_rule = match ties[(n / 3 % 3) as usize] {
             // An indivisible lot cannot be split.
-            pb::TieRule::ProRata if format == pb::AuctionFormat::SealedFirstPrice => pb::TieRule::TimePriority,
-            // A posted price has no draw.
-            pb::TieRule::SeededRandom if format == pb::AuctionFormat::FixedPrice => pb::TieRule::TimePriority,
+            pb::TieRule::ProRata
+                if matches!(format, pb::AuctionFormat::SealedFirstPrice | pb::AuctionFormat::AscendingEnglish) =>
+            {
+                pb::TieRule::TimePriority
+            }
+            // A posted price or a clock has no draw.
+            pb::TieRule::SeededRandom
+                if matches!(format, pb::AuctionFormat::FixedPrice | pb::AuctionFormat::AscendingClock) =>
+            {
+                pb::TieRule::TimePriority
+            }
             rule => rule,
         } as i32;
         request.undersubscription = unders[(n / 9 % 3) as usize] as i32;
-        if n % 4 == 0 && format != pb::AuctionFormat::SealedFirstPrice {
+        if format == pb::AuctionFormat::AscendingEnglish {
+            request.ascending =
+                Some(pb::AscendingTerms { increment: "100.00".into(), countdown_seconds: 60, ..Default::default() });
+            // A band, so that the price reaches the cap (and, with a seeded rule, the lottery).
+            request.cap_mode = pb::CapMode::Percent as i32;
+            request.cap_percent = "5".into();
+        }
+        if format == pb::AuctionFormat::AscendingClock {
+            request.clock = Some(pb::ClockTerms {
+                increment: "200.00".into(),
+                round_seconds: 600,
+                silent_keeps_demand: n % 4 == 1,
+                ..Default::default()
+            });
+        }
+        if n % 4 == 0 && matches!(format, pb::AuctionFormat::SealedUniformPrice | pb::AuctionFormat::SealedPayAsBid) {
             request.per_bidder_cap_percent = "25".into();
         }
         if n % 5 == 0 {
@@ -230,7 +277,7 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
         .filter(|d| d.settlement.status == SettlementStatus::Settled)
         .map(|d| format!("{:?}", d.settlement.format))
         .collect();
-    assert_eq!(settled_formats.len(), 4, "every format settles at least once: {settled_formats:?}");
+    assert_eq!(settled_formats.len(), 6, "every format settles at least once: {settled_formats:?}");
 
     // A fresh process replays the journal.
     let out = dir.path().join("replayed.jsonl");

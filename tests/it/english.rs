@@ -348,3 +348,52 @@ async fn a_clock_auction_over_grpc_with_a_watcher() {
     assert_eq!(seen[1].1, Some((2, "18500.00".into(), "15.000".into())));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_sealed_auction_shows_watchers_only_its_phases() {
+    let server = TestServer::start().await;
+    let t0 = Timestamp::from_micros(T0);
+    let request = create(
+        reserve_lot("RES-SEALED-WATCH", "10.000", "1.000"),
+        pb::AuctionFormat::SealedUniformPrice,
+        t0.plus_micros(HOUR / 6),
+        t0.plus_micros(HOUR),
+    );
+    let id = server.as_("operator").operator.create_auction(request).await.unwrap().into_inner().auction_id;
+    let mut watcher = server.as_("observer");
+    let mut stream = watcher
+        .trading
+        .watch_auction(pb::WatchAuctionRequest { auction_id: id.clone(), after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    server.set_time(t0.plus_micros(HOUR / 6));
+    for (n, price) in [(1, "18500.00"), (2, "18600.00"), (3, "18700.00")] {
+        let bid = pb::PlaceBidRequest {
+            request_id: format!("sealed-{n}"),
+            auction_id: id.clone(),
+            price: price.into(),
+            quantity: "2.000".into(),
+        };
+        server.as_(&format!("b{n}")).trading.place_bid(bid).await.unwrap();
+    }
+    server.set_time(t0.plus_micros(HOUR));
+    let mut seen = Vec::new();
+    while let Some(e) = stream.message().await.unwrap() {
+        let done = e.kind == pb::AuctionEventKind::Concluded as i32;
+        seen.push((e.sequence, e.kind, e.phase, e.live.is_some(), e.final_price.clone()));
+        if done {
+            break;
+        }
+    }
+    // State, opened, concluded: sequence 0, 1, 2. Three bids changed nothing a watcher sees.
+    assert_eq!(
+        seen,
+        vec![
+            (0, pb::AuctionEventKind::State as i32, pb::AuctionPhase::Scheduled as i32, false, String::new()),
+            (1, pb::AuctionEventKind::Opened as i32, pb::AuctionPhase::Open as i32, false, String::new()),
+            (2, pb::AuctionEventKind::Concluded as i32, pb::AuctionPhase::Settled as i32, false, "18500.00".into()),
+        ]
+    );
+    server.stop().await;
+}

@@ -301,3 +301,44 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
     }
     assert!(replayed == expected, "replayed settlements differ from the live run");
 }
+
+/// A watcher that stops reading falls behind a bounded queue and is told so; the auction
+/// neither waits for it nor keeps its backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_falls_behind_is_cut_off_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let exchange = start(dir.path(), T0).await;
+    let t0 = Timestamp::from_micros(T0);
+    let mut request = create(
+        reserve_lot("RES-LAGGARD", "10.000", "10.000"),
+        pb::AuctionFormat::AscendingEnglish,
+        t0,
+        t0.plus_micros(HOUR),
+    );
+    request.ascending =
+        Some(pb::AscendingTerms { increment: "0.01".into(), countdown_seconds: 60, ..Default::default() });
+    let id = exchange.create_auction(auction_request(&request).unwrap(), origin("operator", 1)).await.unwrap().spec.id;
+    while exchange.get(id).unwrap().phase != emission_auction::engine::Phase::Open {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut laggard = exchange.watch(id, 0).unwrap();
+    assert_eq!(laggard.backlog.len(), 1, "a new watch starts with the state");
+    // 1,000 bids while the watcher reads nothing; every one is taken at once.
+    let lot = Quantity::from_units(10_000).unwrap();
+    for k in 0..1000u64 {
+        let who = (k % 2) as u32 + 1;
+        let price = Price::from_units(1_800_000 + k as i64).unwrap();
+        exchange.place_bid(id, firm(who), price, lot, origin(&format!("b{who}"), 10 + k)).await.unwrap();
+    }
+    match laggard.live.recv().await {
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+            assert_eq!(missed, 1000 - 256, "the queue holds the latest 256 updates");
+        }
+        other => panic!("expected the watcher to have lagged, got {other:?}"),
+    }
+    // Watching again from where it stood replays from the kept history.
+    let resumed = exchange.watch(id, 1).unwrap();
+    let sequences: Vec<u64> = resumed.backlog.iter().map(|u| u.sequence).collect();
+    assert_eq!(sequences, (2..=1001).collect::<Vec<_>>(), "every update after sequence 1, in order");
+    exchange.shutdown().await;
+}

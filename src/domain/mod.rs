@@ -5,6 +5,30 @@ mod ids;
 mod policy;
 mod units;
 
+/// Reads a value from its text without allocating: a visitor parses the borrowed string.
+fn from_text<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    struct Text<T>(std::marker::PhantomData<T>);
+    impl<T> serde::de::Visitor<'_> for Text<T>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a {} as text", std::any::type_name::<T>())
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            v.parse::<T>().map_err(|e| E::custom(format_args!("{v:?}: {e}")))
+        }
+    }
+    d.deserialize_str(Text(std::marker::PhantomData))
+}
+
 /// Serde for a type with `Display` and `FromStr`: written as its text, read without allocating
 /// (a visitor parses the borrowed string). Journal replay decodes millions of these.
 macro_rules! serde_as_text {
@@ -17,17 +41,7 @@ macro_rules! serde_as_text {
 
         impl<'de> serde::Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Text;
-                impl serde::de::Visitor<'_> for Text {
-                    type Value = $t;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        write!(f, "a {} as text", stringify!($t))
-                    }
-                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$t, E> {
-                        v.parse::<$t>().map_err(|e| E::custom(format_args!("{v:?}: {e}")))
-                    }
-                }
-                d.deserialize_str(Text)
+                from_text(d)
             }
         }
     )*};
@@ -46,18 +60,8 @@ macro_rules! serde_as_text_or_integer {
 
         impl<'de> serde::Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Text;
-                impl serde::de::Visitor<'_> for Text {
-                    type Value = $t;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        write!(f, "a {} as text", stringify!($t))
-                    }
-                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$t, E> {
-                        v.parse::<$t>().map_err(|e| E::custom(format_args!("{v:?}: {e}")))
-                    }
-                }
                 if d.is_human_readable() {
-                    d.deserialize_str(Text)
+                    from_text(d)
                 } else {
                     let n = <$int as serde::Deserialize>::deserialize(d)?;
                     let make: fn($int) -> Option<$t> = $make;

@@ -469,11 +469,7 @@ impl Auction {
         if self.phase.is_terminal() || at >= self.spec.closes_at {
             return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
         }
-        match self.phase {
-            Phase::Scheduled if at < self.spec.opens_at => Err(EngineError::NotOpen { opens_at: self.spec.opens_at }),
-            Phase::Scheduled => Ok(true),
-            _ => Ok(false),
-        }
+        self.opens_with(at)
     }
 
     /// Price and quantity rules shared by new and revised bids. `held` is what the bidder
@@ -510,6 +506,16 @@ impl Auction {
             return Err(EngineError::bidder_cap(ratio, cap, held));
         }
         Ok(())
+    }
+
+    /// Whether a bid stamped `at` also opens the auction (it arrived at or after `opens_at`
+    /// before the timer fired); a bid before `opens_at` is refused.
+    fn opens_with(&self, at: Timestamp) -> Result<bool, EngineError> {
+        match self.phase {
+            Phase::Scheduled if at < self.spec.opens_at => Err(EngineError::NotOpen { opens_at: self.spec.opens_at }),
+            Phase::Scheduled => Ok(true),
+            _ => Ok(false),
+        }
     }
 
     /// Commits the implicit open of a bid that arrived at `opens_at` before the timer.
@@ -566,13 +572,7 @@ impl Auction {
         if self.phase.is_terminal() || at >= ends {
             return Err(EngineError::AuctionClosed { closes_at: ends });
         }
-        let opening = match self.phase {
-            Phase::Scheduled if at < self.spec.opens_at => {
-                return Err(EngineError::NotOpen { opens_at: self.spec.opens_at });
-            }
-            Phase::Scheduled => true,
-            _ => false,
-        };
+        let opening = self.opens_with(at)?;
         if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
             return Err(EngineError::AmountOverflow);
         }
@@ -647,13 +647,7 @@ impl Auction {
         if self.phase.is_terminal() || at >= self.spec.closes_at {
             return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
         }
-        let opening = match self.phase {
-            Phase::Scheduled if at < self.spec.opens_at => {
-                return Err(EngineError::NotOpen { opens_at: self.spec.opens_at });
-            }
-            Phase::Scheduled => true,
-            _ => false,
-        };
+        let opening = self.opens_with(at)?;
         let ends = rounds.round_ends(self.spec.closes_at);
         if at >= ends {
             return Err(EngineError::RoundOver { round: rounds.round(), ends_at: ends });

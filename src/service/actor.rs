@@ -218,7 +218,11 @@ impl AuctionActor {
         for event in events {
             kind = match event {
                 Event::Opened { .. } if kind == UpdateKind::State => UpdateKind::Opened,
-                Event::BidAccepted(_) | Event::BidWithdrawn(_) => UpdateKind::Bid,
+                // Only open-outcry bids are public; a sealed bid that opened the auction shows
+                // as the opening alone.
+                Event::BidAccepted(_) | Event::BidWithdrawn(_) if self.auction.spec().format.is_open_outcry() => {
+                    UpdateKind::Bid
+                }
                 Event::TimedPeriodStarted { .. } => UpdateKind::TimedPeriodStarted,
                 Event::RoundEnded { .. } => UpdateKind::RoundEnded,
                 Event::Concluded(s) => {
@@ -234,6 +238,8 @@ impl AuctionActor {
                 _ => kind,
             };
         }
+        // An opening brought about by a bid is shown as of `opens_at`, not as of the bid.
+        let at = if kind == UpdateKind::Opened { at.min(self.auction.spec().opens_at) } else { at };
         AuctionUpdate {
             sequence: self.auction.public_seq(),
             kind,

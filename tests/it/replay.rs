@@ -342,3 +342,46 @@ async fn a_watcher_that_falls_behind_is_cut_off_not_waited_for() {
     assert_eq!(sequences, (2..=1001).collect::<Vec<_>>(), "every update after sequence 1, in order");
     exchange.shutdown().await;
 }
+
+/// A clock that moves without telling anyone, so that a bid can reach an auction whose open
+/// timer has not fired.
+struct SilentClock(std::sync::atomic::AtomicI64);
+
+impl emission_auction::service::clock::Clock for SilentClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_micros(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// A sealed auction opened by its first bid (the bid beat the open timer) shows watchers the
+/// opening alone, as of `opens_at`: neither that a bid came nor when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_auction_opened_by_a_bid_shows_only_its_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.set_data_dir(dir.path().to_owned());
+    let clock = Arc::new(SilentClock(std::sync::atomic::AtomicI64::new(T0)));
+    let exchange = emission_auction::server::assemble_with_clock(&config, clock.clone()).await.unwrap().exchange;
+    let t0 = Timestamp::from_micros(T0);
+    let opens = t0.plus_micros(HOUR / 2);
+    let request = create(
+        reserve_lot("RES-QUIET", "10.000", "1.000"),
+        pb::AuctionFormat::SealedUniformPrice,
+        opens,
+        t0.plus_micros(HOUR),
+    );
+    let id = exchange.create_auction(auction_request(&request).unwrap(), origin("operator", 1)).await.unwrap().spec.id;
+    let mut watch = exchange.watch(id, 0).unwrap();
+    // Time passes the opening; the open timer, set for half an hour of real time, sleeps on.
+    clock.0.store(opens.as_micros() + 7_000_000, std::sync::atomic::Ordering::SeqCst);
+    let price = Price::from_units(1_850_000).unwrap();
+    let bid =
+        exchange.place_bid(id, firm(1), price, Quantity::from_units(2000).unwrap(), origin("b1", 2)).await.unwrap();
+    assert_eq!(bid.placed_at, opens.plus_micros(7_000_000));
+    assert_eq!(exchange.get(id).unwrap().phase, emission_auction::engine::Phase::Open);
+    let update = watch.live.recv().await.unwrap();
+    assert_eq!(update.kind, emission_auction::service::feed::UpdateKind::Opened);
+    assert_eq!((update.sequence, update.at), (1, opens), "the opening, as of opens_at");
+    assert!(watch.live.try_recv().is_err(), "nothing else was published");
+    exchange.shutdown().await;
+}

@@ -10,8 +10,8 @@ use crate::auth::Role;
 use crate::domain::AuctionId;
 use crate::engine::{BidView, Command, Format};
 use crate::proto as pb;
-use crate::service::feed::{UpdateKind, Watch};
-use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, ServiceError};
+use crate::service::feed::{AuctionUpdate, UpdateKind, Watch};
+use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, RecordedSettlement, ServiceError};
 
 use super::auth::{bidder, require};
 use super::convert::{self, FieldError};
@@ -235,48 +235,16 @@ impl pb::trading_server::Trading for TradingService {
         require(&request, ANY_ROLE)?;
         let req = request.get_ref();
         let id = convert::auction_id(&req.auction_id)?;
-        let watch = self.exchange.watch(id, req.after_sequence)?;
-        let mut stopping = self.stopping.clone();
-        let after = req.after_sequence;
-        let stream = async_stream(move |tx| async move {
-            let Watch { backlog, mut live } = watch;
-            let mut next = after + 1;
-            for update in backlog {
-                next = update.sequence + 1;
-                if tx.send(Ok(convert::pb_auction_event(id, &update))).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                let received = tokio::select! {
-                    received = live.recv() => received,
-                    () = tx.closed() => return,
-                    () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
-                        let _ = tx.send(Err(resume_after(Code::Unavailable, "SHUTTING_DOWN", "the server is stopping", next - 1))).await;
-                        return;
-                    }
-                };
-                match received {
-                    // Already sent from the backlog.
-                    Ok(update) if update.sequence < next => continue,
-                    Ok(update) => {
-                        next = update.sequence + 1;
-                        let done = update.kind == UpdateKind::Concluded;
-                        if tx.send(Ok(convert::pb_auction_event(id, &update))).await.is_err() || done {
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        let why = "fell behind the auction's updates";
-                        let _ = tx
-                            .send(Err(resume_after(Code::ResourceExhausted, "WATCHER_TOO_SLOW", why, next - 1)))
-                            .await;
-                        return;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
+        let Watch { backlog, live } = self.exchange.watch(id, req.after_sequence)?;
+        let ends = Relay {
+            next: req.after_sequence + 1,
+            sequence: |u: &AuctionUpdate| u.sequence,
+            // The conclusion ends a watch; so does a state that shows the auction over.
+            last: |u: &AuctionUpdate| u.kind == UpdateKind::Concluded || u.phase.is_terminal(),
+            ended: |code, reason, why, next| resume_after(code, reason, why, next - 1),
+            too_slow: ("WATCHER_TOO_SLOW", "fell behind the auction's updates"),
+        };
+        let stream = relay(backlog, live, self.stopping.clone(), ends, move |u| convert::pb_auction_event(id, u));
         Ok(Response::new(stream))
     }
 
@@ -322,46 +290,81 @@ impl pb::results_server::Results for ResultsService {
     ) -> Reply<SettlementStream> {
         require(&request, ANY_ROLE)?;
         let from = request.get_ref().from_sequence.max(1);
-        let (backlog, mut live) = self.exchange.hub().subscribe(from).await;
-        let mut stopping = self.stopping.clone();
-        let stream = async_stream(move |tx| async move {
-            let mut next = from;
-            for recorded in backlog {
-                next = recorded.sequence + 1;
-                if tx.send(Ok(convert::pb_settlement(&recorded))).await.is_err() {
+        let (backlog, live) = self.exchange.hub().subscribe(from).await;
+        let ends = Relay {
+            next: from,
+            sequence: |r: &RecordedSettlement| r.sequence,
+            last: |_| false,
+            ended: resume_from,
+            too_slow: ("SUBSCRIBER_TOO_SLOW", "fell behind the settlement stream"),
+        };
+        Ok(Response::new(relay(backlog, live, self.stopping.clone(), ends, convert::pb_settlement)))
+    }
+}
+
+/// How a relayed stream orders its items, when it ends, and how it tells a client where to
+/// pick it up.
+struct Relay<T> {
+    /// The first sequence number the client has not seen.
+    next: u64,
+    sequence: fn(&T) -> u64,
+    /// Whether an item ends the stream (after it is sent).
+    last: fn(&T) -> bool,
+    /// The status that ends the stream early: code, reason, why, and the next sequence.
+    ended: fn(Code, &str, &str, u64) -> Status,
+    /// Reason and words for a client that fell behind.
+    too_slow: (&'static str, &'static str),
+}
+
+/// Sends `backlog`, then live items in sequence order (skipping what the backlog had), until
+/// the client hangs up, an item is the last, the server stops (UNAVAILABLE) or the client falls
+/// behind the bounded broadcast (RESOURCE_EXHAUSTED); the last two say where to resume.
+fn relay<T, P>(
+    backlog: Vec<Arc<T>>,
+    mut live: tokio::sync::broadcast::Receiver<Arc<T>>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    ends: Relay<T>,
+    to_pb: impl Fn(&T) -> P + Send + 'static,
+) -> Stream<P>
+where
+    T: Send + Sync + 'static,
+    P: Send + 'static,
+{
+    async_stream(move |tx| async move {
+        let Relay { mut next, sequence, last, ended, too_slow } = ends;
+        for item in backlog {
+            next = sequence(&item) + 1;
+            if tx.send(Ok(to_pb(&item))).await.is_err() || last(&item) {
+                return;
+            }
+        }
+        loop {
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = tx.closed() => return,
+                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                    let _ = tx.send(Err(ended(Code::Unavailable, "SHUTTING_DOWN", "the server is stopping", next))).await;
                     return;
                 }
-            }
-            loop {
-                let received = tokio::select! {
-                    received = live.recv() => received,
-                    () = tx.closed() => return,
-                    () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
-                        let _ = tx.send(Err(resume_from(Code::Unavailable, "SHUTTING_DOWN", "the server is stopping", next))).await;
+            };
+            match received {
+                // Already sent from the backlog.
+                Ok(item) if sequence(&item) < next => continue,
+                Ok(item) => {
+                    next = sequence(&item) + 1;
+                    if tx.send(Ok(to_pb(&item))).await.is_err() || last(&item) {
                         return;
                     }
-                };
-                match received {
-                    // Already sent from the backlog.
-                    Ok(recorded) if recorded.sequence < next => continue,
-                    Ok(recorded) => {
-                        next = recorded.sequence + 1;
-                        if tx.send(Ok(convert::pb_settlement(&recorded))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        let why = "fell behind the settlement stream";
-                        let _ =
-                            tx.send(Err(resume_from(Code::ResourceExhausted, "SUBSCRIBER_TOO_SLOW", why, next))).await;
-                        return;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let (reason, why) = too_slow;
+                    let _ = tx.send(Err(ended(Code::ResourceExhausted, reason, why, next))).await;
+                    return;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
-        });
-        Ok(Response::new(stream))
-    }
+        }
+    })
 }
 
 /// Ends a settlement stream, telling the client where to pick it up again.

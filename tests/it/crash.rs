@@ -28,28 +28,13 @@ use emission_auction::service::clock::{Clock, SystemClock};
 use tokio::sync::Mutex;
 
 use crate::grpc::{create, reserve_lot};
+use crate::rng::Rng;
 
 const TERMINALS: usize = 100;
 const AUCTIONS: usize = 3;
 const FLOOR_FEN: u64 = 1_800_000;
 /// The server must answer within this long after it is started on a crashed data directory.
 const SERVE_WITHIN: Duration = Duration::from_secs(5);
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
-}
 
 /// The release binary, built (or found up to date) by cargo.
 fn release_binary() -> PathBuf {
@@ -245,7 +230,7 @@ async fn crash_test(kills: usize, min_bids: u64, max_bids: u64) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| SystemClock.now().as_micros() as u64);
     println!("crash test seed {seed} (CRASH_SEED={seed} reproduces the kill points)");
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let binary = release_binary();
     let data = tempfile::tempdir().unwrap();
 

@@ -11,7 +11,7 @@ use emission_auction::proto as pb;
 use tokio::sync::Mutex;
 use tonic::Code;
 
-use crate::grpc::{TestServer, create, firm, reason, reserve_lot};
+use crate::grpc::{TestServer, create, firm, reason, reserve_lot, settlement};
 
 /// 2026-03-01T00:00:00Z, the test server's start.
 const T0: i64 = 1_772_323_200_000_000;
@@ -187,13 +187,7 @@ async fn twenty_terminals_race_and_five_watchers_see_the_settlement() {
         }
         all
     };
-    let settlement = server
-        .as_("observer")
-        .results
-        .get_settlement(pb::GetSettlementRequest { auction_id: id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let settlement = settlement(&server, &id).await;
     let accepted = accepted.lock().await.clone();
     let top = accepted.iter().map(|(p, _)| *p).max().unwrap();
     // Of bids racing at one price, exactly one won.
@@ -315,13 +309,7 @@ async fn a_clock_auction_over_grpc_with_a_watcher() {
     demand("b1", "5.000", 3).await.unwrap();
     demand("b2", "0", 3).await.unwrap();
     op.operator.advance_round(pb::AuctionRef { request_id: "adv-2".into(), auction_id: id.clone() }).await.unwrap();
-    let settlement = server
-        .as_("observer")
-        .results
-        .get_settlement(pb::GetSettlementRequest { auction_id: id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let settlement = settlement(&server, &id).await;
     let allocated: Vec<(String, String)> =
         settlement.allocations.iter().map(|a| (a.bidder.clone(), a.quantity.clone())).collect();
     assert_eq!(settlement.clearing_price, "18500.00");

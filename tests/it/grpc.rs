@@ -190,6 +190,24 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// An auction's settlement, as anyone may read it once it is recorded.
+pub async fn settlement(server: &TestServer, auction: &str) -> pb::Settlement {
+    let request = pb::GetSettlementRequest { auction_id: auction.into() };
+    server.as_("observer").results.get_settlement(request).await.unwrap().into_inner()
+}
+
+/// The settlement once the server's own timer has recorded it (polled, at most two seconds).
+pub async fn await_settlement(server: &TestServer, auction: &str) -> pb::Settlement {
+    for _ in 0..100 {
+        let request = pb::GetSettlementRequest { auction_id: auction.into() };
+        if let Ok(s) = server.as_("observer").results.get_settlement(request).await {
+            return s.into_inner();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no settlement of {auction} was recorded");
+}
+
 /// The ErrorInfo reason and metadata of a status.
 pub fn reason(status: &tonic::Status) -> (String, HashMap<String, String>) {
     let info = status.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"));
@@ -221,13 +239,7 @@ async fn close(server: &TestServer, auction: &str) -> pb::Settlement {
     let mut op = server.as_("operator");
     let closed = op.operator.close_auction(aref(auction)).await.unwrap().into_inner();
     assert_ne!(closed.phase, pb::AuctionPhase::Open as i32);
-    server
-        .as_("observer")
-        .results
-        .get_settlement(pb::GetSettlementRequest { auction_id: auction.into() })
-        .await
-        .unwrap()
-        .into_inner()
+    settlement(server, auction).await
 }
 
 fn allocations(s: &pb::Settlement) -> Vec<(String, String, String, String, String)> {
@@ -819,13 +831,7 @@ async fn a_restart_keeps_every_acknowledged_change_and_emits_settlements_once() 
 
     // Replaying a journal that ends in a close derives the same settlement and records nothing new.
     let server = server.restart(Timestamp::from_micros(T0 + 120_000_000)).await;
-    let again = server
-        .as_("observer")
-        .results
-        .get_settlement(pb::GetSettlementRequest { auction_id: id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = settlement(&server, &id).await;
     assert_eq!(again, settled);
     let lines = std::fs::read_to_string(server.dir.path().join("settlements.jsonl")).unwrap().lines().count();
     assert_eq!(lines, 1, "a settlement was recorded twice");
@@ -863,23 +869,14 @@ async fn an_auction_whose_close_passed_while_down_closes_as_of_its_close_time() 
     server.as_("b1").trading.place_bid(bid(&id, "18200.00", "3.000")).await.unwrap();
     // Down for two hours across the close at T0 + 1 h.
     let server = server.restart(Timestamp::from_micros(T0 + 2 * HOUR)).await;
-    let mut settlement = None;
-    for _ in 0..100 {
-        match server.as_("observer").results.get_settlement(pb::GetSettlementRequest { auction_id: id.clone() }).await {
-            Ok(s) => {
-                settlement = Some(s.into_inner());
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    let settlement = settlement.expect("the overdue close was processed after the restart");
+    // The overdue close is processed after the restart.
+    let settled = await_settlement(&server, &id).await;
     assert_eq!(
-        settlement.settled_at,
+        settled.settled_at,
         Some(to_timestamp(Timestamp::from_micros(T0 + HOUR))),
         "closed as of its scheduled close"
     );
-    assert_eq!((settlement.clearing_price.as_str(), settlement.sold_quantity.as_str()), ("18200.00", "3.000"));
+    assert_eq!((settled.clearing_price.as_str(), settled.sold_quantity.as_str()), ("18200.00", "3.000"));
     // The wall clock jumps back before the close: the auction stays closed, now and after a restart.
     server.set_time(Timestamp::from_micros(T0));
     let err = server.as_("b2").trading.place_bid(bid(&id, "18300.00", "1.000")).await.unwrap_err();
@@ -893,14 +890,8 @@ async fn an_auction_whose_close_passed_while_down_closes_as_of_its_close_time() 
         .unwrap()
         .into_inner();
     assert_eq!(a.phase, pb::AuctionPhase::Settled as i32);
-    let again = server
-        .as_("observer")
-        .results
-        .get_settlement(pb::GetSettlementRequest { auction_id: id })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(again, settlement);
+    let again = settlement(&server, &id).await;
+    assert_eq!(again, settled);
     assert_eq!(std::fs::read_to_string(server.dir.path().join("settlements.jsonl")).unwrap().lines().count(), 1);
     server.stop().await;
 }
@@ -1014,29 +1005,14 @@ async fn a_forward_clock_jump_closes_an_auction_once_as_of_its_close() {
     let err = server.as_("b2").trading.place_bid(bid(&id, "19000.00", "2.000")).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).0.as_str()), (Code::FailedPrecondition, "AUCTION_CLOSED"));
     // The auction's timer sees the jump at its next wake-up and closes it as of closes_at.
-    let mut settled = None;
-    for _ in 0..100 {
-        let request = pb::GetSettlementRequest { auction_id: id.clone() };
-        if let Ok(s) = server.as_("observer").results.get_settlement(request).await {
-            settled = Some(s.into_inner());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let settled = settled.expect("the jump closed the auction");
+    let settled = await_settlement(&server, &id).await;
     assert_eq!(settled.settled_at, Some(to_timestamp(Timestamp::from_micros(T0 + HOUR))), "as of its close");
     assert_eq!(settled.sold_quantity, "2.000");
     // A second close is refused and records nothing; neither does a restart.
     let err = server.as_("operator").operator.close_auction(aref(&id)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let server = server.restart(Timestamp::from_micros(T0 + 4 * HOUR)).await;
-    let again = server
-        .as_("observer")
-        .results
-        .get_settlement(pb::GetSettlementRequest { auction_id: id })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = settlement(&server, &id).await;
     assert_eq!(again, settled);
     assert_eq!(std::fs::read_to_string(server.dir.path().join("settlements.jsonl")).unwrap().lines().count(), 1);
     server.stop().await;

@@ -7,4 +7,5 @@ mod grpc;
 mod journal;
 mod props;
 mod replay;
+mod rng;
 mod scenarios;

@@ -15,6 +15,7 @@ use emission_auction::service::clock::ManualClock;
 use emission_auction::service::{Exchange, Fingerprint, Origin, ServiceError};
 
 use crate::grpc::{create, firm, reserve_lot};
+use crate::rng::Rng;
 
 /// 2026-03-01T00:00:00Z.
 const T0: i64 = 1_772_323_200_000_000;
@@ -22,22 +23,6 @@ const HOUR: i64 = 3_600_000_000;
 const AUCTIONS: u64 = 36;
 const ACTIONS_PER_AUCTION: u64 = 600;
 const BIDDERS: u32 = 12;
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn origin(principal: &str, request: u64) -> Origin {
     Origin {
@@ -66,7 +51,7 @@ struct Tally {
 /// levels so that ties at the margin are common.
 async fn bidding(exchange: Arc<Exchange>, n: u64, format: pb::AuctionFormat, seed: u64) -> Tally {
     let id = emission_auction::domain::AuctionId::new(n);
-    let mut rng = Rng(seed ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+    let mut rng = Rng::new(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut tally = Tally::default();
     let mut mine: Vec<(u32, BidView)> = Vec::new();
     for action in 0..ACTIONS_PER_AUCTION {

@@ -1,7 +1,8 @@
 //! The journal's bytes on disk. This format is the product's own and is what an auditor
 //! verifies, so it is written out here in full.
 //!
-//! A journal is a directory of segment files named by the sequence number of their first record
+//! A journal is a sequence of segments, each named by the sequence number of its first record;
+//! on disk ([`FileStore`](super::FileStore)) a directory of segment files
 //! (`00000000000000000001.seg`), each preallocated to the segment size. A segment starts with a
 //! 16-byte header, then records back to back; the unwritten rest of a segment is zeros.
 //!

@@ -1,0 +1,111 @@
+//! The production [`SegmentStore`]: one preallocated file per segment in a directory, named by
+//! the sequence number of its first record (`00000000000000000001.seg`), written with
+//! `pwrite` and made durable with fdatasync. It must never interpret the bytes it holds.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use super::store::{SegmentStore, no_current_segment};
+
+/// Segment files in one directory.
+#[derive(Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+    /// The segment the writer appends to; set by `start_segment` and `resume`.
+    current: Option<File>,
+}
+
+impl FileStore {
+    /// A store in `dir`. Creates nothing: a missing directory reads as an empty journal, and
+    /// [`Journal::open`](super::Journal::open) creates it before writing.
+    pub fn new(dir: impl Into<PathBuf>) -> FileStore {
+        FileStore { dir: dir.into(), current: None }
+    }
+
+    /// Makes a change to the directory's entries (a new or deleted file) durable.
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+pub(super) fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.seg")
+}
+
+impl SegmentStore for FileStore {
+    fn path(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    fn segment_path(&self, first_seq: u64) -> PathBuf {
+        self.dir.join(segment_name(first_seq))
+    }
+
+    fn list(&self) -> io::Result<Vec<u64>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            // Only names this store writes: another file that merely parses as a number is not
+            // a segment, and reading it under its canonical name would read the wrong file.
+            let first = name.to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| n.parse::<u64>().ok());
+            if let Some(first) = first.filter(|f| name.to_str() == Some(segment_name(*f).as_str())) {
+                out.push(first);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn read(&self, first_seq: u64) -> io::Result<Vec<u8>> {
+        std::fs::read(self.segment_path(first_seq))
+    }
+
+    fn cut(&mut self, first_seq: u64, from: u64) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(self.segment_path(first_seq))?;
+        let to = file.metadata()?.len();
+        if to > from {
+            file.write_all_at(&vec![0u8; (to - from) as usize], from)?;
+        }
+        file.sync_data()
+    }
+
+    fn remove(&mut self, first_seq: u64) -> io::Result<()> {
+        std::fs::remove_file(self.segment_path(first_seq))?;
+        // A removed segment that came back after a crash would hold records after the cut.
+        self.sync_dir()
+    }
+
+    fn resume(&mut self, first_seq: u64) -> io::Result<()> {
+        self.current = Some(OpenOptions::new().write(true).open(self.segment_path(first_seq))?);
+        Ok(())
+    }
+
+    fn start_segment(&mut self, first_seq: u64, header: &[u8], capacity: u64) -> io::Result<()> {
+        let file = OpenOptions::new().create_new(true).read(true).write(true).open(self.segment_path(first_seq))?;
+        if rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, capacity).is_err() {
+            // Some filesystems cannot preallocate; a sparse file works, its syncs are slower.
+            file.set_len(capacity)?;
+        }
+        file.write_all_at(header, 0)?;
+        file.sync_all()?;
+        // The new file's name must be durable too.
+        self.sync_dir()?;
+        self.current = Some(file);
+        Ok(())
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.current.as_ref().ok_or_else(no_current_segment)?.write_all_at(bytes, offset)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.current.as_ref().ok_or_else(no_current_segment)?.sync_data()
+    }
+}

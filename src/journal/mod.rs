@@ -24,7 +24,8 @@
 //!
 //! Recovery contract ([`recover`], [`recover_store`]): records are checked for CRC, sequence and
 //! hash chain. A bad record with nothing valid after it is a torn tail (a batch cut short by a
-//! crash): it and everything after it are zeroed, with a warning. A bad record followed by any
+//! crash): it and everything after it are zeroed, with a warning; so are trailing segments
+//! without even a header (a crash while one was being started). A bad record followed by any
 //! valid record means data that was synced is damaged: recovery refuses, naming the segment,
 //! offset and sequence number, rather than drop it. [`verify`] checks the same way and changes
 //! nothing.

@@ -27,6 +27,13 @@ pub fn recover_store<S: SegmentStore + ?Sized>(store: &mut S) -> Result<Recovere
     let (recovered, repair) = scan(store)?;
     match repair {
         Repair::None => {}
+        Repair::Empty(empty) => {
+            for first in empty {
+                let path = store.segment_path(first);
+                tracing::warn!(segment = %path.display(), "journal: removing an empty segment (a crash during a roll)");
+                store.remove(first).map_err(|e| io_error(&path, e))?;
+            }
+        }
         Repair::Torn(torn) => {
             let (path, offset, seq, reason) = (store.segment_path(torn.segment), torn.offset, torn.seq, torn.reason);
             tracing::warn!(segment = %path.display(), offset, seq, reason, "journal: cutting off a torn tail");
@@ -47,6 +54,10 @@ pub fn verify_store<S: SegmentStore + ?Sized>(store: &S) -> Result<Recovered, Jo
 /// What [`recover_store`] must change after a [`scan`].
 enum Repair {
     None,
+    /// Segments at the end that hold nothing, not even a header (a crash while a segment was
+    /// being started): they would stand in the way of the next roll, or, once a later segment
+    /// exists, look like damage.
+    Empty(Vec<u64>),
     Torn(Torn),
 }
 
@@ -67,6 +78,7 @@ fn scan<S: SegmentStore + ?Sized>(store: &S) -> Result<(Recovered, Repair), Jour
     let mut prev: ChainHash = [0; 32];
     let mut head = None;
     let mut tail = Tail { segment: None, offset: HEADER_LEN as u64 };
+    let mut repair = Repair::None;
     for (index, &first) in segs.iter().enumerate() {
         let bytes = read(first)?;
         let path = store.segment_path(first);
@@ -74,6 +86,7 @@ fn scan<S: SegmentStore + ?Sized>(store: &S) -> Result<(Recovered, Repair), Jour
         let expected_first = head.map_or(1, |h: Appended| h.seq + 1);
         if format::parse_header(&bytes) != Some(first) || first != expected_first {
             if segs[index..].iter().all(|s| store.read(*s).is_ok_and(|b| b.iter().all(|x| *x == 0))) {
+                repair = Repair::Empty(segs[index..].to_vec());
                 break;
             }
             return Err(JournalError::Corrupt {
@@ -131,7 +144,7 @@ fn scan<S: SegmentStore + ?Sized>(store: &S) -> Result<(Recovered, Repair), Jour
         }
         buffers.push(bytes);
     }
-    Ok((Recovered { records, segments: buffers, head, truncated: None, tail }, Repair::None))
+    Ok((Recovered { records, segments: buffers, head, truncated: None, tail }, repair))
 }
 
 /// Whether any record with a sequence number from `seq` on starts anywhere in `bytes`.

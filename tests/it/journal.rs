@@ -354,6 +354,27 @@ async fn a_sync_error_fails_every_queued_record_and_all_later_ones(b: Backend) {
     assert_eq!(journal.append(payload(16)).await.unwrap().seq, n as u64 + 1);
 }
 
+on_both_stores!(an_empty_segment_left_by_a_crash_during_a_roll_is_removed);
+/// Guards against a crash between creating a segment and writing its header stopping later
+/// starts (the empty segment used to stay, and refused the start once a later one was written).
+async fn an_empty_segment_left_by_a_crash_during_a_roll_is_removed(b: Backend) {
+    let options = Options { segment_bytes: 4096, ..Options::default() };
+    let (journal, _, _) = b.open(options.clone()).unwrap();
+    append_n(&journal, 0..10).await;
+    drop(journal);
+    match &b {
+        Backend::Files(dir) => FileStore::new(dir.path()).start_segment(11, &[0; HEADER_LEN], 4096).unwrap(),
+        Backend::Memory(store) => store.clone().start_segment(11, &[0; HEADER_LEN], 4096).unwrap(),
+    }
+    let (journal, recovered, _) = b.open(options.clone()).unwrap();
+    assert_eq!(recovered.records.len(), 10);
+    append_n(&journal, 10..200).await;
+    drop(journal);
+    let (_, recovered, _) = b.open(options).unwrap();
+    assert_eq!(recovered.records.len(), 200);
+    assert!(b.segments().len() > 2);
+}
+
 on_both_stores!(without_sync_nothing_is_synced);
 async fn without_sync_nothing_is_synced(b: Backend) {
     let (journal, _, stats) = b.open(Options { sync: SyncPolicy::Never, ..Options::default() }).unwrap();

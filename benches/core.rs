@@ -38,7 +38,7 @@ fn bid_stream() -> Vec<(BidId, CreditCode, Price, Quantity)> {
 fn filled(format: Format, tie: TieRule, stream: &[(BidId, CreditCode, Price, Quantity)]) -> Auction {
     let mut a = reserve_auction(format, tie, 500_000);
     for (i, (id, who, price, qty)) in stream.iter().enumerate() {
-        a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, *price, *qty).unwrap();
+        a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, Some(*price), Some(*qty)).unwrap();
     }
     a
 }
@@ -52,7 +52,10 @@ fn insert(c: &mut Criterion) {
             || reserve_auction(Format::SealedUniformPrice, TieRule::TimePriority, 500_000),
             |mut a| {
                 for (i, (id, who, price, qty)) in stream.iter().enumerate() {
-                    black_box(a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, *price, *qty).is_ok());
+                    black_box(
+                        a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, Some(*price), Some(*qty))
+                            .is_ok(),
+                    );
                 }
                 a
             },
@@ -95,7 +98,8 @@ fn ascending(c: &mut Criterion) {
                 let mut accepted = 0u32;
                 for (i, (id, who, price)) in stream.iter().enumerate() {
                     accepted += u32::from(
-                        a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, *price, lot).is_ok(),
+                        a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, Some(*price), Some(lot))
+                            .is_ok(),
                     );
                 }
                 assert_eq!(accepted as usize, BIDS / 2);

@@ -16,7 +16,7 @@ mod support;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use emission_auction::domain::{AuctionId, BidId, Price, PricePolicy, Quantity, Timestamp};
 use emission_auction::engine::{Command, Format, TieRule};
-use emission_auction::journal::{FileJournal, Options, SyncPolicy};
+use emission_auction::journal::{Journal, Options, SyncPolicy};
 use emission_auction::service::clock::ManualClock;
 use emission_auction::service::entry::Entry;
 use emission_auction::service::hub::SettlementHub;
@@ -49,7 +49,7 @@ fn group_commit(c: &mut Criterion) {
     });
 
     let dir = tempfile::tempdir().unwrap();
-    let (journal, _, stats) = FileJournal::open(dir.path(), Options::default()).unwrap();
+    let (journal, _, stats) = Journal::open(dir.path(), Options::default()).unwrap();
     let journal = Arc::new(journal);
     g.bench_function("group_commit_64_appenders", |b| {
         b.iter_custom(|n| {
@@ -88,11 +88,13 @@ const REPLAYED: u64 = 1_000_000;
 fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
     let auction = reserve_auction(Format::SealedUniformPrice, TieRule::TimePriority, 500_000);
     let bidders = bidders(2000);
-    let (journal, _, _) = FileJournal::open(dir, Options { sync: SyncPolicy::Never, ..Options::default() }).unwrap();
+    let (journal, _, _) = Journal::open(dir, Options { sync: SyncPolicy::Never, ..Options::default() }).unwrap();
     let journal = Arc::new(journal);
     runtime.block_on(async {
         journal
-            .append(Entry::Create { spec: Box::new(auction.spec().clone()), seed: None, origin: None }.encode())
+            .append(
+                Entry::Create { spec: Box::new(auction.spec().clone()), seed: None, origin: None }.encode().unwrap(),
+            )
             .await
             .unwrap();
         for chunk in 0..(REPLAYED / 10_000) {
@@ -102,8 +104,8 @@ fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
                 let command = Command::PlaceBid {
                     bidder: bidders[(i % 2000) as usize],
                     bid: BidId::new(i + 1),
-                    price: Price::from_units(1_800_000 + (i * 7919 % 2000) as i64 * 50).unwrap(),
-                    quantity: Quantity::from_units((i % 5 + 1) as i64 * 1000).unwrap(),
+                    price: Some(Price::from_units(1_800_000 + (i * 7919 % 2000) as i64 * 50).unwrap()),
+                    quantity: Some(Quantity::from_units((i % 5 + 1) as i64 * 1000).unwrap()),
                 };
                 // As a terminal sends it: its principal and a UUID-sized request id.
                 let origin = Origin {
@@ -117,7 +119,7 @@ fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
                     command,
                     origin: Some(origin),
                 };
-                pending.push(journal.reserve().await.unwrap().submit(entry.encode()));
+                pending.push(journal.reserve().await.unwrap().submit(entry.encode().unwrap()));
             }
             for p in pending {
                 p.wait().await.unwrap();
@@ -143,7 +145,7 @@ fn replay(c: &mut Criterion) {
                 let exchange = runtime.block_on(async {
                     let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
                     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
-                    Exchange::recover(PricePolicy::default(), hub, clock, None, &recovered).await.unwrap()
+                    Exchange::recover(PricePolicy::default(), hub, clock, memory_journal(), &recovered).await.unwrap()
                 });
                 total += start.elapsed();
                 runtime.block_on(exchange.shutdown());
@@ -162,7 +164,7 @@ fn replay(c: &mut Criterion) {
                 let exchange = runtime.block_on(async {
                     let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
                     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
-                    Exchange::recover(PricePolicy::default(), hub, clock, None, &recovered).await.unwrap()
+                    Exchange::recover(PricePolicy::default(), hub, clock, memory_journal(), &recovered).await.unwrap()
                 });
                 total += start.elapsed();
                 runtime.block_on(exchange.shutdown());
@@ -196,3 +198,8 @@ fn replay(c: &mut Criterion) {
 
 criterion_group!(benches, group_commit, replay);
 criterion_main!(benches);
+
+/// An empty journal in memory, for an exchange recovered from records read elsewhere.
+fn memory_journal() -> Arc<Journal> {
+    Arc::new(Journal::memory(Options { sync: SyncPolicy::Never, ..Options::default() }).unwrap().0)
+}

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{AuthError, Principals};
 use crate::config::Config;
-use crate::journal::{FileJournal, JournalError, Options};
+use crate::journal::{Journal, JournalError, Options};
 use crate::service::Exchange;
 use crate::service::clock::{Clock, SystemClock};
 use crate::service::hub::SettlementHub;
@@ -56,13 +56,12 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
 
     // Replay the journal: every change acknowledged before the last stop comes back.
     let options = Options { sync: config.journal_sync, ..Options::default() };
-    let (journal, recovered, _) = FileJournal::open(&config.journal_dir(), options)?;
+    let (journal, recovered, _) = Journal::open(&config.journal_dir(), options)?;
     if let Some((segment, offset, seq)) = &recovered.truncated {
         tracing::warn!(segment = %segment.display(), offset, seq, "journal had a torn tail (a batch cut short by a crash); it was cut off");
     }
     let replayed = recovered.records.len();
-    let exchange =
-        Arc::new(Exchange::recover(config.policy.clone(), hub, clock, Some(Arc::new(journal)), &recovered).await?);
+    let exchange = Arc::new(Exchange::recover(config.policy.clone(), hub, clock, Arc::new(journal), &recovered).await?);
     if replayed > 0 {
         tracing::info!(entries = replayed, head = ?recovered.head.map(|h| (h.seq, hex::encode(h.hash))), "journal replayed");
     }

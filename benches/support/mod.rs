@@ -2,8 +2,8 @@
 
 use emission_auction::domain::{AuctionId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Timestamp};
 use emission_auction::engine::{
-    AscendingRequest, Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, TieRule,
-    Undersubscription,
+    AscendingRequest, Auction, AuctionRequest, BidRevision, CapMode, CapRequest, Format, LotRequest, OriginKind, Seed,
+    TieRule, Undersubscription,
 };
 
 /// 2026-01-01T00:00:00Z; auctions open at T0 and close an hour later.
@@ -24,7 +24,7 @@ pub fn reserve_auction(format: Format, tie: TieRule, lot_tonnes: i64) -> Auction
 #[allow(dead_code, reason = "only the core bench runs ascending auctions")]
 pub fn english_auction() -> Auction {
     let mut request = request(Format::AscendingEnglish, TieRule::TimePriority, 10);
-    request.lot.fill_unit = request.lot.quantity;
+    request.lot.fill_unit = Some(request.lot.quantity);
     request.ascending = Some(AscendingRequest {
         start_price: None,
         increment: Price::from_units(100).unwrap(),
@@ -43,13 +43,14 @@ fn auction(request: AuctionRequest) -> Auction {
 
 fn request(format: Format, tie: TieRule, lot_tonnes: i64) -> AuctionRequest {
     AuctionRequest {
-        lot: Lot {
+        lot: LotRequest {
             id: "BENCH-1".parse().unwrap(),
             pollutant: Pollutant::So2,
             quantity: Quantity::from_units(lot_tonnes * 1000).unwrap(),
-            fill_unit: Quantity::from_units(1000).unwrap(),
+            fill_unit: Some(Quantity::from_units(1000).unwrap()),
             seller: CreditCode::with_check_digit("12140000MB0CENTRE").unwrap(),
-            origin: LotOrigin::GovernmentReserve,
+            origin: OriginKind::GovernmentReserve,
+            certificate_id: None,
             region: "140100".parse().unwrap(),
             vintage_year: 2025,
             valid_years: 5,
@@ -62,7 +63,7 @@ fn request(format: Format, tie: TieRule, lot_tonnes: i64) -> AuctionRequest {
         revision: BidRevision::Revisable,
         conversion_factor: Ratio::ONE,
         reserve_markup: None,
-        cap: CapChoice::None,
+        cap: CapRequest { mode: CapMode::None, percent: None },
         opens_at: Timestamp::from_micros(T0),
         closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
         ascending: None,

@@ -3,6 +3,7 @@
 
 mod ids;
 mod policy;
+mod reason;
 mod units;
 
 /// Reads a value from its text without allocating: a visitor parses the borrowed string.
@@ -76,6 +77,7 @@ macro_rules! serde_as_text_or_integer {
 
 pub use ids::{AuctionId, BidId, BidderId, CreditCode, IdError, LotId, Reference, RegionCode, Timestamp};
 pub use policy::{BenchmarkEntry, BenchmarkSchedule, Pollutant, PricePolicy};
+pub use reason::Reason;
 serde_as_text!(CreditCode, RegionCode, Reference);
 serde_as_text_or_integer! {
     Price: i64 => units, Price::from_units;
@@ -87,6 +89,6 @@ serde_as_text_or_integer! {
 }
 
 pub use units::{
-    Amount, DecimalError, MAX_AMOUNT_FEN, MAX_BID_AMOUNT_FEN, MAX_PRICE_FEN, MAX_QUANTITY_KG, Price, Quantity, Ratio,
-    format_units, parse_decimal, parse_non_negative,
+    Amount, DecimalError, MAX_AMOUNT_FEN, MAX_BID_AMOUNT_FEN, MAX_PRICE_FEN, MAX_QUANTITY_KG, Price, Quantity,
+    QuantityTotal, Ratio, format_units, parse_decimal, parse_non_negative,
 };

@@ -20,8 +20,9 @@ pub const MAX_PRICE_FEN: i64 = 10_000_000_000 - 1;
 pub const MAX_QUANTITY_KG: i64 = 10_000_000_000 - 1;
 /// Largest amount one bid may reach: 10,000,000,000,000.00 yuan.
 pub const MAX_BID_AMOUNT_FEN: i64 = 1_000_000_000_000_000;
-/// Largest amount the type holds, enough for any lot's total: MAX_PRICE x MAX_QUANTITY.
-pub const MAX_AMOUNT_FEN: i64 = 100_000_000_000_000_000;
+/// Largest amount the type holds: ten times MAX_PRICE x MAX_QUANTITY, so that a lot's total
+/// (a sum of allocations, each rounded half-up to the fen) always fits.
+pub const MAX_AMOUNT_FEN: i64 = 1_000_000_000_000_000_000;
 
 /// Why a decimal string was refused. The caller adds the field name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,6 +199,51 @@ impl Quantity {
         let kg = i128::from(self.0) * i128::from(ratio.0) / 1_000_000;
         let kg = kg as i64;
         if unit.0 == 0 { Quantity(kg) } else { Quantity(kg - kg % unit.0) }
+    }
+}
+
+/// A sum of quantities that may exceed the largest single [`Quantity`]: a clock round's total
+/// demand over many bidders, or one bidder's active bids. Kilograms in an `i128`, which holds
+/// the sum of every quantity one book can hold (2^30 bids of at most 10^10 kg), so adding a
+/// quantity never overflows in practice and is still checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct QuantityTotal(i128);
+
+impl QuantityTotal {
+    pub const ZERO: QuantityTotal = QuantityTotal(0);
+
+    pub fn of(quantity: Quantity) -> QuantityTotal {
+        QuantityTotal(i128::from(quantity.0))
+    }
+
+    /// The total with `quantity` added; `None` only past `i128`, which no book reaches.
+    pub fn plus(self, quantity: Quantity) -> Option<QuantityTotal> {
+        self.0.checked_add(i128::from(quantity.0)).map(QuantityTotal)
+    }
+
+    /// The total with `quantity` taken off; `None` below zero.
+    pub fn minus(self, quantity: Quantity) -> Option<QuantityTotal> {
+        self.0.checked_sub(i128::from(quantity.0)).filter(|kg| *kg >= 0).map(QuantityTotal)
+    }
+
+    /// This total less `other`; `None` below zero.
+    pub fn minus_total(self, other: QuantityTotal) -> Option<QuantityTotal> {
+        self.0.checked_sub(other.0).filter(|kg| *kg >= 0).map(QuantityTotal)
+    }
+
+    pub fn kilograms(self) -> i128 {
+        self.0
+    }
+
+    /// The total as a single quantity, when it is one.
+    pub fn as_quantity(self) -> Option<Quantity> {
+        i64::try_from(self.0).ok().and_then(Quantity::from_units)
+    }
+}
+
+impl fmt::Display for QuantityTotal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
     }
 }
 

@@ -1,8 +1,9 @@
 //! The sealed book of one auction: every bid version in arrival order, with indexes by bid id
 //! and by bidder. Arrival order is time priority; a revision is a new arrival.
 //!
-//! The book enforces nothing about prices or phases (that is [`super::Auction`]'s job); it keeps
-//! its indexes consistent and answers the questions clearing and validation ask.
+//! The book enforces nothing about prices or phases (the shared checks in [`super::checks`] do);
+//! it keeps its indexes consistent and answers the questions clearing and validation ask. The
+//! sealed formats and the English auction keep their bids here.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,7 @@ use foldhash::fast::FixedState;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{BidId, BidderId, Price, Quantity, Timestamp};
+use crate::domain::{BidId, BidderId, Price, Quantity, QuantityTotal, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -44,8 +45,9 @@ pub(crate) struct Slot {
 
 #[derive(Debug, Default, Clone)]
 struct BidderEntry {
-    /// Sum of the quantities of this bidder's active bids.
-    active_quantity: Quantity,
+    /// Sum of the quantities of this bidder's active bids. A total, not a quantity: an English
+    /// bidder's raises each ask for the whole lot and all stay in the book.
+    active_quantity: QuantityTotal,
     active_bids: u32,
     /// Bid ids in the order first placed.
     bids: Vec<BidId>,
@@ -76,12 +78,11 @@ impl SealedBook {
     /// The current version of `id`, if it belongs to `bidder`. Another bidder's bid is
     /// reported exactly like a missing one.
     pub fn bid_of(&self, bidder: BidderId, id: BidId) -> Option<BidView> {
-        let slot = self.slots[*self.by_id.get(&id)? as usize];
-        (slot.bidder == bidder).then(|| view(&slot))
+        self.current(id).filter(|slot| slot.bidder == bidder).map(view)
     }
 
-    pub fn active_quantity_of(&self, bidder: BidderId) -> Quantity {
-        self.by_bidder.get(&bidder).map_or(Quantity::ZERO, |e| e.active_quantity)
+    pub fn active_quantity_of(&self, bidder: BidderId) -> QuantityTotal {
+        self.by_bidder.get(&bidder).map_or(QuantityTotal::ZERO, |e| e.active_quantity)
     }
 
     pub fn has_active_bid(&self, bidder: BidderId) -> bool {
@@ -92,10 +93,7 @@ impl SealedBook {
     /// ascending auction that is where a bid at the current price is).
     pub fn has_active_bid_at(&self, bidder: BidderId, price: Price) -> bool {
         self.by_bidder.get(&bidder).is_some_and(|e| {
-            e.bids.iter().rev().any(|id| {
-                let slot = &self.slots[self.by_id[id] as usize];
-                slot.active && slot.price == price
-            })
+            e.bids.iter().rev().filter_map(|id| self.current(*id)).any(|slot| slot.active && slot.price == price)
         })
     }
 
@@ -109,8 +107,13 @@ impl SealedBook {
         self.slots.len() >= MAX_SLOTS
     }
 
-    /// Appends a new active bid. The caller has checked that `id` is unused and the book is
-    /// not full.
+    /// The current slot of `id`.
+    fn current(&self, id: BidId) -> Option<&Slot> {
+        self.by_id.get(&id).and_then(|index| self.slots.get(*index as usize))
+    }
+
+    /// Appends a new active bid. The shared checks have made sure that `id` is unused and the
+    /// book is not full.
     pub fn insert(&mut self, id: BidId, bidder: BidderId, price: Price, quantity: Quantity, at: Timestamp) -> BidView {
         let slot = Slot { id, bidder, price, quantity, placed_at: at, active: true };
         let index = self.push(slot);
@@ -123,23 +126,26 @@ impl SealedBook {
     }
 
     /// Replaces an active bid with a new version that arrives now (it loses time priority).
-    pub fn revise(&mut self, id: BidId, price: Price, quantity: Quantity, at: Timestamp) -> BidView {
-        let old = self.retire(id);
+    /// `None`, changing nothing, when `id` is not an active bid.
+    pub fn revise(&mut self, id: BidId, price: Price, quantity: Quantity, at: Timestamp) -> Option<BidView> {
+        let old = self.retire(id)?;
         let slot = Slot { id, bidder: old.bidder, price, quantity, placed_at: at, active: true };
         let index = self.push(slot);
         self.by_id.insert(id, index);
-        let entry = self.by_bidder.get_mut(&old.bidder).expect("bidder of an indexed bid");
+        let entry = self.by_bidder.entry(old.bidder).or_default();
         Self::activate(entry, &mut self.active_bidders, quantity);
-        view(&slot)
+        Some(view(&slot))
     }
 
-    /// Withdraws an active bid.
-    pub fn withdraw(&mut self, id: BidId) -> BidView {
-        view(&self.retire(id))
+    /// Withdraws an active bid; `None`, changing nothing, when `id` is not one.
+    pub fn withdraw(&mut self, id: BidId) -> Option<BidView> {
+        self.retire(id).map(|slot| view(&slot))
     }
 
     fn push(&mut self, slot: Slot) -> u32 {
-        let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 bid versions per book");
+        debug_assert!(!self.is_full(), "the shared checks refuse a bid to a full book");
+        // Cannot truncate: a full book (MAX_SLOTS = 2^30 versions) refuses every bid.
+        let index = self.slots.len() as u32;
         self.slots.push(slot);
         index
     }
@@ -149,25 +155,26 @@ impl SealedBook {
             *active_bidders += 1;
         }
         entry.active_bids += 1;
-        entry.active_quantity =
-            entry.active_quantity.checked_add(quantity).expect("per-bidder total within lot bounds");
+        // An i128 total of at most 2^30 quantities below 2^34 cannot overflow; saturating keeps
+        // even a broken invariant from panicking.
+        entry.active_quantity = entry.active_quantity.plus(quantity).unwrap_or(entry.active_quantity);
     }
 
-    /// Marks the current slot of `id` inactive and takes it off its bidder's totals.
-    fn retire(&mut self, id: BidId) -> Slot {
-        let index = self.by_id[&id] as usize;
-        let slot = &mut self.slots[index];
-        debug_assert!(slot.active, "retiring an inactive bid");
+    /// Marks the current slot of `id` inactive and takes it off its bidder's totals; `None`,
+    /// changing nothing, when `id` has no active slot.
+    fn retire(&mut self, id: BidId) -> Option<Slot> {
+        let index = *self.by_id.get(&id)? as usize;
+        let slot = self.slots.get_mut(index).filter(|slot| slot.active)?;
         slot.active = false;
         let slot = *slot;
-        let entry = self.by_bidder.get_mut(&slot.bidder).expect("bidder of an indexed bid");
-        entry.active_bids -= 1;
-        entry.active_quantity =
-            entry.active_quantity.checked_sub(slot.quantity).expect("active total covers each active bid");
-        if entry.active_bids == 0 {
-            self.active_bidders -= 1;
+        if let Some(entry) = self.by_bidder.get_mut(&slot.bidder) {
+            entry.active_bids = entry.active_bids.saturating_sub(1);
+            entry.active_quantity = entry.active_quantity.minus(slot.quantity).unwrap_or(QuantityTotal::ZERO);
+            if entry.active_bids == 0 {
+                self.active_bidders = self.active_bidders.saturating_sub(1);
+            }
         }
-        slot
+        Some(slot)
     }
 
     /// Every bid version in arrival (time-priority) order; inactive ones are superseded or
@@ -180,26 +187,27 @@ impl SealedBook {
     pub fn bids_of(&self, bidder: BidderId) -> Vec<BidView> {
         self.by_bidder
             .get(&bidder)
-            .map_or_else(Vec::new, |e| e.bids.iter().map(|id| view(&self.slots[self.by_id[id] as usize])).collect())
+            .map_or_else(Vec::new, |e| e.bids.iter().filter_map(|id| self.current(*id)).map(view).collect())
     }
 
     /// The current version of every bid, in arrival order of that version.
     pub fn all_bids(&self) -> Vec<BidView> {
         let mut current: Vec<u32> = self.by_id.values().copied().collect();
         current.sort_unstable();
-        current.into_iter().map(|i| view(&self.slots[i as usize])).collect()
+        current.into_iter().filter_map(|i| self.slots.get(i as usize)).map(view).collect()
     }
 
-    /// Checks every index against the slots; tests call it after each mutation.
+    /// Checks every index against the slots; tests call it after each mutation. It panics on a
+    /// broken invariant: it is a test oracle, never called on a request's path.
     pub fn check_invariants(&self) {
-        let mut totals: HashMap<BidderId, (Quantity, u32)> = HashMap::new();
+        let mut totals: HashMap<BidderId, (QuantityTotal, u32)> = HashMap::new();
         assert!(self.slots.len() <= MAX_SLOTS);
         for (&id, &index) in &self.by_id {
             let slot = &self.slots[index as usize];
             assert_eq!(slot.id, id, "by_id points at another bid's slot");
             if slot.active {
-                let t = totals.entry(slot.bidder).or_insert((Quantity::ZERO, 0));
-                t.0 = t.0.checked_add(slot.quantity).unwrap();
+                let t = totals.entry(slot.bidder).or_insert((QuantityTotal::ZERO, 0));
+                t.0 = t.0.plus(slot.quantity).expect("test oracle: totals fit an i128");
                 t.1 += 1;
             }
         }
@@ -207,7 +215,7 @@ impl SealedBook {
         assert_eq!(active_slots, totals.values().map(|t| t.1 as usize).sum::<usize>(), "an active slot is not current");
         let mut active_bidders = 0;
         for (bidder, entry) in &self.by_bidder {
-            let (qty, n) = totals.get(bidder).copied().unwrap_or((Quantity::ZERO, 0));
+            let (qty, n) = totals.get(bidder).copied().unwrap_or((QuantityTotal::ZERO, 0));
             assert_eq!(entry.active_quantity, qty, "active quantity of {bidder} out of step");
             assert_eq!(entry.active_bids, n, "active bid count of {bidder} out of step");
             active_bidders += u32::from(n > 0);
@@ -216,7 +224,7 @@ impl SealedBook {
     }
 }
 
-fn view(slot: &Slot) -> BidView {
+pub(crate) fn view(slot: &Slot) -> BidView {
     BidView {
         id: slot.id,
         bidder: slot.bidder,

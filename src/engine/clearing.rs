@@ -10,11 +10,11 @@ use std::cmp::Reverse;
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Amount, BidId, MAX_PRICE_FEN, Price, Quantity, Timestamp};
+use crate::domain::{Amount, BidId, MAX_PRICE_FEN, Price, Quantity, QuantityTotal, Reason, Timestamp};
 
 use super::book::{SealedBook, Slot};
-use super::rounds::FinalDemand;
-use super::settlement::{Allocation, Settlement, SettlementStatus, TieBreak, reason};
+use super::clock::{ClockFinal, FinalDemand};
+use super::settlement::{Allocation, Settlement, SettlementStatus, TieBreak};
 use super::{AuctionSpec, Format, TieRule, Undersubscription};
 
 /// The secret behind SEEDED_RANDOM tie-breaks, drawn by the shell when the auction is created.
@@ -46,7 +46,7 @@ impl std::fmt::Debug for Seed {
 pub(crate) fn empty(
     spec: &AuctionSpec,
     status: SettlementStatus,
-    why: &str,
+    why: Reason,
     seed: Option<&Seed>,
     at: Timestamp,
 ) -> Settlement {
@@ -56,7 +56,7 @@ pub(crate) fn empty(
         pollutant: spec.lot.pollutant,
         format: spec.format,
         status,
-        reason: Some(why.to_owned()),
+        reason: Some(why),
         note: None,
         clearing_price: None,
         allocations: Vec::new(),
@@ -82,54 +82,49 @@ fn seed_evidence(rule: TieRule, seed: &Seed) -> TieBreak {
     }
 }
 
-/// Clears a closed book.
+/// Clears a closed book: a divisible lot (uniform price, pay-as-bid, fixed price) by price
+/// and the tie rule, a single lot (first price, and English auctions, which end like one: the
+/// highest bid wins and pays its price, ties only at the cap) to its highest bid.
 pub(crate) fn clear(spec: &AuctionSpec, book: &SealedBook, seed: Option<&Seed>, at: Timestamp) -> Settlement {
     if book.active_bidders() == 0 {
-        return empty(spec, SettlementStatus::Failed, reason::NO_BIDS, seed, at);
+        return empty(spec, SettlementStatus::Failed, Reason::NoBids, seed, at);
     }
     if book.active_bidders() < spec.min_bidders {
-        return empty(spec, SettlementStatus::Failed, reason::TOO_FEW_BIDDERS, seed, at);
+        return empty(spec, SettlementStatus::Failed, Reason::TooFewBidders, seed, at);
     }
     let slots = book.slots();
-    let fills = match spec.format {
-        // An ascending auction ends like a first-price one: the highest bid wins and pays its
-        // price; bids tie only at the cap, where the tie rule is first-to-reach or lottery.
-        Format::SealedFirstPrice | Format::AscendingEnglish => first_price(spec, slots, seed),
-        Format::AscendingClock => unreachable!("clock auctions clear through clear_clock"),
-        Format::SealedUniformPrice | Format::SealedPayAsBid | Format::FixedPrice => {
-            let selection = select(slots, i128::from(spec.lot.quantity.units()));
-            let undersubscribed = selection.demand < i128::from(spec.lot.quantity.units());
-            match spec.undersubscription {
-                Undersubscription::Cancel if undersubscribed => {
-                    return empty(spec, SettlementStatus::Cancelled, reason::UNDERSUBSCRIBED, seed, at);
-                }
-                Undersubscription::ClearAtFloor if undersubscribed => {
-                    let mut fills = fill_by_price(spec, slots, selection, seed);
-                    fills.pricing = Pricing::Uniform(spec.prices.floor);
-                    fills
-                }
-                _ => fill_by_price(spec, slots, selection, seed),
-            }
+    if !spec.format.is_divisible() {
+        return match first_price(spec, slots, seed) {
+            Some(fills) => settle(spec, fills, at),
+            None => empty(spec, SettlementStatus::Failed, Reason::NoBids, seed, at),
+        };
+    }
+    let selection = select(slots, i128::from(spec.lot.quantity.units()));
+    let undersubscribed = selection.demand < i128::from(spec.lot.quantity.units());
+    let fills = match spec.undersubscription {
+        Undersubscription::Cancel if undersubscribed => {
+            return empty(spec, SettlementStatus::Cancelled, Reason::Undersubscribed, seed, at);
         }
+        Undersubscription::ClearAtFloor if undersubscribed => {
+            let mut fills = fill_by_price(spec, slots, selection, seed);
+            fills.pricing = Pricing::Uniform(spec.prices.floor);
+            fills
+        }
+        _ => fill_by_price(spec, slots, selection, seed),
     };
     settle(spec, fills, at)
 }
 
 /// Clears a clock auction that ended at `price` with these final demands (see
 /// [`super::rounds`]).
-pub(crate) fn clear_clock(
-    spec: &AuctionSpec,
-    price: Price,
-    demands: &[FinalDemand],
-    excess: bool,
-    at: Timestamp,
-) -> Settlement {
-    let holders = demands.iter().filter(|d| !d.quantity.is_zero()).count() as u32;
+pub(crate) fn clear_clock(spec: &AuctionSpec, end: &ClockFinal, at: Timestamp) -> Settlement {
+    let ClockFinal { price, excess, ref demands } = *end;
+    let holders = demands.iter().filter(|d| !d.quantity.is_zero()).count();
     if holders == 0 {
-        return empty(spec, SettlementStatus::Failed, reason::NO_BIDS, None, at);
+        return empty(spec, SettlementStatus::Failed, Reason::NoBids, None, at);
     }
-    if holders < spec.min_bidders {
-        return empty(spec, SettlementStatus::Failed, reason::TOO_FEW_BIDDERS, None, at);
+    if holders < spec.min_bidders as usize {
+        return empty(spec, SettlementStatus::Failed, Reason::TooFewBidders, None, at);
     }
     let unit = spec.lot.fill_unit;
     let slot = |d: &FinalDemand, quantity: Quantity| Slot {
@@ -146,25 +141,30 @@ pub(crate) fn clear_clock(
     let mut totals: Vec<(FinalDemand, Quantity)> = Vec::new();
     let tie_break;
     if excess {
-        // Demand above supply at the cap or the hard stop: pro-rata to demand.
-        let level: Vec<Slot> = ordered.iter().filter(|d| !d.quantity.is_zero()).map(|d| slot(d, d.quantity)).collect();
+        // Demand above supply at the cap or the hard stop: pro-rata to demand. Shares come back
+        // in the level's order, which is the order of `holding`.
+        let holding: Vec<&&FinalDemand> = ordered.iter().filter(|d| !d.quantity.is_zero()).collect();
+        let level: Vec<Slot> = holding.iter().map(|d| slot(d, d.quantity)).collect();
         let refs: Vec<&Slot> = level.iter().collect();
         let (shares, order) = share_margin(TieRule::ProRata, &refs, spec.lot.quantity, unit, None);
-        for (s, q) in shares {
-            let d = ordered.iter().find(|d| d.bid == s.id).expect("a share of a demand");
-            totals.push((**d, q));
+        for (d, (_, q)) in holding.iter().zip(shares) {
+            totals.push((***d, q));
         }
         tie_break =
             Some(TieBreak { rule: TieRule::ProRata, marginal_price: Some(price), order, seed_hash: None, seed: None });
     } else {
-        let demand: i64 = ordered.iter().map(|d| d.quantity.units()).sum();
-        let leftover = Quantity::from_units(spec.lot.quantity.units() - demand).expect("demand within supply");
+        let demand = ordered.iter().fold(QuantityTotal::ZERO, |sum, d| sum.plus(d.quantity).unwrap_or(sum));
+        // Demand fits the supply here, so the leftover is a quantity.
+        let leftover = QuantityTotal::of(spec.lot.quantity)
+            .minus_total(demand)
+            .and_then(QuantityTotal::as_quantity)
+            .unwrap_or(Quantity::ZERO);
         let cutters: Vec<Slot> = ordered.iter().filter(|d| !d.cut.is_zero()).map(|d| slot(d, d.cut)).collect();
-        let cut: i64 = cutters.iter().map(|s| s.quantity.units()).sum();
+        let cut = cutters.iter().fold(QuantityTotal::ZERO, |sum, s| sum.plus(s.quantity).unwrap_or(sum));
         let mut extra: Vec<(BidId, Quantity)> = Vec::new();
         tie_break = if leftover.is_zero() || cutters.is_empty() {
             None
-        } else if leftover.units() >= cut {
+        } else if QuantityTotal::of(leftover) >= cut {
             extra = cutters.iter().map(|s| (s.id, s.quantity)).collect();
             None
         } else {
@@ -175,7 +175,10 @@ pub(crate) fn clear_clock(
         };
         for d in &ordered {
             let more = extra.iter().find(|(id, _)| *id == d.bid).map_or(Quantity::ZERO, |(_, q)| *q);
-            totals.push((**d, d.quantity.checked_add(more).expect("within the lot")));
+            // Demand plus a share of what it cut is at most its last round's demand, which the
+            // activity rule kept within the lot.
+            let total = d.quantity.checked_add(more).unwrap_or(d.quantity);
+            totals.push((**d, total));
         }
     }
     let slots: Vec<Slot> = totals.iter().filter(|(_, q)| !q.is_zero()).map(|(d, q)| slot(d, *q)).collect();
@@ -230,12 +233,13 @@ impl Key {
     }
 }
 
-fn first_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], seed: Option<&Seed>) -> Fills<'a> {
+/// The highest bid wins the whole lot; `None` for a book without an active bid.
+fn first_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], seed: Option<&Seed>) -> Option<Fills<'a>> {
     let active = || slots.iter().filter(|s| s.active);
-    let top = active().map(|b| b.price).max().expect("at least one bid");
+    let top = active().map(|b| b.price).max()?;
     let tied: Vec<&Slot> = active().filter(|b| b.price == top).collect();
     let order = order_at_margin(spec.tie_rule, &tied, seed);
-    let winner = order[0];
+    let winner = *order.first()?;
     let tie_break = if tied.len() > 1 || seed.is_some() {
         Some(TieBreak {
             rule: spec.tie_rule,
@@ -247,7 +251,7 @@ fn first_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], seed: Option<&Seed>) -
     } else {
         None
     };
-    Fills { served: vec![(winner, spec.lot.quantity)], pricing: Pricing::Uniform(top), tie_break }
+    Some(Fills { served: vec![(winner, spec.lot.quantity)], pricing: Pricing::Uniform(top), tie_break })
 }
 
 /// The bids that clearing serves: those priced above the margin (served in full) and those at
@@ -420,6 +424,7 @@ fn fill_by_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], selection: Selection
     for priority in winners {
         let slot = &slots[(priority & SLOT_MASK) as usize];
         served.push((slot, slot.quantity));
+        // Cannot fire: `select` keeps above the margin only levels whose demand fits the supply.
         remaining = remaining.checked_sub(slot.quantity).expect("levels above the margin fit in supply");
     }
     let mut tie_break = seed.map(|s| seed_evidence(spec.tie_rule, s));
@@ -445,8 +450,9 @@ fn fill_by_price<'a>(spec: &AuctionSpec, slots: &'a [Slot], selection: Selection
         }
     }
     let pricing = match spec.format {
+        // The last bid filled sets the price; with nothing served (no sale) the floor stands in.
         Format::SealedUniformPrice | Format::FixedPrice => {
-            Pricing::Uniform(served.iter().map(|(b, _)| b.price).min().expect("something served"))
+            Pricing::Uniform(served.iter().map(|(b, _)| b.price).min().unwrap_or(spec.prices.floor))
         }
         _ => Pricing::OwnBid,
     };
@@ -480,7 +486,7 @@ fn share_margin<'a>(
                 .iter()
                 .map(|b| {
                     let q = b.quantity.min(left);
-                    left = left.checked_sub(q).expect("share within remaining");
+                    left = left.checked_sub(q).unwrap_or(Quantity::ZERO);
                     (*b, q)
                 })
                 .collect();
@@ -518,9 +524,9 @@ fn settle(spec: &AuctionSpec, fills: Fills<'_>, at: Timestamp) -> Settlement {
                 Pricing::Uniform(p) => p,
                 Pricing::OwnBid => bid.price,
             };
-            // Bids were checked at entry against the same bound, and the unit price never
-            // exceeds the bid's own price, so the amount is always representable.
-            let amount = Amount::of(unit_price, *quantity).expect("amount checked at entry");
+            // Cannot fire: every in-range price x quantity is at most MAX_PRICE x MAX_QUANTITY,
+            // a tenth of the largest amount.
+            let amount = Amount::of(unit_price, *quantity).expect("in-range price x quantity fits an amount");
             let alloc = Allocation {
                 bid_id: bid.id,
                 bidder: bid.bidder,
@@ -530,6 +536,10 @@ fn settle(spec: &AuctionSpec, fills: Fills<'_>, at: Timestamp) -> Settlement {
                 buyer_fee: amount.times(spec.buyer_fee),
                 seller_fee: amount.times(spec.seller_fee),
             };
+            // Cannot fire: clearing allocates at most the lot, so the quantities sum to at most
+            // MAX_QUANTITY and the amounts (fees are at most 100% of them, config checks it) to
+            // at most MAX_PRICE x MAX_QUANTITY plus half a fen per allocation, far below
+            // MAX_AMOUNT_FEN.
             sold = sold.checked_add(alloc.quantity).expect("sold within lot");
             total_amount = total_amount.checked_add(alloc.amount).expect("total within bounds");
             total_buyer_fee = total_buyer_fee.checked_add(alloc.buyer_fee).expect("fees within bounds");
@@ -552,7 +562,7 @@ fn settle(spec: &AuctionSpec, fills: Fills<'_>, at: Timestamp) -> Settlement {
         },
         allocations,
         sold,
-        unsold: spec.lot.quantity.checked_sub(sold).expect("sold within lot"),
+        unsold: spec.lot.quantity.checked_sub(sold).unwrap_or(Quantity::ZERO),
         total_amount,
         total_buyer_fee,
         total_seller_fee,

@@ -1,23 +1,12 @@
-//! What the core says when a command breaks a rule. Every variant has a stable reason code
-//! and carries the numbers a client needs to correct itself. Texts never mention other
-//! bidders' bids: a sealed book must not leak through an error.
+//! What the core says when a command breaks a rule. Every variant has a stable [`Reason`] and
+//! carries the numbers a client needs to correct itself. Texts never mention other bidders'
+//! bids: a sealed book must not leak through an error.
 
-use crate::domain::{Price, Quantity, Ratio, Timestamp};
+use crate::domain::{
+    AuctionId, MAX_BID_AMOUNT_FEN, Price, Quantity, QuantityTotal, Ratio, Reason, Timestamp, format_units,
+};
 
 use super::Phase;
-
-/// How the shell should present an error; the gRPC layer maps each class to one status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The request itself is malformed, whatever the state (INVALID_ARGUMENT).
-    InvalidArgument,
-    /// The request is well-formed but breaks a rule given the current state (FAILED_PRECONDITION).
-    FailedPrecondition,
-    /// The named thing does not exist for this caller (NOT_FOUND).
-    NotFound,
-    /// An id the shell drew collided; the shell retries with a fresh one.
-    Conflict,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -27,6 +16,12 @@ pub enum EngineError {
     NotFillMultiple { fill_unit: Quantity },
     #[error("quantity must be the whole lot, {lot_quantity} t, in a single-lot auction")]
     WholeLotOnly { lot_quantity: Quantity },
+    #[error("quantity is required in a divisible-lot auction")]
+    QuantityRequired,
+    #[error("price is required in this auction")]
+    PriceRequired,
+    #[error("quantity must be positive; only a clock auction's demand may drop to zero")]
+    ZeroQuantity,
     #[error("price x quantity exceeds the largest amount the engine accepts")]
     AmountOverflow,
     #[error("the auction is not open yet; it opens at {opens_at}")]
@@ -57,6 +52,8 @@ pub enum EngineError {
     QuantityExceedsLot { lot_quantity: Quantity },
     #[error("the per-bidder cap of {cap_percent}% ({cap} t) leaves room for {room_left} t")]
     BidderCapExceeded { cap_percent: String, cap: Quantity, room_left: Quantity },
+    #[error("your active bids together may hold at most {limit} t; room left {room_left} t")]
+    BidderTotalTooLarge { limit: Quantity, room_left: Quantity },
     #[error("you already have a bid in this single-lot auction; revise it instead")]
     BidExists,
     #[error("bids in this auction are irrevocable")]
@@ -71,68 +68,48 @@ pub enum EngineError {
     DuplicateBidId,
     #[error("the auction holds as many bids as one book can")]
     BookFull,
+    #[error("the lot is on sale in auction {auction}, which has not concluded")]
+    LotOnSale { auction: AuctionId },
+    #[error("the lot was sold in auction {auction} and cannot be offered again")]
+    LotSold { auction: AuctionId },
 }
 
 impl EngineError {
-    pub fn class(&self) -> ErrorClass {
+    /// The stable, machine-readable reason; its [`Reason::status`] is the gRPC status code.
+    pub fn reason(&self) -> Reason {
         use EngineError::*;
         match self {
-            InvalidSpec { .. } | NotFillMultiple { .. } | WholeLotOnly { .. } | AmountOverflow => {
-                ErrorClass::InvalidArgument
-            }
-            BidNotFound => ErrorClass::NotFound,
-            DuplicateBidId => ErrorClass::Conflict,
-            NotOpen { .. }
-            | AuctionClosed { .. }
-            | InvalidTransition { .. }
-            | BelowFloor { .. }
-            | AboveCap { .. }
-            | NotPostedPrice { .. }
-            | BidTooLow { .. }
-            | RoundOver { .. }
-            | NotClockPrice { .. }
-            | ActivityRule { .. }
-            | AlreadyLeading { .. }
-            | CapReached { .. }
-            | QuantityExceedsLot { .. }
-            | BidderCapExceeded { .. }
-            | BidExists
-            | BidIrrevocable
-            | BidWithdrawn
-            | BidsSealed { .. }
-            | BookFull => ErrorClass::FailedPrecondition,
-        }
-    }
-
-    /// The stable, machine-readable reason code.
-    pub fn reason(&self) -> &'static str {
-        use EngineError::*;
-        match self {
-            InvalidSpec { .. } => "INVALID_SPEC",
-            NotFillMultiple { .. } => "NOT_FILL_MULTIPLE",
-            WholeLotOnly { .. } => "WHOLE_LOT_ONLY",
-            AmountOverflow => "AMOUNT_OVERFLOW",
-            NotOpen { .. } => "AUCTION_NOT_OPEN",
-            AuctionClosed { .. } => "AUCTION_CLOSED",
-            InvalidTransition { .. } => "INVALID_TRANSITION",
-            BelowFloor { .. } => "BELOW_FLOOR",
-            AboveCap { .. } => "ABOVE_CAP",
-            NotPostedPrice { .. } => "NOT_POSTED_PRICE",
-            BidTooLow { .. } => "BID_TOO_LOW",
-            RoundOver { .. } => "ROUND_OVER",
-            NotClockPrice { .. } => "NOT_CLOCK_PRICE",
-            ActivityRule { .. } => "ACTIVITY_RULE",
-            AlreadyLeading { .. } => "ALREADY_LEADING",
-            CapReached { .. } => "CAP_REACHED",
-            QuantityExceedsLot { .. } => "QUANTITY_EXCEEDS_LOT",
-            BidderCapExceeded { .. } => "BIDDER_CAP_EXCEEDED",
-            BidExists => "BID_EXISTS",
-            BidIrrevocable => "BID_IRREVOCABLE",
-            BidWithdrawn => "BID_WITHDRAWN",
-            BidNotFound => "BID_NOT_FOUND",
-            BidsSealed { .. } => "BIDS_SEALED",
-            DuplicateBidId => "DUPLICATE_BID_ID",
-            BookFull => "BOOK_FULL",
+            InvalidSpec { .. } => Reason::InvalidSpec,
+            NotFillMultiple { .. } => Reason::NotFillMultiple,
+            WholeLotOnly { .. } => Reason::WholeLotOnly,
+            QuantityRequired => Reason::QuantityRequired,
+            PriceRequired => Reason::PriceRequired,
+            ZeroQuantity => Reason::ZeroQuantity,
+            AmountOverflow => Reason::AmountOverflow,
+            NotOpen { .. } => Reason::AuctionNotOpen,
+            AuctionClosed { .. } => Reason::AuctionClosed,
+            InvalidTransition { .. } => Reason::InvalidTransition,
+            BelowFloor { .. } => Reason::BelowFloor,
+            AboveCap { .. } => Reason::AboveCap,
+            NotPostedPrice { .. } => Reason::NotPostedPrice,
+            BidTooLow { .. } => Reason::BidTooLow,
+            RoundOver { .. } => Reason::RoundOver,
+            NotClockPrice { .. } => Reason::NotClockPrice,
+            ActivityRule { .. } => Reason::ActivityRule,
+            AlreadyLeading { .. } => Reason::AlreadyLeading,
+            CapReached { .. } => Reason::CapReached,
+            QuantityExceedsLot { .. } => Reason::QuantityExceedsLot,
+            BidderCapExceeded { .. } => Reason::BidderCapExceeded,
+            BidderTotalTooLarge { .. } => Reason::BidderTotalTooLarge,
+            BidExists => Reason::BidExists,
+            BidIrrevocable => Reason::BidIrrevocable,
+            BidWithdrawn => Reason::BidWithdrawn,
+            BidNotFound => Reason::BidNotFound,
+            BidsSealed { .. } => Reason::BidsSealed,
+            DuplicateBidId => Reason::DuplicateBidId,
+            BookFull => Reason::BookFull,
+            LotOnSale { .. } => Reason::LotOnSale,
+            LotSold { .. } => Reason::LotSold,
         }
     }
 
@@ -141,8 +118,9 @@ impl EngineError {
         use EngineError::*;
         match self {
             InvalidSpec { field, .. } => Some(field),
-            NotFillMultiple { .. } | WholeLotOnly { .. } => Some("quantity"),
-            AmountOverflow => Some("price"),
+            NotFillMultiple { .. } | WholeLotOnly { .. } | QuantityRequired | ZeroQuantity => Some("quantity"),
+            PriceRequired | AmountOverflow => Some("price"),
+            LotOnSale { .. } | LotSold { .. } => Some("lot.lot_id"),
             _ => None,
         }
     }
@@ -155,6 +133,7 @@ impl EngineError {
             WholeLotOnly { lot_quantity } | QuantityExceedsLot { lot_quantity } => {
                 vec![("lot_quantity", lot_quantity.to_string())]
             }
+            AmountOverflow => vec![("max_amount", format_units(MAX_BID_AMOUNT_FEN, 2))],
             NotOpen { opens_at } => vec![("opens_at", opens_at.to_string())],
             AuctionClosed { closes_at } | BidsSealed { closes_at } => vec![("closes_at", closes_at.to_string())],
             InvalidTransition { phase, action } => vec![("phase", phase.to_string()), ("action", action.to_string())],
@@ -180,6 +159,10 @@ impl EngineError {
                 ("cap", cap.to_string()),
                 ("room_left", room_left.to_string()),
             ],
+            LotOnSale { auction } | LotSold { auction } => vec![("auction_id", auction.to_string())],
+            BidderTotalTooLarge { limit, room_left } => {
+                vec![("limit", limit.to_string()), ("room_left", room_left.to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -188,11 +171,16 @@ impl EngineError {
         EngineError::InvalidSpec { field, reason: reason.into() }
     }
 
-    pub(crate) fn bidder_cap(cap_ratio: Ratio, cap: Quantity, used: Quantity) -> EngineError {
+    /// The room `held` leaves under `limit`, as a quantity (zero when none is left).
+    pub(crate) fn room_left(limit: Quantity, held: QuantityTotal) -> Quantity {
+        QuantityTotal::of(limit).minus_total(held).and_then(QuantityTotal::as_quantity).unwrap_or(Quantity::ZERO)
+    }
+
+    pub(crate) fn bidder_cap(cap_ratio: Ratio, cap: Quantity, held: QuantityTotal) -> EngineError {
         EngineError::BidderCapExceeded {
             cap_percent: cap_ratio.as_percent(),
             cap,
-            room_left: cap.checked_sub(used).unwrap_or(Quantity::ZERO),
+            room_left: EngineError::room_left(cap, held),
         }
     }
 }

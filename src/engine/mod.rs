@@ -1,31 +1,47 @@
 //! The pure core: one [`Auction`] per lot, driven by [`Command`]s that carry the server's
 //! timestamp and answered with [`Event`]s or an [`EngineError`].
 //!
+//! An auction runs one of three mechanisms, each in its own module with its own book: the
+//! sealed formats and fixed price ([`sealed`]), the English auction ([`english`]) and the clock
+//! auction ([`clock`]). [`Auction`] owns the phase and the timeline and dispatches to its
+//! mechanism; every bid passes the same checks ([`checks`]) in the same order, whatever the
+//! format. Every rule lives here: the shell hands commands in as the client gave them (an empty
+//! price or quantity included) and gets back everything its reply needs.
+//!
 //! Invariant: nothing in this module awaits, reads a clock, draws randomness, does I/O or sees
 //! a protobuf type. Given the same commands with the same timestamps, ids and seeds, it
 //! produces the same events, byte for byte.
 //!
-//! Invariant: a rejected command changes nothing.
+//! Invariant: a rejected command changes nothing, and no command, whatever its numbers,
+//! panics: every sum of client quantities is checked or held in a total wide enough for it.
 
 mod book;
+mod checks;
 mod clearing;
+mod clock;
+mod english;
 mod error;
-mod rounds;
+mod sealed;
 mod settlement;
 mod spec;
 
 pub use book::{BidState, BidView, SealedBook};
 pub use clearing::Seed;
-pub use error::{EngineError, ErrorClass};
-pub use rounds::ClockView;
-use rounds::{ClockBook, RoundEnd};
-pub use settlement::{Allocation, Settlement, SettlementStatus, TieBreak, reason};
+pub use clock::ClockView;
+pub use english::AscendingView;
+pub use error::EngineError;
+pub use settlement::{Allocation, Settlement, SettlementStatus, TieBreak};
 pub use spec::{
-    AscendingRequest, AscendingTerms, AuctionRequest, AuctionSpec, BidRevision, CapChoice, ClockRequest, ClockTerms,
-    Format, Lot, LotOrigin, Phase, PriceBand, TieRule, Undersubscription,
+    AscendingRequest, AscendingTerms, AuctionRequest, AuctionSpec, BidRevision, CapChoice, CapMode, CapRequest,
+    ClockRequest, ClockTerms, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, PriceBand, TieRule,
+    Undersubscription, lot_offerable,
 };
 
-use crate::domain::{Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Price, PricePolicy, Quantity, Timestamp};
+use crate::domain::{AuctionId, BidId, BidderId, Price, PricePolicy, Quantity, QuantityTotal, Reason, Timestamp};
+
+use clock::{ClockBook, RoundEnd};
+use english::{English, FreePeriodEnd};
+use sealed::Sealed;
 
 /// A request to change an auction. The timestamp travels beside it (see [`Auction::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,22 +49,26 @@ use crate::domain::{Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Pric
 pub enum Command {
     /// Open before `opens_at` (the timer opens it at `opens_at` otherwise).
     Open,
-    /// Close now and settle; before `closes_at` this is an early close by the operator.
+    /// Close now and settle; before the end of bidding this is an early close by the operator.
     Close,
     Cancel {
         note: Option<String>,
     },
+    /// A new bid, or a clock auction's demand statement. An empty price means the posted price
+    /// (fixed price) or the clock price at the moment the bid is applied (clock auctions); an
+    /// empty quantity means the whole lot (single-lot formats). Other formats refuse them.
     PlaceBid {
         bidder: BidderId,
         bid: BidId,
-        price: Price,
-        quantity: Quantity,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
     },
+    /// Replaces one of the bidder's active bids; empty fields resolve as for a new bid.
     ReviseBid {
         bidder: BidderId,
         bid: BidId,
-        price: Price,
-        quantity: Quantity,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
     },
     WithdrawBid {
         bidder: BidderId,
@@ -65,13 +85,16 @@ impl Command {
     }
 }
 
-/// A bid taken into the book (placed, revised or withdrawn), and whether taking it opened the
-/// auction. The hot path returns this rather than a list of events.
+/// A bid taken into the book (placed, revised or withdrawn), with everything its receipt needs.
+/// The hot path returns this rather than a list of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BidChange {
     /// Set when the bid arrived at or after `opens_at` before the open timer fired.
     pub opened_at: Option<Timestamp>,
+    /// The bid as taken: its resolved price and quantity, its stamp and state.
     pub bid: BidView,
+    /// The bidder's pseudonym (竞买号) in an English auction.
+    pub pseudonym: Option<u32>,
 }
 
 /// What an accepted command did: a bid change (the hot path, without allocating), or events.
@@ -84,14 +107,15 @@ pub enum Applied {
 impl Applied {
     pub fn into_events(self) -> Vec<Event> {
         match self {
-            Applied::Bid(change) => change.into_events(),
+            Applied::Bid(change) => change.events(),
             Applied::Events(events) => events,
         }
     }
 }
 
 impl BidChange {
-    fn into_events(self) -> Vec<Event> {
+    /// The change as events: the opening it brought about, if any, then the bid.
+    pub fn events(&self) -> Vec<Event> {
         let mut events = Vec::with_capacity(2);
         if let Some(at) = self.opened_at {
             events.push(Event::Opened { at });
@@ -116,7 +140,7 @@ pub enum Event {
     RoundEnded {
         round: u32,
         price: Price,
-        demand: Quantity,
+        demand: QuantityTotal,
         next_price: Price,
     },
     /// An ascending auction's free period ended and its countdown started.
@@ -127,69 +151,31 @@ pub enum Event {
     Concluded(Box<Settlement>),
 }
 
-/// When the first countdown of an ascending auction's timed period ends.
-fn first_countdown(spec: &AuctionSpec, terms: &AscendingTerms) -> Timestamp {
-    let end = spec.closes_at.plus_micros(i64::from(terms.countdown_seconds) * 1_000_000);
-    terms.hard_stop.map_or(end, |stop| end.min(stop))
+/// How an auction's bids are taken and cleared: its format's mechanism, with its own book.
+#[derive(Debug)]
+enum Mechanism {
+    /// SEALED_FIRST_PRICE, SEALED_UNIFORM_PRICE, SEALED_PAY_AS_BID and FIXED_PRICE.
+    Sealed(Sealed),
+    /// ASCENDING_ENGLISH.
+    English(English),
+    /// ASCENDING_CLOCK.
+    Clock(ClockBook),
 }
 
-/// One auction and its book. Every bid is kept in the book, whatever the format; an
-/// ascending auction also keeps its public state in an [`Ascent`].
+/// One auction: its terms, its phase, and its mechanism's state.
 #[derive(Debug)]
 pub struct Auction {
     spec: AuctionSpec,
     phase: Phase,
-    book: SealedBook,
     /// SEEDED_RANDOM only. Secret until the settlement reveals it.
     seed: Option<Seed>,
-    /// ASCENDING_ENGLISH only.
-    ascent: Option<Ascent>,
-    /// ASCENDING_CLOCK only.
-    rounds: Option<ClockBook>,
+    mechanism: Mechanism,
     /// See [`Auction::public_seq`].
     public_seq: u64,
 }
 
-/// The highest bid of an ascending auction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Lead {
-    bidder: BidderId,
-    price: Price,
-}
-
-/// The running state of an ascending auction.
-#[derive(Debug, Clone, Default)]
-struct Ascent {
-    lead: Option<Lead>,
-    /// Per-auction pseudonyms (竞买号), numbered from 1 in the order bidders first bid.
-    pseudonyms: std::collections::BTreeMap<BidderId, u32>,
-    /// Set once the timed period has begun.
-    timed: bool,
-    /// When the running countdown ends (timed period only).
-    deadline: Option<Timestamp>,
-    /// How many times a bid restarted the countdown.
-    extensions: u32,
-}
-
-/// What anyone may see of an ascending auction while it runs: prices and pseudonyms, never
-/// who the bidders are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AscendingView {
-    pub current_price: Option<Price>,
-    /// The leading bidder's pseudonym.
-    pub leader: Option<u32>,
-    /// The least the next bid may be; `None` when no further bid can be taken (the cap was
-    /// reached and the first to reach it wins).
-    pub min_next: Option<Price>,
-    pub timed: bool,
-    /// The free period's end, then the running countdown's end.
-    pub deadline: Timestamp,
-    pub extensions: u32,
-    pub bidders: u32,
-}
-
 impl Auction {
-    /// Creates a scheduled auction. `seed` is required for SEEDED_RANDOM and ignored otherwise.
+    /// Creates a scheduled auction. `seed` is kept for SEEDED_RANDOM and ignored otherwise.
     pub fn create(
         id: AuctionId,
         request: AuctionRequest,
@@ -198,16 +184,22 @@ impl Auction {
         seed: Seed,
     ) -> Result<Auction, EngineError> {
         let spec = AuctionSpec::resolve(id, request, policy, at)?;
-        Ok(Auction::from_spec(spec, seed))
+        Auction::from_spec(spec, seed)
     }
 
     /// An auction as it was created, from its resolved spec: replay uses this, so that a
-    /// later change of policy never moves a replayed floor.
-    pub fn from_spec(spec: AuctionSpec, seed: Seed) -> Auction {
+    /// later change of policy never moves a replayed floor. Refuses a spec whose format lacks
+    /// its terms (only a damaged journal could hold one).
+    pub fn from_spec(spec: AuctionSpec, seed: Seed) -> Result<Auction, EngineError> {
+        let mechanism = match (spec.format, spec.ascending, spec.clock) {
+            (Format::AscendingEnglish, Some(terms), _) => Mechanism::English(English::new(terms)),
+            (Format::AscendingEnglish, None, _) => return Err(EngineError::invalid("ascending", "is required")),
+            (Format::AscendingClock, _, Some(terms)) => Mechanism::Clock(ClockBook::new(terms, spec.opens_at)),
+            (Format::AscendingClock, _, None) => return Err(EngineError::invalid("clock", "is required")),
+            _ => Mechanism::Sealed(Sealed::default()),
+        };
         let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
-        let ascent = spec.ascending.map(|_| Ascent::default());
-        let rounds = spec.clock.map(|terms| ClockBook::new(terms, spec.opens_at));
-        Auction { spec, phase: Phase::Scheduled, book: SealedBook::default(), seed, ascent, rounds, public_seq: 0 }
+        Ok(Auction { spec, phase: Phase::Scheduled, seed, mechanism, public_seq: 0 })
     }
 
     /// The tie-break seed, for the journal only: it stays secret until the settlement.
@@ -230,76 +222,59 @@ impl Auction {
 
     /// The next moment at which time alone changes this auction, for the shell's timer.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        match self.phase {
-            Phase::Scheduled => Some(self.spec.opens_at),
-            Phase::Open => match (&self.ascent, &self.rounds) {
-                (Some(Ascent { timed: true, deadline, .. }), _) => *deadline,
-                (_, Some(rounds)) => Some(rounds.round_ends(self.spec.closes_at)),
-                _ => Some(self.spec.closes_at),
-            },
+        match (self.phase, &self.mechanism) {
+            (Phase::Scheduled, _) => Some(self.spec.opens_at),
+            (Phase::Open, Mechanism::Sealed(_)) => Some(self.spec.closes_at),
+            (Phase::Open, Mechanism::English(english)) => Some(english.next_deadline(&self.spec)),
+            (Phase::Open, Mechanism::Clock(book)) => Some(book.round_ends(self.spec.closes_at)),
             _ => None,
         }
     }
 
     /// The public state of an ascending auction.
     pub fn ascending_view(&self) -> Option<AscendingView> {
-        let (terms, ascent) = (self.spec.ascending?, self.ascent.as_ref()?);
-        let current_price = ascent.lead.map(|l| l.price);
-        let min_next = match (ascent.lead, self.spec.prices.cap) {
-            _ if self.phase.is_terminal() => None,
-            (Some(lead), Some(cap)) if lead.price == cap => {
-                (self.spec.tie_rule == TieRule::SeededRandom).then_some(cap)
-            }
-            (Some(lead), cap) => {
-                lead.price.checked_add(terms.increment).map(|next| cap.map_or(next, |cap| next.min(cap)))
-            }
-            (None, _) => Some(terms.start_price),
-        };
-        Some(AscendingView {
-            current_price,
-            leader: ascent.lead.and_then(|l| ascent.pseudonyms.get(&l.bidder).copied()),
-            min_next,
-            timed: ascent.timed,
-            deadline: ascent.deadline.filter(|_| ascent.timed).unwrap_or(self.spec.closes_at),
-            extensions: ascent.extensions,
-            bidders: ascent.pseudonyms.len() as u32,
-        })
+        match &self.mechanism {
+            Mechanism::English(english) => Some(english.view(&self.spec, self.phase.is_terminal())),
+            _ => None,
+        }
     }
 
     /// The public state of a clock auction: round, clock price, when the round ends, and the
     /// last round's total demand.
     pub fn clock_view(&self) -> Option<ClockView> {
-        self.rounds.as_ref().map(|r| r.view(self.spec.closes_at))
+        match &self.mechanism {
+            Mechanism::Clock(book) => Some(book.view(self.spec.closes_at)),
+            _ => None,
+        }
     }
 
     /// A bidder's pseudonym in an ascending auction, once it has bid.
     pub fn pseudonym_of(&self, bidder: BidderId) -> Option<u32> {
-        self.ascent.as_ref()?.pseudonyms.get(&bidder).copied()
+        match &self.mechanism {
+            Mechanism::English(english) => english.pseudonym_of(bidder),
+            _ => None,
+        }
     }
 
-    /// When an ascending auction's bidding ends for a bid stamped `at`, given what has been
-    /// applied so far: the free period's end, the running countdown's end, or (the free period
-    /// over but not yet processed) the first countdown's end, or the free period's end when too
-    /// few bidders came for a timed period. Sealed formats: `closes_at`.
+    /// When bidding ends for a bid stamped `at`: the close, or for an English auction the end of
+    /// its free period or running countdown.
     fn bidding_ends(&self, at: Timestamp) -> Timestamp {
-        let (Some(terms), Some(ascent)) = (self.spec.ascending, &self.ascent) else { return self.spec.closes_at };
-        if ascent.timed {
-            return ascent.deadline.unwrap_or(self.spec.closes_at);
+        match &self.mechanism {
+            Mechanism::English(english) => english.bidding_ends(&self.spec, at),
+            _ => self.spec.closes_at,
         }
-        if at < self.spec.closes_at || (ascent.pseudonyms.len() as u32) < terms.timed_min_bidders {
-            return self.spec.closes_at;
-        }
-        first_countdown(&self.spec, &terms)
     }
 
-    /// Applies what time alone does by `at`: opening at `opens_at`, closing at `closes_at`.
-    /// How many public changes the auction has seen: openings, the timed period's start, the
-    /// conclusion, and every bid of an open-outcry auction. Watchers number updates by it, so
-    /// it never counts a sealed bid (that would tell how many there are), and replay restores it.
+    /// How many public changes the auction has seen: openings, the timed period's start, a
+    /// clock round's end, the conclusion, and every bid of an open-outcry auction. Watchers
+    /// number updates by it, so it never counts a sealed bid or a demand statement (that would
+    /// tell how many there are), and replay restores it.
     pub fn public_seq(&self) -> u64 {
         self.public_seq
     }
 
+    /// Applies what time alone does by `at`: opening at `opens_at`, ending a clock round, the
+    /// English free period and countdown, closing at the end of bidding.
     pub fn tick(&mut self, at: Timestamp) -> Vec<Event> {
         let events = self.advance(at);
         if !events.is_empty() {
@@ -314,49 +289,56 @@ impl Auction {
             self.phase = Phase::Open;
             events.push(Event::Opened { at });
         }
-        if self.phase == Phase::Open && self.rounds.is_some() {
-            // Every round whose end has come, each as of its own end.
-            loop {
-                let ends = self.rounds.as_ref().expect("checked").round_ends(self.spec.closes_at);
-                if at < ends {
-                    break;
-                }
-                let event = self.end_round(ends, ends >= self.spec.closes_at);
-                let concluded = matches!(event, Event::Concluded(_));
-                events.push(event);
-                if concluded {
-                    break;
-                }
-            }
+        if self.phase != Phase::Open {
             return events;
         }
-        if self.phase == Phase::Open && at >= self.spec.closes_at {
-            match (self.spec.ascending, &mut self.ascent) {
-                (Some(terms), Some(ascent)) if !ascent.timed => {
-                    if (ascent.pseudonyms.len() as u32) < terms.timed_min_bidders {
-                        // Too few bidders for a timed period: it ends with the free period.
-                        events.push(self.conclude(self.spec.closes_at));
+        let closes_at = self.spec.closes_at;
+        match &mut self.mechanism {
+            Mechanism::Clock(_) => {
+                // Every round whose end has come, each as of its own end.
+                while let Some(ends) = self.clock_round_ends().filter(|ends| at >= *ends) {
+                    let event = self.end_round(ends, ends >= closes_at);
+                    let concluded = matches!(event, Event::Concluded(_));
+                    events.push(event);
+                    if concluded {
+                        break;
+                    }
+                }
+            }
+            Mechanism::English(english) if at >= closes_at => {
+                match english.end_free_period(&self.spec) {
+                    Some(FreePeriodEnd::Over) => {
+                        events.push(self.conclude(closes_at));
                         return events;
                     }
-                    ascent.timed = true;
-                    ascent.deadline = Some(first_countdown(&self.spec, &terms));
-                    events.push(Event::TimedPeriodStarted { deadline: ascent.deadline.expect("just set") });
+                    Some(FreePeriodEnd::Timed { deadline }) => events.push(Event::TimedPeriodStarted { deadline }),
+                    None => {}
                 }
-                _ => {}
+                let ends = self.bidding_ends(at);
+                if at >= ends {
+                    events.push(self.conclude(ends));
+                }
             }
-            let ends = self.bidding_ends(at);
-            if at >= ends {
-                events.push(self.conclude(ends));
-            }
+            Mechanism::Sealed(_) if at >= closes_at => events.push(self.conclude(closes_at)),
+            _ => {}
         }
         events
+    }
+
+    /// When a clock auction's running round ends; `None` for other formats.
+    fn clock_round_ends(&self) -> Option<Timestamp> {
+        match &self.mechanism {
+            Mechanism::Clock(book) => Some(book.round_ends(self.spec.closes_at)),
+            _ => None,
+        }
     }
 
     pub fn apply(&mut self, at: Timestamp, command: Command) -> Result<Vec<Event>, EngineError> {
         self.apply_command(at, command).map(Applied::into_events)
     }
 
-    /// [`Auction::apply`] without building a list of events for bids: what replay uses.
+    /// [`Auction::apply`] without building a list of events for bids: what the shell and
+    /// replay use.
     pub fn apply_command(&mut self, at: Timestamp, command: Command) -> Result<Applied, EngineError> {
         let applied = self.apply_inner(at, command)?;
         let public = match &applied {
@@ -382,12 +364,7 @@ impl Auction {
                 self.revise_bid(at, bidder, bid, price, quantity).map(Applied::Bid)
             }
             Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid).map(Applied::Bid),
-            Command::AdvanceRound => {
-                if self.phase != Phase::Open || self.rounds.is_none() {
-                    return Err(EngineError::InvalidTransition { phase: self.phase, action: "advancing a round" });
-                }
-                Ok(events(self.end_round(at, false)))
-            }
+            Command::AdvanceRound => self.advance_round(at).map(events),
         }
     }
 
@@ -399,9 +376,9 @@ impl Auction {
             return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
         }
         self.phase = Phase::Open;
-        if let Some(rounds) = &mut self.rounds {
+        if let Mechanism::Clock(book) = &mut self.mechanism {
             // Round 1 runs from the operator's early open.
-            rounds.opened(at);
+            book.opened(at);
         }
         Ok(Event::Opened { at })
     }
@@ -410,14 +387,22 @@ impl Auction {
         if self.phase != Phase::Open {
             return Err(EngineError::InvalidTransition { phase: self.phase, action: "closing" });
         }
-        if let Some(rounds) = &self.rounds {
-            // A clock auction closed by the operator ends at the running round's price.
-            let ends = rounds.round_ends(self.spec.closes_at);
-            return Ok(self.end_round(at.min(ends), true));
-        }
         // An operator's close that arrives after bidding ended (before the timer fired) closes
-        // as of the end, as the timer would have: the auction ended then.
-        Ok(self.conclude(at.min(self.bidding_ends(at))))
+        // as of the end, as the timer would have: the auction ended then. A clock auction ends
+        // at the running round's price.
+        let ends = self.clock_round_ends().unwrap_or_else(|| self.bidding_ends(at));
+        Ok(self.conclude(at.min(ends)))
+    }
+
+    fn advance_round(&mut self, at: Timestamp) -> Result<Event, EngineError> {
+        match self.clock_round_ends() {
+            Some(ends) if self.phase == Phase::Open => {
+                // A round already over by the clock ends as of its end, as its timer would.
+                let at = at.min(ends);
+                Ok(self.end_round(at, at >= self.spec.closes_at))
+            }
+            _ => Err(EngineError::InvalidTransition { phase: self.phase, action: "advancing a round" }),
+        }
     }
 
     fn cancel(&mut self, at: Timestamp, note: Option<String>) -> Result<Event, EngineError> {
@@ -427,7 +412,7 @@ impl Auction {
         let mut settlement = clearing::empty(
             &self.spec,
             SettlementStatus::Cancelled,
-            reason::CANCELLED_BY_OPERATOR,
+            Reason::CancelledByOperator,
             self.seed.as_ref(),
             at,
         );
@@ -436,21 +421,32 @@ impl Auction {
     }
 
     /// Ends a clock auction's running round at `at`: the next round's opening, or the end.
-    fn end_round(&mut self, at: Timestamp, force: bool) -> Event {
-        let rounds = self.rounds.as_mut().expect("clock auctions have rounds");
-        match rounds.end_round(&self.spec, at, force) {
+    /// `hard_stop` ends the auction whatever the demand. Other formats conclude.
+    fn end_round(&mut self, at: Timestamp, hard_stop: bool) -> Event {
+        if hard_stop {
+            return self.conclude(at);
+        }
+        let Mechanism::Clock(book) = &mut self.mechanism else { return self.conclude(at) };
+        let end = book.end_round(&self.spec, at);
+        match end {
             RoundEnd::Next { round, price, demand, next_price } => {
                 Event::RoundEnded { round, price, demand, next_price }
             }
-            RoundEnd::Final { price, demands, excess, .. } => {
-                let settlement = clearing::clear_clock(&self.spec, price, &demands, excess, at);
+            RoundEnd::Final(end) => {
+                let settlement = clearing::clear_clock(&self.spec, &end, at);
                 self.finish(settlement)
             }
         }
     }
 
+    /// Ends the auction at `at` and clears it.
     fn conclude(&mut self, at: Timestamp) -> Event {
-        let settlement = clearing::clear(&self.spec, &self.book, self.seed.as_ref(), at);
+        let seed = self.seed.as_ref();
+        let settlement = match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed.clear(&self.spec, seed, at),
+            Mechanism::English(english) => english.clear(&self.spec, seed, at),
+            Mechanism::Clock(book) => clearing::clear_clock(&self.spec, &book.finish(&self.spec, at), at),
+        };
         self.finish(settlement)
     }
 
@@ -463,59 +459,23 @@ impl Auction {
         Event::Concluded(Box::new(settlement))
     }
 
-    /// Checks that a bid stamped `at` may act on the book. Returns whether accepting it also
-    /// opens the auction (a bid that arrives at `opens_at` before the timer fired).
-    fn accepting(&self, at: Timestamp) -> Result<bool, EngineError> {
-        if self.phase.is_terminal() || at >= self.spec.closes_at {
-            return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
+    /// Step 1 of the shared checks: a bid stamped `at` falls inside bidding. Returns whether
+    /// taking it also opens the auction (it arrived at or after `opens_at` before the timer).
+    fn window(&self, at: Timestamp) -> Result<bool, EngineError> {
+        let ends = self.bidding_ends(at);
+        if self.phase.is_terminal() || at >= ends {
+            return Err(EngineError::AuctionClosed { closes_at: ends });
         }
-        self.opens_with(at)
-    }
-
-    /// Price and quantity rules shared by new and revised bids. `held` is what the bidder
-    /// already holds in active bids, not counting the bid being revised.
-    fn check_terms(&self, price: Price, quantity: Quantity, held: Quantity) -> Result<(), EngineError> {
-        // Malformed whatever the state, so checked first.
-        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
-            return Err(EngineError::AmountOverflow);
+        if self.phase == Phase::Scheduled && at < self.spec.opens_at {
+            return Err(EngineError::NotOpen { opens_at: self.spec.opens_at });
         }
-        let lot = &self.spec.lot;
-        if self.spec.format.is_divisible() {
-            if !quantity.is_multiple_of(lot.fill_unit) {
-                return Err(EngineError::NotFillMultiple { fill_unit: lot.fill_unit });
+        if let Mechanism::Clock(book) = &self.mechanism {
+            let round_ends = book.round_ends(self.spec.closes_at);
+            if at >= round_ends {
+                return Err(EngineError::RoundOver { round: book.round(), ends_at: round_ends });
             }
-            if quantity > lot.quantity {
-                return Err(EngineError::QuantityExceedsLot { lot_quantity: lot.quantity });
-            }
-        } else if quantity != lot.quantity {
-            return Err(EngineError::WholeLotOnly { lot_quantity: lot.quantity });
         }
-        let band = &self.spec.prices;
-        if self.spec.format == Format::FixedPrice && price != band.floor {
-            return Err(EngineError::NotPostedPrice { posted: band.floor });
-        }
-        if price < band.floor {
-            return Err(EngineError::BelowFloor { floor: band.floor });
-        }
-        if let Some(cap) = band.cap.filter(|cap| price > *cap) {
-            return Err(EngineError::AboveCap { cap });
-        }
-        if let (Some(ratio), Some(cap)) = (self.spec.per_bidder_cap, self.spec.bidder_cap_quantity())
-            && held.checked_add(quantity).is_none_or(|total| total > cap)
-        {
-            return Err(EngineError::bidder_cap(ratio, cap, held));
-        }
-        Ok(())
-    }
-
-    /// Whether a bid stamped `at` also opens the auction (it arrived at or after `opens_at`
-    /// before the timer fired); a bid before `opens_at` is refused.
-    fn opens_with(&self, at: Timestamp) -> Result<bool, EngineError> {
-        match self.phase {
-            Phase::Scheduled if at < self.spec.opens_at => Err(EngineError::NotOpen { opens_at: self.spec.opens_at }),
-            Phase::Scheduled => Ok(true),
-            _ => Ok(false),
-        }
+        Ok(self.phase == Phase::Scheduled)
     }
 
     /// Commits the implicit open of a bid that arrived at `opens_at` before the timer.
@@ -526,168 +486,52 @@ impl Auction {
         })
     }
 
+    /// A new bid: a sealed bid or request, an English raise, or a clock demand statement.
     pub fn place_bid(
         &mut self,
         at: Timestamp,
         bidder: BidderId,
         bid: BidId,
-        price: Price,
-        quantity: Quantity,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
     ) -> Result<BidChange, EngineError> {
-        if self.spec.ascending.is_some() {
-            return self.raise(at, bidder, bid, price, quantity);
-        }
-        if self.rounds.is_some() {
-            return self.state_demand(at, bidder, bid, price, quantity);
-        }
-        let opening = self.accepting(at)?;
-        let held = self.book.active_quantity_of(bidder);
-        self.check_terms(price, quantity, held)?;
-        if !self.spec.format.is_divisible() && self.book.has_active_bid(bidder) {
-            return Err(EngineError::BidExists);
-        }
-        if self.book.is_full() {
-            return Err(EngineError::BookFull);
-        }
-        if self.book.contains(bid) {
-            return Err(EngineError::DuplicateBidId);
-        }
-        let opened_at = self.open_for_bid(opening, at);
-        Ok(BidChange { opened_at, bid: self.book.insert(bid, bidder, price, quantity, at) })
-    }
-
-    /// A bid in an ascending auction: it must beat the current price by the increment (or
-    /// meet the start price), stay within the cap, and arrive before bidding ends. Accepted in
-    /// the timed period, it restarts the countdown.
-    fn raise(
-        &mut self,
-        at: Timestamp,
-        bidder: BidderId,
-        bid: BidId,
-        price: Price,
-        quantity: Quantity,
-    ) -> Result<BidChange, EngineError> {
-        let terms = self.spec.ascending.expect("ascending auctions have terms");
-        let ends = self.bidding_ends(at);
-        if self.phase.is_terminal() || at >= ends {
-            return Err(EngineError::AuctionClosed { closes_at: ends });
-        }
-        let opening = self.opens_with(at)?;
-        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
-            return Err(EngineError::AmountOverflow);
-        }
-        if quantity != self.spec.lot.quantity {
-            return Err(EngineError::WholeLotOnly { lot_quantity: self.spec.lot.quantity });
-        }
-        let ascent = self.ascent.as_ref().expect("ascending auctions have an ascent");
-        let cap = self.spec.prices.cap;
-        let lottery = self.spec.tie_rule == TieRule::SeededRandom;
-        let min_next = match ascent.lead {
-            None => terms.start_price,
-            // At the cap under a lottery, every bidder may join the draw, once.
-            Some(lead) if Some(lead.price) == cap && lottery => {
-                if self.book.has_active_bid_at(bidder, lead.price) {
-                    return Err(EngineError::AlreadyLeading { current: lead.price });
-                }
-                lead.price
-            }
-            Some(lead) if Some(lead.price) == cap => return Err(EngineError::CapReached { cap: lead.price }),
-            Some(lead) if lead.bidder == bidder => return Err(EngineError::AlreadyLeading { current: lead.price }),
-            Some(lead) => {
-                let next = lead.price.checked_add(terms.increment).ok_or(EngineError::AmountOverflow)?;
-                cap.map_or(next, |cap| next.min(cap))
-            }
+        let opening = self.window(at)?;
+        let rules = match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed.rules(&self.spec, bidder, bid, None),
+            Mechanism::English(english) => english.rules(&self.spec, bidder, bid),
+            Mechanism::Clock(book) => book.rules(&self.spec, bidder, bid),
         };
-        if price < min_next {
-            return Err(EngineError::BidTooLow { current: ascent.lead.map(|l| l.price), min_next });
-        }
-        if let Some(cap) = cap.filter(|cap| price > *cap) {
-            return Err(EngineError::AboveCap { cap });
-        }
-        if self.book.is_full() {
-            return Err(EngineError::BookFull);
-        }
-        if self.book.contains(bid) {
-            return Err(EngineError::DuplicateBidId);
-        }
+        let checked = rules.check(price, quantity)?;
         // Accepted: nothing below may fail.
         let opened_at = self.open_for_bid(opening, at);
-        let ascent = self.ascent.as_mut().expect("ascending auctions have an ascent");
-        let next = ascent.pseudonyms.len() as u32 + 1;
-        ascent.pseudonyms.entry(bidder).or_insert(next);
-        if at >= self.spec.closes_at {
-            if !ascent.timed {
-                ascent.timed = true;
-                ascent.deadline = Some(first_countdown(&self.spec, &terms));
-            }
-            if terms.max_extensions.is_none_or(|max| ascent.extensions < max) {
-                ascent.extensions += 1;
-                let restarted = at.plus_micros(i64::from(terms.countdown_seconds) * 1_000_000);
-                ascent.deadline = Some(terms.hard_stop.map_or(restarted, |stop| restarted.min(stop)));
-            }
-        }
-        // The first to reach the cap stays in the lead; later bidders at the cap join the draw.
-        if ascent.lead.is_none_or(|lead| price > lead.price) {
-            ascent.lead = Some(Lead { bidder, price });
-        }
-        Ok(BidChange { opened_at, bid: self.book.insert(bid, bidder, price, quantity, at) })
+        let (price, quantity) = (checked.price, checked.quantity);
+        let view = match &mut self.mechanism {
+            Mechanism::Sealed(sealed) => sealed.book.insert(bid, bidder, price, quantity, at),
+            Mechanism::English(english) => english.raise(&self.spec, at, bidder, bid, price, quantity),
+            Mechanism::Clock(book) => book.state(bidder, bid, quantity, at),
+        };
+        Ok(BidChange { opened_at, bid: view, pseudonym: self.pseudonym_of(bidder) })
     }
 
-    /// A demand statement in a clock auction: at the round's clock price, a multiple of the
-    /// fill unit (zero drops out), within the activity rule, before the round ends.
-    fn state_demand(
-        &mut self,
-        at: Timestamp,
-        bidder: BidderId,
-        bid: BidId,
-        price: Price,
-        quantity: Quantity,
-    ) -> Result<BidChange, EngineError> {
-        let rounds = self.rounds.as_ref().expect("clock auctions have rounds");
-        if self.phase.is_terminal() || at >= self.spec.closes_at {
-            return Err(EngineError::AuctionClosed { closes_at: self.spec.closes_at });
-        }
-        let opening = self.opens_with(at)?;
-        let ends = rounds.round_ends(self.spec.closes_at);
-        if at >= ends {
-            return Err(EngineError::RoundOver { round: rounds.round(), ends_at: ends });
-        }
-        if price != rounds.price() {
-            return Err(EngineError::NotClockPrice { clock_price: rounds.price(), round: rounds.round() });
-        }
-        if !quantity.is_multiple_of(self.spec.lot.fill_unit) {
-            return Err(EngineError::NotFillMultiple { fill_unit: self.spec.lot.fill_unit });
-        }
-        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
-            return Err(EngineError::AmountOverflow);
-        }
-        let allowed = rounds.allowed(bidder, self.spec.lot.quantity, self.spec.bidder_cap_quantity());
-        if quantity > allowed {
-            return Err(EngineError::ActivityRule { allowed });
-        }
-        if rounds.contains(bid) {
-            return Err(EngineError::DuplicateBidId);
-        }
-        let opened_at = self.open_for_bid(opening, at);
-        let view = self.rounds.as_mut().expect("checked").state(bidder, bid, quantity, at);
-        Ok(BidChange { opened_at, bid: view })
-    }
-
-    /// The bidder's own active bid, for revision or withdrawal.
-    fn own_active_bid(&self, bidder: BidderId, bid: BidId) -> Result<BidView, EngineError> {
-        if self.rounds.is_some() {
-            // A clock bidder restates its demand instead.
-            return Err(EngineError::BidIrrevocable);
-        }
-        let current = self.book.bid_of(bidder, bid).ok_or(EngineError::BidNotFound)?;
+    /// The bidder's own active sealed bid, for revision or withdrawal. English bids stand
+    /// (others have bid against them); a clock bidder restates its demand instead.
+    fn own_active_bid(&self, bidder: BidderId, bid: BidId) -> Result<(&Sealed, BidView), EngineError> {
+        let sealed = match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed,
+            Mechanism::English(english) => {
+                english.book().bid_of(bidder, bid).ok_or(EngineError::BidNotFound)?;
+                return Err(EngineError::BidIrrevocable);
+            }
+            Mechanism::Clock(_) => return Err(EngineError::BidIrrevocable),
+        };
+        let current = sealed.book.bid_of(bidder, bid).ok_or(EngineError::BidNotFound)?;
         if current.state == BidState::Withdrawn {
             return Err(EngineError::BidWithdrawn);
         }
-        // Open bids stand: others have already bid against them.
-        if self.spec.revision == BidRevision::Irrevocable || self.spec.format.is_open_outcry() {
+        if self.spec.revision == BidRevision::Irrevocable {
             return Err(EngineError::BidIrrevocable);
         }
-        Ok(current)
+        Ok((sealed, current))
     }
 
     pub fn revise_bid(
@@ -695,32 +539,33 @@ impl Auction {
         at: Timestamp,
         bidder: BidderId,
         bid: BidId,
-        price: Price,
-        quantity: Quantity,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
     ) -> Result<BidChange, EngineError> {
-        let opening = self.accepting(at)?;
-        let current = self.own_active_bid(bidder, bid)?;
-        let held = self.book.active_quantity_of(bidder).checked_sub(current.quantity).expect("bid counted in total");
-        self.check_terms(price, quantity, held)?;
-        if self.book.is_full() {
-            return Err(EngineError::BookFull);
-        }
+        let opening = self.window(at)?;
+        let (sealed, current) = self.own_active_bid(bidder, bid)?;
+        let checked = sealed.rules(&self.spec, bidder, bid, Some(&current)).check(price, quantity)?;
         let opened_at = self.open_for_bid(opening, at);
-        Ok(BidChange { opened_at, bid: self.book.revise(bid, price, quantity, at) })
+        let Mechanism::Sealed(sealed) = &mut self.mechanism else { return Err(EngineError::BidIrrevocable) };
+        let view = sealed.book.revise(bid, checked.price, checked.quantity, at).ok_or(EngineError::BidNotFound)?;
+        Ok(BidChange { opened_at, bid: view, pseudonym: None })
     }
 
     pub fn withdraw_bid(&mut self, at: Timestamp, bidder: BidderId, bid: BidId) -> Result<BidChange, EngineError> {
-        let opening = self.accepting(at)?;
+        let opening = self.window(at)?;
         self.own_active_bid(bidder, bid)?;
         let opened_at = self.open_for_bid(opening, at);
-        Ok(BidChange { opened_at, bid: self.book.withdraw(bid) })
+        let Mechanism::Sealed(sealed) = &mut self.mechanism else { return Err(EngineError::BidIrrevocable) };
+        let view = sealed.book.withdraw(bid).ok_or(EngineError::BidNotFound)?;
+        Ok(BidChange { opened_at, bid: view, pseudonym: None })
     }
 
     /// A bidder's own bids; always allowed, sealed or not.
     pub fn bids_of(&self, bidder: BidderId) -> Vec<BidView> {
-        match &self.rounds {
-            Some(rounds) => rounds.statements_of(bidder),
-            None => self.book.bids_of(bidder),
+        match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed.book.bids_of(bidder),
+            Mechanism::English(english) => english.book().bids_of(bidder),
+            Mechanism::Clock(book) => book.statements_of(bidder),
         }
     }
 
@@ -730,14 +575,19 @@ impl Auction {
         if !self.phase.is_terminal() {
             return Err(EngineError::BidsSealed { closes_at: self.spec.closes_at });
         }
-        Ok(match &self.rounds {
-            Some(rounds) => rounds.statements(),
-            None => self.book.all_bids(),
+        Ok(match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed.book.all_bids(),
+            Mechanism::English(english) => english.book().all_bids(),
+            Mechanism::Clock(book) => book.statements(),
         })
     }
 
-    /// For tests: the book's internal consistency.
+    /// For tests: the book's internal consistency. Panics on a broken invariant.
     pub fn check_invariants(&self) {
-        self.book.check_invariants();
+        match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed.book.check_invariants(),
+            Mechanism::English(english) => english.book().check_invariants(),
+            Mechanism::Clock(_) => {}
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Amount, AuctionId, BidId, BidderId, LotId, Pollutant, Price, Quantity, Timestamp};
+use crate::domain::{Amount, AuctionId, BidId, BidderId, LotId, Pollutant, Price, Quantity, Reason, Timestamp};
 
 use super::{Format, TieRule};
 
@@ -15,14 +15,6 @@ pub enum SettlementStatus {
     Failed,
     /// By the operator, or undersubscribed under the CANCEL policy.
     Cancelled,
-}
-
-/// Stable reason codes for a settlement that sold nothing.
-pub mod reason {
-    pub const NO_BIDS: &str = "NO_BIDS";
-    pub const TOO_FEW_BIDDERS: &str = "TOO_FEW_BIDDERS";
-    pub const UNDERSUBSCRIBED: &str = "UNDERSUBSCRIBED";
-    pub const CANCELLED_BY_OPERATOR: &str = "CANCELLED_BY_OPERATOR";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +51,9 @@ pub struct Settlement {
     pub pollutant: Pollutant,
     pub format: Format,
     pub status: SettlementStatus,
-    pub reason: Option<String>,
+    /// Why nothing was sold: `NO_BIDS`, `TOO_FEW_BIDDERS`, `UNDERSUBSCRIBED` or
+    /// `CANCELLED_BY_OPERATOR`.
+    pub reason: Option<Reason>,
     pub note: Option<String>,
     /// The price every winner pays in a uniform-price auction, the winning bid in a
     /// first-price one, the floor when cleared at the floor; `None` when nothing was sold or

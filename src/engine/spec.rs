@@ -29,6 +29,33 @@ impl LotOrigin {
     }
 }
 
+/// Which kind of origin a lot request names; an ERC lot also names its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginKind {
+    GovernmentReserve,
+    ErcCertified,
+    Allocated,
+}
+
+/// A lot as an operator asks for it; [`AuctionSpec::resolve`] checks it into a [`Lot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotRequest {
+    pub id: LotId,
+    pub pollutant: Pollutant,
+    pub quantity: Quantity,
+    /// `None`: the whole lot for a single-lot format, one kilogram for a divisible one.
+    pub fill_unit: Option<Quantity>,
+    pub seller: CreditCode,
+    pub origin: OriginKind,
+    /// Required for ERC_CERTIFIED lots, refused for others.
+    pub certificate_id: Option<Reference>,
+    pub region: RegionCode,
+    /// The year the right was certified, 2000 to 2200.
+    pub vintage_year: u32,
+    /// How many years the right is valid, 1 to 100.
+    pub valid_years: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lot {
     pub id: LotId,
@@ -133,6 +160,25 @@ pub enum CapChoice {
     PercentOverFloor(Ratio),
 }
 
+/// How an operator asks for the band's cap: a mode, and a percentage that goes with the
+/// percent mode only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CapRequest {
+    pub mode: CapMode,
+    pub percent: Option<Ratio>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CapMode {
+    /// Policy's default (also what an unspecified mode means).
+    #[default]
+    PolicyDefault,
+    /// No cap.
+    None,
+    /// `percent` over the floor.
+    Percent,
+}
+
 /// The prices an auction is held to, fixed at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceBand {
@@ -210,7 +256,7 @@ const MAX_COUNTDOWN_SECONDS: u32 = 24 * 3600;
 /// An operator's request for a new auction, validated by [`AuctionSpec::resolve`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuctionRequest {
-    pub lot: Lot,
+    pub lot: LotRequest,
     pub format: Format,
     pub tie_rule: TieRule,
     pub undersubscription: Undersubscription,
@@ -220,7 +266,7 @@ pub struct AuctionRequest {
     pub conversion_factor: Ratio,
     /// `None` takes policy's reserve markup (reserve lots only).
     pub reserve_markup: Option<Ratio>,
-    pub cap: CapChoice,
+    pub cap: CapRequest,
     pub opens_at: Timestamp,
     /// Sealed and fixed-price: the close. Ascending: the end of the free-bidding period.
     pub closes_at: Timestamp,
@@ -257,6 +303,63 @@ pub struct AuctionSpec {
 const MAX_MIN_BIDDERS: u32 = 10_000;
 
 impl AuctionSpec {
+    /// Checks a lot request into a lot for an auction of `format`.
+    fn resolve_lot(req: LotRequest, format: Format) -> Result<Lot, EngineError> {
+        let fill_unit = match req.fill_unit {
+            Some(unit) => unit,
+            // A single lot is its own fill unit; divisible lots trade to the kilogram by default.
+            None if !format.is_divisible() => req.quantity,
+            None => Quantity::from_units(1).unwrap_or(req.quantity),
+        };
+        if fill_unit.is_zero() {
+            return Err(EngineError::invalid("lot.fill_unit", "must be positive"));
+        }
+        if req.quantity.is_zero() {
+            return Err(EngineError::invalid("lot.quantity", "must be positive"));
+        }
+        let origin = match (req.origin, req.certificate_id) {
+            (OriginKind::ErcCertified, Some(certificate_id)) => LotOrigin::ErcCertified { certificate_id },
+            (OriginKind::ErcCertified, None) => {
+                return Err(EngineError::invalid("lot.certificate_id", "is required for an ERC_CERTIFIED lot"));
+            }
+            (_, Some(_)) => {
+                return Err(EngineError::invalid("lot.certificate_id", "applies to ERC_CERTIFIED lots only"));
+            }
+            (OriginKind::GovernmentReserve, None) => LotOrigin::GovernmentReserve,
+            (OriginKind::Allocated, None) => LotOrigin::Allocated,
+        };
+        let vintage_year =
+            u16::try_from(req.vintage_year).ok().filter(|y| (2000..=2200).contains(y)).ok_or_else(|| {
+                EngineError::invalid("lot.vintage_year", "is required: the year the right was certified, 2000 to 2200")
+            })?;
+        let valid_years = u16::try_from(req.valid_years)
+            .ok()
+            .filter(|y| (1..=100).contains(y))
+            .ok_or_else(|| EngineError::invalid("lot.valid_years", "is required: 1 to 100 years"))?;
+        Ok(Lot {
+            id: req.id,
+            pollutant: req.pollutant,
+            quantity: req.quantity,
+            fill_unit,
+            seller: req.seller,
+            origin,
+            region: req.region,
+            vintage_year,
+            valid_years,
+        })
+    }
+
+    /// How the cap is chosen, from the mode and percentage asked for.
+    fn resolve_cap(req: CapRequest) -> Result<CapChoice, EngineError> {
+        match (req.mode, req.percent) {
+            (CapMode::PolicyDefault, None) => Ok(CapChoice::PolicyDefault),
+            (CapMode::None, None) => Ok(CapChoice::None),
+            (CapMode::Percent, Some(pct)) => Ok(CapChoice::PercentOverFloor(pct)),
+            (CapMode::Percent, None) => Err(EngineError::invalid("cap_percent", "is required with CAP_MODE_PERCENT")),
+            (_, Some(_)) => Err(EngineError::invalid("cap_percent", "goes with cap_mode CAP_MODE_PERCENT only")),
+        }
+    }
+
     /// Checks a request against itself and policy and fixes its prices.
     pub fn resolve(
         id: AuctionId,
@@ -264,7 +367,9 @@ impl AuctionSpec {
         policy: &PricePolicy,
         at: Timestamp,
     ) -> Result<AuctionSpec, EngineError> {
-        let lot = &req.lot;
+        let lot = Self::resolve_lot(req.lot.clone(), req.format)?;
+        let cap_choice = Self::resolve_cap(req.cap)?;
+        let lot = &lot;
         if !lot.quantity.is_multiple_of(lot.fill_unit) {
             return Err(EngineError::invalid(
                 "lot.quantity",
@@ -304,7 +409,7 @@ impl AuctionSpec {
                     "a fixed-price sale allocates by TIME_PRIORITY or PRO_RATA",
                 ));
             }
-            if matches!(req.cap, CapChoice::PercentOverFloor(_)) {
+            if matches!(cap_choice, CapChoice::PercentOverFloor(_)) {
                 return Err(EngineError::invalid("cap_percent", "a fixed-price sale has one price and no band"));
             }
         }
@@ -327,7 +432,7 @@ impl AuctionSpec {
         let floor = benchmark
             .scaled_up(req.conversion_factor, reserve_markup)
             .ok_or_else(|| EngineError::invalid("conversion_factor", "makes the floor price too large"))?;
-        let cap_pct = match req.cap {
+        let cap_pct = match cap_choice {
             _ if req.format == Format::FixedPrice => None,
             CapChoice::PolicyDefault if lot.origin.is_reserve() => None,
             CapChoice::PolicyDefault => policy.enterprise_cap,
@@ -361,7 +466,7 @@ impl AuctionSpec {
             buyer_fee: policy.buyer_fee,
             seller_fee: policy.seller_fee,
             created_at: at,
-            lot: req.lot,
+            lot: lot.clone(),
         })
     }
 
@@ -457,6 +562,17 @@ impl AuctionSpec {
     /// The most one bidder may hold in active bids, in whole fill units.
     pub fn bidder_cap_quantity(&self) -> Option<Quantity> {
         self.per_bidder_cap.map(|cap| self.lot.quantity.share_in_units(cap, self.lot.fill_unit))
+    }
+}
+
+/// Whether a lot may be offered in a new auction, given the latest auction that offered it
+/// (`None`: never offered): a lot whose auction failed (流拍) or was cancelled may be offered
+/// again; one on sale, or sold, may not.
+pub fn lot_offerable(latest: Option<(AuctionId, Phase)>) -> Result<(), EngineError> {
+    match latest {
+        None | Some((_, Phase::Failed | Phase::Cancelled)) => Ok(()),
+        Some((auction, Phase::Settled)) => Err(EngineError::LotSold { auction }),
+        Some((auction, Phase::Scheduled | Phase::Open)) => Err(EngineError::LotOnSale { auction }),
     }
 }
 

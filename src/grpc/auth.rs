@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 
 use crate::auth::{Principal, Principals, Role};
-use crate::domain::CreditCode;
+use crate::domain::{CreditCode, Reason};
 
 use super::status::status;
 
@@ -39,7 +39,7 @@ impl Authenticator {
 }
 
 fn unauthenticated(why: &str) -> Status {
-    status(Code::Unauthenticated, "UNAUTHENTICATED", why, Vec::new(), None)
+    status(Reason::Unauthenticated, why, Vec::new(), None)
 }
 
 /// The caller, with one of `roles`.
@@ -49,8 +49,7 @@ pub fn require<T>(request: &Request<T>, roles: &[Role]) -> Result<Principal, Sta
     if !roles.contains(&principal.role) {
         let allowed: Vec<String> = roles.iter().map(ToString::to_string).collect();
         return Err(status(
-            Code::PermissionDenied,
-            "ROLE_NOT_ALLOWED",
+            Reason::RoleNotAllowed,
             format!("role {} may not call this; allowed: {}", principal.role, allowed.join(", ")),
             vec![("role", principal.role.to_string())],
             None,
@@ -62,7 +61,7 @@ pub fn require<T>(request: &Request<T>, roles: &[Role]) -> Result<Principal, Sta
 /// The enterprise a bidder acts for; it is the only source of bidder identity.
 pub fn bidder<T>(request: &Request<T>) -> Result<CreditCode, Status> {
     let principal = require(request, &[Role::Bidder])?;
-    principal.enterprise.ok_or_else(|| {
-        status(Code::PermissionDenied, "NO_ENTERPRISE", "this bidder token has no enterprise", Vec::new(), None)
-    })
+    principal
+        .enterprise
+        .ok_or_else(|| status(Reason::NoEnterprise, "this bidder token has no enterprise", Vec::new(), None))
 }

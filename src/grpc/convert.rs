@@ -8,12 +8,13 @@ use crate::domain::{
     Timestamp,
 };
 use crate::engine::{
-    AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapChoice,
-    ClockRequest, ClockView, Format, Lot, LotOrigin, Phase, SettlementStatus, TieRule, Undersubscription,
+    AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapMode, CapRequest,
+    ClockRequest, ClockView, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, SettlementStatus, TieRule,
+    Undersubscription,
 };
 use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind};
-use crate::service::{AuctionSnapshot, RecordedSettlement};
+use crate::service::{AuctionSnapshot, Receipt, RecordedSettlement};
 
 /// A malformed field: becomes INVALID_ARGUMENT naming it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,11 +57,20 @@ pub fn auction_id(text: &str) -> Result<AuctionId> {
     id("auction_id", text.parse())
 }
 
-/// A clock auction's demand: like a quantity, but zero (dropping out) is allowed.
-pub fn demand(field: &str, text: &str) -> Result<Quantity> {
-    crate::domain::parse_non_negative(text, 3, crate::domain::MAX_QUANTITY_KG)
-        .map_err(|e| decimal_error(field, e, "a quantity in tonnes such as \"4.048\", or \"0\" to drop out"))
-        .map(|units| Quantity::from_units(units).expect("parse_non_negative checks the range"))
+/// A bid's optional price: empty lets the auction decide (the posted or the clock price) or
+/// refuse; anything else must be a positive price.
+pub fn bid_price(field: &str, text: &str) -> Result<Option<Price>> {
+    optional_text(text, |t| price(field, t))
+}
+
+/// A bid's optional quantity: empty lets the auction decide (the whole lot) or refuse; zero is
+/// read here and judged by the auction (a clock bidder's way to drop out).
+pub fn bid_quantity(field: &str, text: &str) -> Result<Option<Quantity>> {
+    optional_text(text, |t| {
+        t.parse::<Quantity>().map_err(|e| {
+            decimal_error(field, e, "a quantity in tonnes such as \"4.048\", or \"0\" to drop out of a clock auction")
+        })
+    })
 }
 
 pub fn bid_id(text: &str) -> Result<BidId> {
@@ -108,31 +118,29 @@ fn required<T>(field: &str, value: Option<T>) -> Result<T> {
 }
 
 pub fn pollutant(field: &str, raw: i32) -> Result<Option<Pollutant>> {
-    Ok(known::<pb::Pollutant>(field, raw)?.map(|p| match p {
-        pb::Pollutant::So2 => Pollutant::So2,
-        pb::Pollutant::Nox => Pollutant::Nox,
-        pb::Pollutant::Cod => Pollutant::Cod,
-        pb::Pollutant::Nh3N => Pollutant::Nh3N,
-        pb::Pollutant::SmokeDust => Pollutant::SmokeDust,
-        pb::Pollutant::IndustrialDust => Pollutant::IndustrialDust,
-        pb::Pollutant::Unspecified => unreachable!("known() maps 0 to None"),
-    }))
+    Ok(match known::<pb::Pollutant>(field, raw)? {
+        None | Some(pb::Pollutant::Unspecified) => None,
+        Some(pb::Pollutant::So2) => Some(Pollutant::So2),
+        Some(pb::Pollutant::Nox) => Some(Pollutant::Nox),
+        Some(pb::Pollutant::Cod) => Some(Pollutant::Cod),
+        Some(pb::Pollutant::Nh3N) => Some(Pollutant::Nh3N),
+        Some(pb::Pollutant::SmokeDust) => Some(Pollutant::SmokeDust),
+        Some(pb::Pollutant::IndustrialDust) => Some(Pollutant::IndustrialDust),
+    })
 }
 
 pub fn phase(field: &str, raw: i32) -> Result<Option<Phase>> {
-    known::<pb::AuctionPhase>(field, raw)?
-        .map(|p| match p {
-            pb::AuctionPhase::Scheduled => Ok(Phase::Scheduled),
-            pb::AuctionPhase::Open => Ok(Phase::Open),
-            pb::AuctionPhase::Settled => Ok(Phase::Settled),
-            pb::AuctionPhase::Failed => Ok(Phase::Failed),
-            pb::AuctionPhase::Cancelled => Ok(Phase::Cancelled),
-            pb::AuctionPhase::Closed => {
-                Err(FieldError::new(field, "CLOSED is never a resting phase of a sealed auction"))
-            }
-            pb::AuctionPhase::Unspecified => unreachable!("known() maps 0 to None"),
-        })
-        .transpose()
+    Ok(match known::<pb::AuctionPhase>(field, raw)? {
+        None | Some(pb::AuctionPhase::Unspecified) => None,
+        Some(pb::AuctionPhase::Scheduled) => Some(Phase::Scheduled),
+        Some(pb::AuctionPhase::Open) => Some(Phase::Open),
+        Some(pb::AuctionPhase::Settled) => Some(Phase::Settled),
+        Some(pb::AuctionPhase::Failed) => Some(Phase::Failed),
+        Some(pb::AuctionPhase::Cancelled) => Some(Phase::Cancelled),
+        Some(pb::AuctionPhase::Closed) => {
+            return Err(FieldError::new(field, "CLOSED is never a resting phase of a sealed auction"));
+        }
+    })
 }
 
 pub fn region(field: &str, text: &str) -> Result<RegionCode> {
@@ -145,60 +153,42 @@ fn optional_text<T>(text: &str, parse: impl FnOnce(&str) -> Result<T>) -> Result
 
 pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest> {
     let lot = required("lot", req.lot.as_ref())?;
-    let format = match required("format", known::<pb::AuctionFormat>("format", req.format)?)? {
-        pb::AuctionFormat::SealedFirstPrice => Format::SealedFirstPrice,
-        pb::AuctionFormat::SealedUniformPrice => Format::SealedUniformPrice,
-        pb::AuctionFormat::SealedPayAsBid => Format::SealedPayAsBid,
-        pb::AuctionFormat::FixedPrice => Format::FixedPrice,
-        pb::AuctionFormat::AscendingEnglish => Format::AscendingEnglish,
-        pb::AuctionFormat::AscendingClock => Format::AscendingClock,
-        pb::AuctionFormat::Unspecified => unreachable!("known() maps 0 to None"),
+    let format = match known::<pb::AuctionFormat>("format", req.format)? {
+        None | Some(pb::AuctionFormat::Unspecified) => return Err(FieldError::new("format", "is required")),
+        Some(pb::AuctionFormat::SealedFirstPrice) => Format::SealedFirstPrice,
+        Some(pb::AuctionFormat::SealedUniformPrice) => Format::SealedUniformPrice,
+        Some(pb::AuctionFormat::SealedPayAsBid) => Format::SealedPayAsBid,
+        Some(pb::AuctionFormat::FixedPrice) => Format::FixedPrice,
+        Some(pb::AuctionFormat::AscendingEnglish) => Format::AscendingEnglish,
+        Some(pb::AuctionFormat::AscendingClock) => Format::AscendingClock,
     };
-    let lot_quantity = quantity("lot.quantity", &lot.quantity)?;
-    let fill_unit = match optional_text(&lot.fill_unit, |t| quantity("lot.fill_unit", t))? {
-        Some(unit) => unit,
-        // A single lot is its own fill unit; divisible lots trade to the kilogram by default.
-        None if !format.is_divisible() => lot_quantity,
-        None => Quantity::from_units(1).expect("one kilogram"),
+    let origin = match known::<pb::LotOrigin>("lot.origin", lot.origin)? {
+        None | Some(pb::LotOrigin::Unspecified) => return Err(FieldError::new("lot.origin", "is required")),
+        Some(pb::LotOrigin::GovernmentReserve) => OriginKind::GovernmentReserve,
+        Some(pb::LotOrigin::ErcCertified) => OriginKind::ErcCertified,
+        Some(pb::LotOrigin::Allocated) => OriginKind::Allocated,
     };
-    let origin = match required("lot.origin", known::<pb::LotOrigin>("lot.origin", lot.origin)?)? {
-        pb::LotOrigin::GovernmentReserve => LotOrigin::GovernmentReserve,
-        pb::LotOrigin::ErcCertified => LotOrigin::ErcCertified {
-            certificate_id: id("lot.certificate_id", lot.certificate_id.parse::<Reference>())?,
-        },
-        pb::LotOrigin::Allocated => LotOrigin::Allocated,
-        pb::LotOrigin::Unspecified => unreachable!("known() maps 0 to None"),
+    let cap_mode = match known::<pb::CapMode>("cap_mode", req.cap_mode)? {
+        None | Some(pb::CapMode::Unspecified) => CapMode::PolicyDefault,
+        Some(pb::CapMode::None) => CapMode::None,
+        Some(pb::CapMode::Percent) => CapMode::Percent,
     };
-    if !lot.certificate_id.is_empty() && !matches!(origin, LotOrigin::ErcCertified { .. }) {
-        return Err(FieldError::new("lot.certificate_id", "applies to ERC_CERTIFIED lots only"));
-    }
-    if !(2000..=2200).contains(&lot.vintage_year) {
-        return Err(FieldError::new("lot.vintage_year", "is required: the year the right was certified, 2000 to 2200"));
-    }
-    if !(1..=100).contains(&lot.valid_years) {
-        return Err(FieldError::new("lot.valid_years", "is required: 1 to 100 years"));
-    }
-    let cap = match known::<pb::CapMode>("cap_mode", req.cap_mode)? {
-        None | Some(pb::CapMode::Unspecified) if req.cap_percent.is_empty() => CapChoice::PolicyDefault,
-        Some(pb::CapMode::None) if req.cap_percent.is_empty() => CapChoice::None,
-        Some(pb::CapMode::Percent) => {
-            CapChoice::PercentOverFloor(Ratio::parse_percent(&req.cap_percent, 1000).map_err(|e| {
-                FieldError::new("cap_percent", format!("{e} (a percentage over the floor, up to 1000)"))
-            })?)
-        }
-        _ => return Err(FieldError::new("cap_percent", "goes with cap_mode CAP_MODE_PERCENT only")),
-    };
+    let cap_percent = optional_text(&req.cap_percent, |t| {
+        Ratio::parse_percent(t, 1000)
+            .map_err(|e| FieldError::new("cap_percent", format!("{e} (a percentage over the floor, up to 1000)")))
+    })?;
     Ok(AuctionRequest {
-        lot: Lot {
+        lot: LotRequest {
             id: id("lot.lot_id", lot.lot_id.parse())?,
             pollutant: required("lot.pollutant", pollutant("lot.pollutant", lot.pollutant)?)?,
-            quantity: lot_quantity,
-            fill_unit,
+            quantity: quantity("lot.quantity", &lot.quantity)?,
+            fill_unit: optional_text(&lot.fill_unit, |t| quantity("lot.fill_unit", t))?,
             seller: id("lot.seller", lot.seller.parse::<CreditCode>())?,
             origin,
+            certificate_id: optional_text(&lot.certificate_id, |t| id("lot.certificate_id", t.parse::<Reference>()))?,
             region: region("lot.region_code", &lot.region_code)?,
-            vintage_year: lot.vintage_year as u16,
-            valid_years: lot.valid_years as u16,
+            vintage_year: lot.vintage_year,
+            valid_years: lot.valid_years,
         },
         format,
         tie_rule: match known::<pb::TieRule>("tie_rule", req.tie_rule)? {
@@ -230,7 +220,7 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         reserve_markup: optional_text(&req.reserve_markup, |t| {
             Ratio::parse_factor(t).map_err(|e| FieldError::new("reserve_markup", e))
         })?,
-        cap,
+        cap: CapRequest { mode: cap_mode, percent: cap_percent },
         opens_at: timestamp("opens_at", req.opens_at.as_ref())?,
         closes_at: timestamp("closes_at", req.closes_at.as_ref())?,
         ascending: req.ascending.as_ref().map(ascending_request).transpose()?,
@@ -400,7 +390,8 @@ fn pb_bid_state(s: BidState) -> pb::BidState {
     }
 }
 
-pub fn pb_receipt(auction: AuctionId, b: &BidView, pseudonym_of_bidder: Option<u32>) -> pb::BidReceipt {
+pub fn pb_receipt(auction: AuctionId, receipt: &Receipt) -> pb::BidReceipt {
+    let (b, pseudonym_of_bidder) = (&receipt.bid, receipt.pseudonym);
     pb::BidReceipt {
         auction_id: auction.to_string(),
         bid_id: b.id.to_string(),
@@ -465,7 +456,7 @@ pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
         pollutant: pb_pollutant(s.pollutant) as i32,
         format: pb_format(s.format) as i32,
         status: pb_status(s.status) as i32,
-        reason: s.reason.clone().unwrap_or_default(),
+        reason: s.reason.map(|r| r.code().to_owned()).unwrap_or_default(),
         clearing_price: s.clearing_price.map(|p| p.to_string()).unwrap_or_default(),
         allocations: s
             .allocations

@@ -37,6 +37,7 @@ pub async fn serve(
         let auth = auth.clone();
         move |req| auth.intercept(req)
     };
+    let mut unhealthy = exchange.health();
     let operator =
         pb::auction_operator_server::AuctionOperatorServer::new(OperatorService { exchange: Arc::clone(&exchange) })
             .max_decoding_message_size(max_message_bytes);
@@ -57,10 +58,37 @@ pub async fn serve(
     health.set_serving::<pb::auction_operator_server::AuctionOperatorServer<OperatorService>>().await;
     health.set_serving::<pb::trading_server::TradingServer<TradingService>>().await;
     health.set_serving::<pb::results_server::ResultsServer<ResultsService>>().await;
+    // The auction services stop serving when the exchange says it cannot (a failed auction
+    // task, or the journal); results stay readable.
+    tokio::spawn(async move {
+        loop {
+            let why = unhealthy.borrow_and_update().clone();
+            match why {
+                Some(why) => {
+                    tracing::error!(why = %why, "reporting NOT_SERVING for the auction services");
+                    health
+                        .set_not_serving::<pb::auction_operator_server::AuctionOperatorServer<OperatorService>>()
+                        .await;
+                    health.set_not_serving::<pb::trading_server::TradingServer<TradingService>>().await;
+                    // Also the server as a whole (the empty service name).
+                    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                }
+                None => {
+                    health.set_serving::<pb::auction_operator_server::AuctionOperatorServer<OperatorService>>().await;
+                    health.set_serving::<pb::trading_server::TradingServer<TradingService>>().await;
+                    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                }
+            }
+            if unhealthy.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
+        // Cannot fire on input: the descriptor set is compiled into the binary by build.rs.
         .expect("the compiled descriptor set is valid");
 
     Server::builder()

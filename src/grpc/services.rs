@@ -4,14 +4,14 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::auth::Role;
-use crate::domain::AuctionId;
-use crate::engine::{BidView, Command, Format};
+use crate::domain::{AuctionId, Reason};
+use crate::engine::Command;
 use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind, Watch};
-use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, RecordedSettlement, ServiceError};
+use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, RecordedSettlement};
 
 use super::auth::{bidder, require};
 use super::convert::{self, FieldError};
@@ -143,18 +143,6 @@ impl pb::auction_operator_server::AuctionOperator for OperatorService {
     }
 }
 
-impl TradingService {
-    /// A bid's receipt; in an ascending auction it names the bidder's pseudonym.
-    async fn receipt(&self, id: AuctionId, bid: &BidView) -> Reply<pb::BidReceipt> {
-        let pseudonym = if self.exchange.get(id)?.spec.format.is_open_outcry() {
-            self.exchange.pseudonym_of(id, bid.bidder).await?
-        } else {
-            None
-        };
-        Ok(Response::new(convert::pb_receipt(id, bid, pseudonym)))
-    }
-}
-
 #[tonic::async_trait]
 impl pb::trading_server::Trading for TradingService {
     async fn list_auctions(&self, request: Request<pb::ListAuctionsRequest>) -> Reply<pb::ListAuctionsResponse> {
@@ -183,28 +171,10 @@ impl pb::trading_server::Trading for TradingService {
         let origin = origin(&request, "PlaceBid")?;
         let req = request.get_ref();
         let id = convert::auction_id(&req.auction_id)?;
-        let snapshot = self.exchange.get(id)?;
-        let price = match (req.price.is_empty(), snapshot.spec.format, snapshot.clock) {
-            // A fixed-price request or a clock demand may leave the price to the sale.
-            (true, Format::FixedPrice, _) => snapshot.spec.prices.floor,
-            (true, Format::AscendingClock, Some(clock)) => clock.price,
-            _ => convert::price("price", &req.price)?,
-        };
-        let quantity = if snapshot.spec.format.is_clock() {
-            // Demand may drop to zero.
-            convert::demand("quantity", &req.quantity)?
-        } else if req.quantity.is_empty() {
-            // A single-lot auction is bid for the whole lot; saying so is optional.
-            let snapshot = self.exchange.get(id)?;
-            if snapshot.spec.format.is_divisible() {
-                return Err(FieldError::new("quantity", "is required in a divisible-lot auction").into());
-            }
-            snapshot.spec.lot.quantity
-        } else {
-            convert::quantity("quantity", &req.quantity)?
-        };
-        let bid = self.exchange.place_bid(id, bidder, price, quantity, origin).await?;
-        self.receipt(id, &bid).await
+        let price = convert::bid_price("price", &req.price)?;
+        let quantity = convert::bid_quantity("quantity", &req.quantity)?;
+        let receipt = self.exchange.place_bid(id, bidder, price, quantity, origin).await?;
+        Ok(Response::new(convert::pb_receipt(id, &receipt)))
     }
 
     async fn revise_bid(&self, request: Request<pb::ReviseBidRequest>) -> Reply<pb::BidReceipt> {
@@ -213,10 +183,10 @@ impl pb::trading_server::Trading for TradingService {
         let req = request.get_ref();
         let id = convert::auction_id(&req.auction_id)?;
         let bid_id = convert::bid_id(&req.bid_id)?;
-        let price = convert::price("price", &req.price)?;
-        let quantity = convert::quantity("quantity", &req.quantity)?;
-        let bid = self.exchange.revise_bid(id, bidder, bid_id, price, quantity, origin).await?;
-        self.receipt(id, &bid).await
+        let price = convert::bid_price("price", &req.price)?;
+        let quantity = convert::bid_quantity("quantity", &req.quantity)?;
+        let receipt = self.exchange.revise_bid(id, bidder, bid_id, price, quantity, origin).await?;
+        Ok(Response::new(convert::pb_receipt(id, &receipt)))
     }
 
     async fn withdraw_bid(&self, request: Request<pb::WithdrawBidRequest>) -> Reply<pb::BidReceipt> {
@@ -225,8 +195,8 @@ impl pb::trading_server::Trading for TradingService {
         let req = request.get_ref();
         let id = convert::auction_id(&req.auction_id)?;
         let bid_id = convert::bid_id(&req.bid_id)?;
-        let bid = self.exchange.withdraw_bid(id, bidder, bid_id, origin).await?;
-        self.receipt(id, &bid).await
+        let receipt = self.exchange.withdraw_bid(id, bidder, bid_id, origin).await?;
+        Ok(Response::new(convert::pb_receipt(id, &receipt)))
     }
 
     type WatchAuctionStream = Stream<pb::AuctionEvent>;
@@ -237,12 +207,12 @@ impl pb::trading_server::Trading for TradingService {
         let id = convert::auction_id(&req.auction_id)?;
         let Watch { backlog, live } = self.exchange.watch(id, req.after_sequence)?;
         let ends = Relay {
-            next: req.after_sequence + 1,
+            next: req.after_sequence.saturating_add(1),
             sequence: |u: &AuctionUpdate| u.sequence,
             // The conclusion ends a watch; so does a state that shows the auction over.
             last: |u: &AuctionUpdate| u.kind == UpdateKind::Concluded || u.phase.is_terminal(),
-            ended: |code, reason, why, next| resume_after(code, reason, why, next - 1),
-            too_slow: ("WATCHER_TOO_SLOW", "fell behind the auction's updates"),
+            ended: |reason, why, next| resume_after(reason, why, next.saturating_sub(1)),
+            too_slow: (Reason::WatcherTooSlow, "fell behind the auction's updates"),
         };
         let stream = relay(backlog, live, self.stopping.clone(), ends, move |u| convert::pb_auction_event(id, u));
         Ok(Response::new(stream))
@@ -265,21 +235,8 @@ impl pb::results_server::Results for ResultsService {
     async fn get_settlement(&self, request: Request<pb::GetSettlementRequest>) -> Reply<pb::Settlement> {
         require(&request, ANY_ROLE)?;
         let id = convert::auction_id(&request.get_ref().auction_id)?;
-        match self.exchange.settlement(id).await {
-            Ok(recorded) => Ok(Response::new(convert::pb_settlement(&recorded))),
-            Err(ServiceError::AuctionNotFound(_)) => {
-                // The auction exists but has not concluded: say when it will.
-                let snapshot = self.exchange.get(id)?;
-                Err(status(
-                    Code::FailedPrecondition,
-                    "NOT_SETTLED",
-                    format!("auction {id} has not concluded; it closes at {}", snapshot.spec.closes_at),
-                    vec![("closes_at", snapshot.spec.closes_at.to_string())],
-                    None,
-                ))
-            }
-            Err(e) => Err(e.into()),
-        }
+        let recorded = self.exchange.settlement(id).await?;
+        Ok(Response::new(convert::pb_settlement(&recorded)))
     }
 
     type SubscribeSettlementsStream = SettlementStream;
@@ -296,7 +253,7 @@ impl pb::results_server::Results for ResultsService {
             sequence: |r: &RecordedSettlement| r.sequence,
             last: |_| false,
             ended: resume_from,
-            too_slow: ("SUBSCRIBER_TOO_SLOW", "fell behind the settlement stream"),
+            too_slow: (Reason::SubscriberTooSlow, "fell behind the settlement stream"),
         };
         Ok(Response::new(relay(backlog, live, self.stopping.clone(), ends, convert::pb_settlement)))
     }
@@ -310,10 +267,10 @@ struct Relay<T> {
     sequence: fn(&T) -> u64,
     /// Whether an item ends the stream (after it is sent).
     last: fn(&T) -> bool,
-    /// The status that ends the stream early: code, reason, why, and the next sequence.
-    ended: fn(Code, &str, &str, u64) -> Status,
+    /// The status that ends the stream early: reason, why, and the next sequence.
+    ended: fn(Reason, &str, u64) -> Status,
     /// Reason and words for a client that fell behind.
-    too_slow: (&'static str, &'static str),
+    too_slow: (Reason, &'static str),
 }
 
 /// Sends `backlog`, then live items in sequence order (skipping what the backlog had), until
@@ -333,7 +290,7 @@ where
     async_stream(move |tx| async move {
         let Relay { mut next, sequence, last, ended, too_slow } = ends;
         for item in backlog {
-            next = sequence(&item) + 1;
+            next = sequence(&item).saturating_add(1);
             if tx.send(Ok(to_pb(&item))).await.is_err() || last(&item) {
                 return;
             }
@@ -343,7 +300,7 @@ where
                 received = live.recv() => received,
                 () = tx.closed() => return,
                 () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
-                    let _ = tx.send(Err(ended(Code::Unavailable, "SHUTTING_DOWN", "the server is stopping", next))).await;
+                    let _ = tx.send(Err(ended(Reason::ShuttingDown, "the server is stopping", next))).await;
                     return;
                 }
             };
@@ -351,14 +308,14 @@ where
                 // Already sent from the backlog.
                 Ok(item) if sequence(&item) < next => continue,
                 Ok(item) => {
-                    next = sequence(&item) + 1;
+                    next = sequence(&item).saturating_add(1);
                     if tx.send(Ok(to_pb(&item))).await.is_err() || last(&item) {
                         return;
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     let (reason, why) = too_slow;
-                    let _ = tx.send(Err(ended(Code::ResourceExhausted, reason, why, next))).await;
+                    let _ = tx.send(Err(ended(reason, why, next))).await;
                     return;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -368,20 +325,13 @@ where
 }
 
 /// Ends a settlement stream, telling the client where to pick it up again.
-fn resume_from(code: Code, reason: &str, why: &str, next: u64) -> Status {
-    status(
-        code,
-        reason,
-        format!("{why}; resubscribe from sequence {next}"),
-        vec![("resume_from", next.to_string())],
-        None,
-    )
+fn resume_from(reason: Reason, why: &str, next: u64) -> Status {
+    status(reason, format!("{why}; resubscribe from sequence {next}"), vec![("resume_from", next.to_string())], None)
 }
 
 /// Ends an auction watch, telling the client which sequence to watch after.
-fn resume_after(code: Code, reason: &str, why: &str, last: u64) -> Status {
+fn resume_after(reason: Reason, why: &str, last: u64) -> Status {
     status(
-        code,
         reason,
         format!("{why}; watch again with after_sequence {last}"),
         vec![("after_sequence", last.to_string())],

@@ -8,8 +8,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{AuctionId, BidId, BidderId, Timestamp};
-use crate::engine::{AscendingView, Auction, AuctionSpec, BidView, ClockView, Command, EngineError, Event, Phase};
-use crate::journal::{FileJournal, Pending, Reservation};
+use crate::engine::{
+    Applied, AscendingView, Auction, AuctionSpec, BidView, ClockView, Command, EngineError, Event, Phase,
+};
+use crate::journal::{Journal, Reservation};
 
 use super::ServiceError;
 use super::clock::Clock;
@@ -34,10 +36,19 @@ pub struct AuctionSnapshot {
 pub(crate) type Reply<T> = oneshot::Sender<T>;
 
 pub(crate) enum Request {
-    Apply { command: Command, origin: Origin, reply: Reply<Result<Vec<Event>, ServiceError>> },
-    BidsOf { bidder: BidderId, reply: Reply<Vec<BidView>> },
-    PseudonymOf { bidder: BidderId, reply: Reply<Option<u32>> },
-    AllBids { reply: Reply<Result<Vec<BidView>, EngineError>> },
+    /// A client's change; the reply carries what the core said, bids with their receipt.
+    Apply {
+        command: Command,
+        origin: Origin,
+        reply: Reply<Result<Applied, ServiceError>>,
+    },
+    BidsOf {
+        bidder: BidderId,
+        reply: Reply<Vec<BidView>>,
+    },
+    AllBids {
+        reply: Reply<Result<Vec<BidView>, EngineError>>,
+    },
 }
 
 /// What can change an auction.
@@ -53,9 +64,10 @@ pub(crate) struct AuctionActor {
     snapshot: watch::Sender<AuctionSnapshot>,
     hub: Arc<SettlementHub>,
     clock: Arc<dyn Clock>,
-    /// Every accepted change goes here, and is durable, before anyone hears of it. `None` only
-    /// in tests of the shell without storage.
-    journal: Option<Arc<FileJournal>>,
+    /// Every accepted change goes here, and is durable, before anyone hears of it.
+    journal: Arc<Journal>,
+    /// Set to why the exchange cannot serve (here: the journal failed).
+    health: Arc<watch::Sender<Option<String>>>,
     /// The latest stamp given; stamps never go backwards even if the wall clock does.
     last_stamp: Timestamp,
     /// Set when the journal failed under a timer: timers stop until restart.
@@ -70,29 +82,24 @@ pub(crate) struct Outlets {
     pub feed: Arc<AuctionFeed>,
 }
 
-/// What every auction's task shares: settlements, time, the journal.
+/// What every auction's task shares: settlements, time, the journal, and the exchange's health.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub hub: Arc<SettlementHub>,
     pub clock: Arc<dyn Clock>,
-    pub journal: Option<Arc<FileJournal>>,
+    pub journal: Arc<Journal>,
+    pub health: Arc<watch::Sender<Option<String>>>,
 }
 
 /// Takes a place in the journal's queue before a change is made.
-async fn reserve(journal: &Option<Arc<FileJournal>>) -> Result<Option<Reservation<'_>>, ServiceError> {
-    match journal {
-        Some(j) => j.reserve().await.map(Some).map_err(|e| ServiceError::Unavailable(e.to_string())),
-        None => Ok(None),
-    }
+async fn reserve(journal: &Journal) -> Result<Reservation<'_>, ServiceError> {
+    journal.reserve().await.map_err(|e| ServiceError::Unavailable(e.to_string()))
 }
 
 /// Journals an accepted change and waits until it is durable; returns where it landed.
-async fn persist(slot: Option<Reservation<'_>>, entry: &Entry) -> Result<Option<JournalPosition>, ServiceError> {
-    let pending: Option<Pending> = slot.map(|s| s.submit(entry.encode()));
-    match pending {
-        Some(p) => p.wait().await.map(|at| Some(at.into())).map_err(|e| ServiceError::Unavailable(e.to_string())),
-        None => Ok(None),
-    }
+async fn persist(slot: Reservation<'_>, entry: &Entry) -> Result<JournalPosition, ServiceError> {
+    let encoded = entry.encode().map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+    slot.submit(encoded).wait().await.map(JournalPosition::from).map_err(|e| ServiceError::Unavailable(e.to_string()))
 }
 
 impl AuctionActor {
@@ -104,8 +111,8 @@ impl AuctionActor {
         shared: Shared,
     ) -> AuctionActor {
         let Outlets { snapshot, feed } = outlets;
-        let Shared { hub, clock, journal } = shared;
-        AuctionActor { auction, requests, snapshot, hub, clock, journal, last_stamp, stalled: false, feed }
+        let Shared { hub, clock, journal, health } = shared;
+        AuctionActor { auction, requests, snapshot, hub, clock, journal, health, last_stamp, stalled: false, feed }
     }
 
     /// The feed's starting state for `auction`.
@@ -159,8 +166,13 @@ impl AuctionActor {
                         self.fire(deadline).await;
                     }
                 }
-                moved = async { moves.as_mut().expect("guarded").changed().await }, if moves.is_some() => {
-                    if moved.is_err() {
+                moved = async {
+                    match moves.as_mut() {
+                        Some(moves) => moves.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                }, if moves.is_some() => {
+                    if !moved {
                         moves = None;
                     }
                 }
@@ -180,35 +192,49 @@ impl AuctionActor {
 
     /// The one way an auction changes: take a place in the journal's queue, apply the change
     /// to the core, journal it, and publish its events only once the journal entry is durable.
-    async fn change(&mut self, change: Change) -> Result<Vec<Event>, ServiceError> {
-        let journal = self.journal.clone();
+    async fn change(&mut self, change: Change) -> Result<Applied, ServiceError> {
+        let journal = Arc::clone(&self.journal);
         let slot = reserve(&journal).await?;
         let seq_before = self.auction.public_seq();
-        let (events, entry, at) = match change {
+        let (applied, entry, at) = match change {
             Change::Tick(deadline) => {
                 self.last_stamp = self.last_stamp.max(deadline);
-                (self.auction.tick(deadline), Entry::Tick { at: deadline, auction: self.id() }, deadline)
+                let events = self.auction.tick(deadline);
+                (Applied::Events(events), Entry::Tick { at: deadline, auction: self.id() }, deadline)
             }
             Change::Command(mut command, origin) => {
                 let at = self.stamp();
-                let events = loop {
-                    match (self.auction.apply(at, command.clone()), &mut command) {
+                let applied = loop {
+                    match (self.auction.apply_command(at, command.clone()), &mut command) {
                         // Bid ids are drawn at random; on the rare collision, draw again.
                         (Err(EngineError::DuplicateBidId), Command::PlaceBid { bid, .. }) => *bid = fresh_bid_id(),
                         (result, _) => break result?,
                     }
                 };
-                (events, Entry::Apply { at, auction: self.id(), command, origin: Some(origin) }, at)
+                (applied, Entry::Apply { at, auction: self.id(), command, origin: Some(origin) }, at)
             }
         };
-        if !events.is_empty() {
-            let position = persist(slot, &entry).await?;
+        let changed = match &applied {
+            Applied::Bid(_) => true,
+            Applied::Events(events) => !events.is_empty(),
+        };
+        if changed {
+            let position = persist(slot, &entry).await.inspect_err(|e| self.journal_failed(e))?;
+            let events = match &applied {
+                Applied::Bid(change) => std::borrow::Cow::Owned(change.events()),
+                Applied::Events(events) => std::borrow::Cow::Borrowed(events),
+            };
             self.after(&events, position).await;
             if self.auction.public_seq() != seq_before {
                 self.feed.publish(self.update(&events, at));
             }
         }
-        Ok(events)
+        Ok(applied)
+    }
+
+    /// After a journal failure the exchange no longer serves: say so where health is read.
+    fn journal_failed(&self, error: &ServiceError) {
+        self.health.send_replace(Some(format!("the journal failed: {error}")));
     }
 
     /// The public update for a change that made `events`.
@@ -259,9 +285,6 @@ impl AuctionActor {
             Request::BidsOf { bidder, reply } => {
                 let _ = reply.send(self.auction.bids_of(bidder));
             }
-            Request::PseudonymOf { bidder, reply } => {
-                let _ = reply.send(self.auction.pseudonym_of(bidder));
-            }
             Request::AllBids { reply } => {
                 let _ = reply.send(self.auction.all_bids());
             }
@@ -270,10 +293,10 @@ impl AuctionActor {
 
     /// Publishes what changed: settlements to the hub (recorded before anyone is answered),
     /// phase changes to the public snapshot.
-    async fn after(&mut self, events: &[Event], position: Option<JournalPosition>) {
+    async fn after(&mut self, events: &[Event], position: JournalPosition) {
         for event in events {
             if let Event::Concluded(settlement) = event {
-                let sequence = self.hub.publish((**settlement).clone(), position.clone()).await;
+                let sequence = self.hub.publish((**settlement).clone(), Some(position.clone())).await;
                 tracing::info!(
                     auction = %settlement.auction_id,
                     status = ?settlement.status,
@@ -297,7 +320,15 @@ impl AuctionActor {
 
 /// A random bid id, so that ids reveal nothing about how many bids an auction holds.
 pub(crate) fn fresh_bid_id() -> BidId {
-    let mut bytes = [0u8; 8];
+    BidId::new(u64::from_be_bytes(random_bytes()))
+}
+
+/// Bytes from the operating system's random source.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // Cannot fail on Linux 3.17 and later (getrandom(2) blocks until the pool is seeded), the
+    // only systems the server supports; with no randomness, ids and seeds would be unsafe, so
+    // stopping is the right answer.
     getrandom::fill(&mut bytes).expect("the operating system's random source");
-    BidId::new(u64::from_be_bytes(bytes))
+    bytes
 }

@@ -57,8 +57,8 @@ impl<O> Entry<O> {
 }
 
 impl Entry {
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("journal entries always serialize")
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Entry, postcard::Error> {

@@ -23,13 +23,15 @@ use actor::{AuctionActor, Outlets, Request, Shared};
 use clock::Clock;
 use hub::SettlementHub;
 pub use recorder::{JournalPosition, RecordedSettlement};
-pub use requests::{Fingerprint, Origin};
+pub use requests::{Fingerprint, Origin, Receipt};
 
 use crate::domain::{
-    AuctionId, BidId, BidderId, LotId, Pollutant, Price, PricePolicy, Quantity, RegionCode, Timestamp,
+    AuctionId, BidId, BidderId, LotId, Pollutant, Price, PricePolicy, Quantity, Reason, RegionCode, Timestamp,
 };
-use crate::engine::{Applied, Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed, Settlement};
-use crate::journal::{Appended, FileJournal, Recovered};
+use crate::engine::{
+    Applied, Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed, Settlement, lot_offerable,
+};
+use crate::journal::{Appended, Journal, Recovered};
 use entry::Entry;
 use requests::{Admission, Outcome, ReplayedRequests, Requests};
 
@@ -42,18 +44,38 @@ pub enum ServiceError {
     Engine(#[from] EngineError),
     #[error("no auction {0}")]
     AuctionNotFound(AuctionId),
-    #[error("lot {lot} of {pollutant} is already on sale in auction {auction}")]
-    LotTaken { pollutant: Pollutant, lot: LotId, auction: AuctionId },
-    #[error("auction {0} is too busy; retry shortly")]
+    #[error("auction {auction} has not concluded; bidding ends at {closes_at}")]
+    NotSettled { auction: AuctionId, closes_at: Timestamp },
+    #[error("auction {0} is too busy; retry shortly with the same request id")]
     Busy(AuctionId),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The auction's task stopped on an internal error (a bug): it answers nothing until a
+    /// restart replays it from the journal.
+    #[error("auction {0} stopped on an internal error; it is unavailable until the server restarts")]
+    AuctionFailed(AuctionId),
     /// The client reused a request id for a different request.
     #[error("request id {request_id} was already used for a different request; use a new id for a new request")]
     RequestIdReused { request_id: String },
     /// The journal failed; nothing more is accepted until the server restarts.
     #[error("journal unavailable: {0}")]
     Unavailable(String),
+}
+
+impl ServiceError {
+    /// The stable reason code.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ServiceError::Engine(e) => e.reason(),
+            ServiceError::AuctionNotFound(_) => Reason::AuctionNotFound,
+            ServiceError::NotSettled { .. } => Reason::NotSettled,
+            ServiceError::Busy(_) => Reason::AuctionBusy,
+            ServiceError::ShuttingDown => Reason::ShuttingDown,
+            ServiceError::AuctionFailed(_) => Reason::AuctionFailed,
+            ServiceError::RequestIdReused { .. } => Reason::RequestIdReused,
+            ServiceError::Unavailable(_) => Reason::JournalUnavailable,
+        }
+    }
 }
 
 /// Why the journal could not be replayed.
@@ -70,6 +92,15 @@ struct AuctionHandle {
     requests: mpsc::Sender<Request>,
     snapshot: watch::Receiver<AuctionSnapshot>,
     feed: Arc<feed::AuctionFeed>,
+    /// Set when the auction's task stopped on a panic.
+    failed: Arc<std::sync::OnceLock<()>>,
+}
+
+impl AuctionHandle {
+    /// Why the auction's task no longer answers: it failed, or the server is stopping.
+    fn gone(&self, id: AuctionId) -> ServiceError {
+        if self.failed.get().is_some() { ServiceError::AuctionFailed(id) } else { ServiceError::ShuttingDown }
+    }
 }
 
 /// Which auctions `list` returns.
@@ -83,15 +114,19 @@ pub struct AuctionFilter {
 /// The registry of auctions and the front door to each auction's task.
 pub struct Exchange {
     auctions: DashMap<AuctionId, AuctionHandle>,
-    /// The book of each (pollutant, lot); a lot is on sale in at most one auction.
-    books: DashMap<(Pollutant, LotId), AuctionId>,
+    /// The latest auction of each (pollutant, lot). Its phase says what that means for the lot:
+    /// on sale while scheduled or open, sold once settled, free again once failed or cancelled.
+    lots: DashMap<(Pollutant, LotId), AuctionId>,
     /// The number the next auction gets. Creating holds this lock, so numbers have no gaps
     /// and the lot check and insertion are one step.
     next_auction: Mutex<u64>,
     policy: PricePolicy,
     hub: Arc<SettlementHub>,
     clock: Arc<dyn Clock>,
-    journal: Option<Arc<FileJournal>>,
+    journal: Arc<Journal>,
+    /// Why the exchange cannot serve, when it cannot (an auction's task failed, or the
+    /// journal); the gRPC layer turns it into health NOT_SERVING.
+    health: Arc<watch::Sender<Option<String>>>,
     /// Client requests seen, for idempotent retries.
     requests: Arc<Requests>,
     /// Every auction task, awaited by [`Exchange::shutdown`].
@@ -189,7 +224,8 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
             Entry::Create { spec, seed, origin } => {
                 let (id, at) = (spec.id, spec.created_at);
                 let seed = Entry::seed_of(&seed).map_err(fail)?;
-                auctions.insert(id, (Auction::from_spec(*spec, seed), at));
+                let auction = Auction::from_spec(*spec, seed).map_err(|e| fail(format!("{id}: {e}")))?;
+                auctions.insert(id, (auction, at));
                 if let Some(key) = origin {
                     requests.record(key.digest, key.fingerprint, Outcome::Auction(id));
                 }
@@ -205,7 +241,8 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
                     // The hot path: a bid changes no phase and concludes nothing.
                     Applied::Bid(change) => {
                         if let Some(key) = origin {
-                            requests.record(key.digest, key.fingerprint, Outcome::Bid(change.bid));
+                            let receipt = Receipt { bid: change.bid, pseudonym: change.pseudonym };
+                            requests.record(key.digest, key.fingerprint, Outcome::Bid(receipt));
                         }
                         continue;
                     }
@@ -218,12 +255,12 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
                 }
             }
             Entry::Tick { at, auction } => {
-                let (a, _) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                let (a, last) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                *last = (*last).max(at);
                 (a.tick(at), auction, at)
             }
         };
-        let (_, last) = auctions.get_mut(&auction_id).expect("looked up above");
-        *last = (*last).max(at);
+        let _ = (auction_id, at);
         for event in events {
             if let Event::Concluded(settlement) = event {
                 settlements.push((JournalPosition::from(position), *settlement));
@@ -244,20 +281,21 @@ impl Exchange {
         policy: PricePolicy,
         hub: Arc<SettlementHub>,
         clock: Arc<dyn Clock>,
-        journal: Option<Arc<FileJournal>>,
+        journal: Arc<Journal>,
         records: &Recovered,
     ) -> Result<Exchange, ReplayError> {
         let Replayed { auctions, settlements, requests } = replay(records.entries())?;
         for (position, settlement) in settlements {
             if hub.get(settlement.auction_id).await.is_none() {
-                hub.publish(settlement, journal.as_ref().map(|_| position)).await;
+                hub.publish(settlement, Some(position)).await;
             }
         }
         let after_journal = auctions.keys().next_back().map_or(1, |id| id.get() + 1);
         let after_recorded = hub.max_auction_id().await.map_or(1, |id| id.get() + 1);
         let exchange = Exchange {
             auctions: DashMap::new(),
-            books: DashMap::new(),
+            lots: DashMap::new(),
+            health: Arc::new(watch::channel(None).0),
             next_auction: Mutex::new(after_journal.max(after_recorded)),
             requests: Arc::new(requests.into_table()),
             policy,
@@ -272,7 +310,8 @@ impl Exchange {
         Ok(exchange)
     }
 
-    /// Registers an auction and starts its task.
+    /// Registers an auction and starts its task, under a supervisor that turns a panic into
+    /// AUCTION_FAILED for the auction's callers and NOT_SERVING for the exchange.
     fn start(&self, auction: Auction, last_stamp: Timestamp) -> AuctionSnapshot {
         let id = auction.spec().id;
         let key = (auction.spec().lot.pollutant, auction.spec().lot.id.clone());
@@ -281,15 +320,27 @@ impl Exchange {
         let (snapshot_tx, snapshot_rx) = watch::channel(snapshot.clone());
         let (tx, rx) = mpsc::channel(AUCTION_QUEUE_DEPTH);
         let feed = Arc::new(feed::AuctionFeed::new(AuctionActor::state_of(&auction, last_stamp)));
-        let shared =
-            Shared { hub: Arc::clone(&self.hub), clock: Arc::clone(&self.clock), journal: self.journal.clone() };
+        let shared = Shared {
+            hub: Arc::clone(&self.hub),
+            clock: Arc::clone(&self.clock),
+            journal: Arc::clone(&self.journal),
+            health: Arc::clone(&self.health),
+        };
         let outlets = Outlets { snapshot: snapshot_tx, feed: Arc::clone(&feed) };
         let actor = AuctionActor::new(auction, last_stamp, rx, outlets, shared);
-        let task = tokio::spawn(actor.run());
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let task =
+            tokio::spawn(supervise(id, tokio::spawn(actor.run()), Arc::clone(&failed), Arc::clone(&self.health)));
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
-        self.auctions.insert(id, AuctionHandle { requests: tx, snapshot: snapshot_rx, feed });
-        self.books.insert(key, id);
+        self.auctions.insert(id, AuctionHandle { requests: tx, snapshot: snapshot_rx, feed, failed });
+        self.lots.insert(key, id);
         snapshot
+    }
+
+    /// Why the exchange cannot serve right now (`None` while it can). The gRPC layer reports
+    /// NOT_SERVING for the auction services while this is set.
+    pub fn health(&self) -> watch::Receiver<Option<String>> {
+        self.health.subscribe()
     }
 
     /// Stops every auction task after the requests it holds, so that nothing writes to the
@@ -365,51 +416,59 @@ impl Exchange {
         origin: Origin,
     ) -> Result<impl Future<Output = Result<Outcome, ServiceError>> + Send + 'static, ServiceError> {
         let mut next = self.next_auction.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (request.lot.pollutant, request.lot.id.clone());
-        if let Some(existing) = self.books.get(&key) {
-            return Err(ServiceError::LotTaken { pollutant: key.0, lot: key.1, auction: *existing });
-        }
-        let slot = match &self.journal {
-            Some(j) => Some(
-                j.try_reserve()
-                    .map_err(|e| ServiceError::Unavailable(e.to_string()))?
-                    .ok_or_else(|| ServiceError::Unavailable("the journal queue is full; retry shortly".into()))?,
-            ),
-            None => None,
-        };
+        self.lot_is_free(request.lot.pollutant, &request.lot.id)?;
+        let slot = self
+            .journal
+            .try_reserve()
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?
+            .ok_or_else(|| ServiceError::Unavailable("the journal queue is full; retry shortly".into()))?;
         let id = AuctionId::new(*next);
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).expect("the operating system's random source");
         let at = self.clock.now();
-        let auction = Auction::create(id, request, &self.policy, at, Seed(seed))?;
-        *next += 1;
+        let auction = Auction::create(id, request, &self.policy, at, Seed(actor::random_bytes()))?;
         let entry = Entry::Create {
             spec: Box::new(auction.spec().clone()),
             seed: Entry::seed_hex(auction.seed()),
             origin: Some(origin),
         };
-        let pending = slot.map(|s| s.submit(entry.encode()));
+        let encoded = entry.encode().map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        *next += 1;
+        let pending = slot.submit(encoded);
         self.start(auction, at);
         Ok(async move {
-            if let Some(pending) = pending {
-                pending.wait().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-            }
+            pending.wait().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
             Ok(Outcome::Auction(id))
         })
+    }
+
+    /// Whether a lot may be offered ([`lot_offerable`]), given the phase of its latest auction.
+    fn lot_is_free(&self, pollutant: Pollutant, lot: &LotId) -> Result<(), ServiceError> {
+        let latest = self.lots.get(&(pollutant, lot.clone())).map(|id| *id);
+        let holder = latest.map(|auction| {
+            // An auction whose task is gone still holds its lot.
+            let phase = self.handle(auction).map_or(Phase::Open, |h| h.snapshot.borrow().phase);
+            (auction, phase)
+        });
+        Ok(lot_offerable(holder)?)
     }
 
     fn handle(&self, id: AuctionId) -> Result<AuctionHandle, ServiceError> {
         self.auctions.get(&id).map(|h| h.clone()).ok_or(ServiceError::AuctionNotFound(id))
     }
 
-    async fn ask<T>(&self, id: AuctionId, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ServiceError> {
+    /// Hands a request to the auction's task without waiting for room in its queue.
+    fn send(&self, id: AuctionId, request: Request) -> Result<AuctionHandle, ServiceError> {
         let handle = self.handle(id)?;
-        let (tx, rx) = oneshot::channel();
-        handle.requests.try_send(make(tx)).map_err(|e| match e {
+        handle.requests.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ServiceError::Busy(id),
-            mpsc::error::TrySendError::Closed(_) => ServiceError::ShuttingDown,
+            mpsc::error::TrySendError::Closed(_) => handle.gone(id),
         })?;
-        rx.await.map_err(|_| ServiceError::ShuttingDown)
+        Ok(handle)
+    }
+
+    async fn ask<T>(&self, id: AuctionId, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ServiceError> {
+        let (tx, rx) = oneshot::channel();
+        let handle = self.send(id, make(tx))?;
+        rx.await.map_err(|_| handle.gone(id))
     }
 
     /// Applies a client's command to an auction, at most once per request id.
@@ -418,24 +477,32 @@ impl Exchange {
         let request_id = origin.request_id.clone();
         let outcome = self
             .once(origin, |origin| {
-                let handle = self.handle(id)?;
                 let (reply, answer) = oneshot::channel();
-                handle.requests.try_send(Request::Apply { command, origin, reply }).map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => ServiceError::Busy(id),
-                    mpsc::error::TrySendError::Closed(_) => ServiceError::ShuttingDown,
-                })?;
+                let handle = self.send(id, Request::Apply { command, origin, reply })?;
                 Ok(async move {
-                    let events = answer.await.map_err(|_| ServiceError::ShuttingDown)??;
-                    Ok(if is_bid { Outcome::Bid(bid_in(&events)) } else { Outcome::Auction(id) })
+                    match answer.await.map_err(|_| handle.gone(id))?? {
+                        Applied::Bid(change) => {
+                            Ok(Outcome::Bid(Receipt { bid: change.bid, pseudonym: change.pseudonym }))
+                        }
+                        Applied::Events(_) => Ok(Outcome::Auction(id)),
+                    }
                 })
             })
             .await?;
         match (is_bid, outcome) {
-            (true, Outcome::Bid(bid)) => Ok(Outcome::Bid(bid)),
-            (false, Outcome::Auction(id)) => Ok(Outcome::Auction(id)),
+            (true, outcome @ Outcome::Bid(_)) | (false, outcome @ Outcome::Auction(_)) => Ok(outcome),
             // Fingerprints cover the method, so this is a request id reused across methods
             // whose fingerprints collided: refuse it like any other reuse.
             _ => Err(ServiceError::RequestIdReused { request_id }),
+        }
+    }
+
+    /// A bidder's command; its outcome is a receipt.
+    async fn bid_command(&self, id: AuctionId, command: Command, origin: Origin) -> Result<Receipt, ServiceError> {
+        let request_id = origin.request_id.clone();
+        match self.command(id, command, origin).await? {
+            Outcome::Bid(receipt) => Ok(receipt),
+            Outcome::Auction(_) => Err(ServiceError::RequestIdReused { request_id }),
         }
     }
 
@@ -469,16 +536,18 @@ impl Exchange {
         self.get(id)
     }
 
+    /// Places a bid. An empty price or quantity is resolved by the auction (see
+    /// [`Command::PlaceBid`]); the receipt carries what it resolved to.
     pub async fn place_bid(
         &self,
         id: AuctionId,
         bidder: BidderId,
-        price: Price,
-        quantity: Quantity,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
         origin: Origin,
-    ) -> Result<BidView, ServiceError> {
+    ) -> Result<Receipt, ServiceError> {
         let command = Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity };
-        Ok(self.command(id, command, origin).await?.into_bid())
+        self.bid_command(id, command, origin).await
     }
 
     pub async fn revise_bid(
@@ -486,11 +555,11 @@ impl Exchange {
         id: AuctionId,
         bidder: BidderId,
         bid: BidId,
-        price: Price,
-        quantity: Quantity,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
         origin: Origin,
-    ) -> Result<BidView, ServiceError> {
-        Ok(self.command(id, Command::ReviseBid { bidder, bid, price, quantity }, origin).await?.into_bid())
+    ) -> Result<Receipt, ServiceError> {
+        self.bid_command(id, Command::ReviseBid { bidder, bid, price, quantity }, origin).await
     }
 
     pub async fn withdraw_bid(
@@ -499,8 +568,8 @@ impl Exchange {
         bidder: BidderId,
         bid: BidId,
         origin: Origin,
-    ) -> Result<BidView, ServiceError> {
-        Ok(self.command(id, Command::WithdrawBid { bidder, bid }, origin).await?.into_bid())
+    ) -> Result<Receipt, ServiceError> {
+        self.bid_command(id, Command::WithdrawBid { bidder, bid }, origin).await
     }
 
     pub async fn bids_of(&self, id: AuctionId, bidder: BidderId) -> Result<Vec<BidView>, ServiceError> {
@@ -512,26 +581,42 @@ impl Exchange {
         Ok(self.handle(id)?.feed.watch(after))
     }
 
-    /// A bidder's pseudonym in an ascending auction, once it has bid there.
-    pub async fn pseudonym_of(&self, id: AuctionId, bidder: BidderId) -> Result<Option<u32>, ServiceError> {
-        self.ask(id, |reply| Request::PseudonymOf { bidder, reply }).await
-    }
-
     pub async fn all_bids(&self, id: AuctionId) -> Result<Vec<BidView>, ServiceError> {
         Ok(self.ask(id, |reply| Request::AllBids { reply }).await??)
     }
 
+    /// The settlement of a concluded auction; NOT_SETTLED, with when bidding ends, before that.
     pub async fn settlement(&self, id: AuctionId) -> Result<Arc<RecordedSettlement>, ServiceError> {
-        self.hub.get(id).await.ok_or(ServiceError::AuctionNotFound(id))
+        if let Some(recorded) = self.hub.get(id).await {
+            return Ok(recorded);
+        }
+        let snapshot = self.get(id)?;
+        let closes_at = snapshot.ascending.map_or(snapshot.spec.closes_at, |view| view.deadline);
+        Err(ServiceError::NotSettled { auction: id, closes_at })
     }
 }
 
-fn bid_in(events: &[Event]) -> BidView {
-    events
-        .iter()
-        .find_map(|e| match e {
-            Event::BidAccepted(b) | Event::BidWithdrawn(b) => Some(*b),
-            _ => None,
-        })
-        .expect("a bid command yields its bid")
+/// Waits for an auction's task. A task that panicked is a bug: its auction answers
+/// AUCTION_FAILED from then on (a restart replays it from the journal), the exchange reports
+/// NOT_SERVING, and the log names the auction. The panic's message is static text from the
+/// code, never a bid.
+async fn supervise(
+    id: AuctionId,
+    task: tokio::task::JoinHandle<()>,
+    failed: Arc<std::sync::OnceLock<()>>,
+    health: Arc<watch::Sender<Option<String>>>,
+) {
+    let Err(error) = task.await else { return };
+    if !error.is_panic() {
+        return;
+    }
+    let payload = error.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned());
+    let _ = failed.set(());
+    tracing::error!(auction = %id, panic = %message, "auction task panicked; the auction answers AUCTION_FAILED until a restart");
+    health.send_replace(Some(format!("auction {id} stopped on an internal error")));
 }

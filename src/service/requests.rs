@@ -29,7 +29,9 @@ impl Fingerprint {
     /// The first 16 bytes of SHA-256 over `method`, a zero byte, then `payload`.
     pub fn of(method: &str, payload: &[u8]) -> Fingerprint {
         let digest = Sha256::new().chain_update(method).chain_update([0]).chain_update(payload).finalize();
-        Fingerprint(digest[..16].try_into().expect("SHA-256 is 32 bytes"))
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        Fingerprint(first)
     }
 }
 
@@ -49,23 +51,21 @@ impl Origin {
     }
 }
 
+/// What a bidder's receipt shows: the bid as the auction took it (price and quantity resolved,
+/// stamp, state) and, in an English auction, the bidder's pseudonym there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub bid: BidView,
+    pub pseudonym: Option<u32>,
+}
+
 /// What a finished request produced, as much as a retry needs to answer the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// An auction was created or operated on; a retry answers with the auction as it is now.
     Auction(AuctionId),
     /// A bid was placed, revised or withdrawn; a retry gets this very receipt.
-    Bid(BidView),
-}
-
-impl Outcome {
-    /// The bid of a bid command's outcome ([`super::Exchange`] checks the kind first).
-    pub(crate) fn into_bid(self) -> BidView {
-        match self {
-            Outcome::Bid(bid) => bid,
-            Outcome::Auction(id) => panic!("outcome for auction {id} taken as a bid"),
-        }
-    }
+    Bid(Receipt),
 }
 
 type Finished = Option<Result<Outcome, ServiceError>>;
@@ -89,7 +89,9 @@ type Key = (String, String);
 /// requests replayed from the journal can be held as a sorted array of digests.
 pub(crate) fn key_digest(principal: &str, request_id: &str) -> u128 {
     let hash = Sha256::new().chain_update(principal).chain_update([0]).chain_update(request_id).finalize();
-    u128::from_le_bytes(hash[..16].try_into().expect("SHA-256 is 32 bytes"))
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_le_bytes(first)
 }
 
 /// The table of requests seen, by (principal, request id), kept for the life of the process.
@@ -130,7 +132,9 @@ impl ReplayedRequests {
 
     /// A journaled request (its [`Origin::key_digest`] and fingerprint) finished with `outcome`.
     pub(crate) fn record(&mut self, key: u128, fingerprint: Fingerprint, outcome: Outcome) {
-        let index = u32::try_from(self.outcomes.len()).expect("fewer than 4 billion requests per journal");
+        // Cannot truncate in practice: the journal's sequence numbers would run for centuries
+        // before one replay holds 2^32 requests, and an index past it only mislabels a retry.
+        let index = self.outcomes.len() as u32;
         self.keys.push((key, index));
         self.outcomes.push((fingerprint, outcome));
     }
@@ -211,7 +215,8 @@ impl Drop for Ticket {
 /// Waits for a running duplicate to finish and takes its result.
 pub(crate) async fn wait(mut done: watch::Receiver<Finished>) -> Result<Outcome, ServiceError> {
     match done.wait_for(Option::is_some).await {
-        Ok(finished) => finished.clone().expect("waited for Some"),
+        // `wait_for` returned because the value is `Some`.
+        Ok(finished) => finished.clone().unwrap_or(Err(ServiceError::ShuttingDown)),
         Err(_) => Err(ServiceError::ShuttingDown),
     }
 }

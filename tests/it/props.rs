@@ -2,8 +2,8 @@
 
 use emission_auction::domain::{Amount, AuctionId, BidId, Pollutant, Price, PricePolicy, Quantity, Ratio, Timestamp};
 use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, CapChoice, Format, Lot, LotOrigin, Seed, Settlement, SettlementStatus,
-    TieRule, Undersubscription,
+    Auction, AuctionRequest, BidRevision, CapMode, CapRequest, Format, LotRequest, OriginKind, Seed, Settlement,
+    SettlementStatus, TieRule, Undersubscription,
 };
 use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -77,13 +77,14 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
         Quantity::from_units(case.fill_kg * case.lot_units).unwrap()
     };
     let request = AuctionRequest {
-        lot: Lot {
+        lot: LotRequest {
             id: "P-1".parse().unwrap(),
             pollutant: Pollutant::Cod,
             quantity: lot_qty,
-            fill_unit: fill,
+            fill_unit: Some(fill),
             seller: bidder("S"),
-            origin: LotOrigin::Allocated,
+            origin: OriginKind::Allocated,
+            certificate_id: None,
             region: "140100".parse().unwrap(),
             vintage_year: 2025,
             valid_years: 5,
@@ -96,7 +97,10 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
         revision: BidRevision::Revisable,
         conversion_factor: Ratio::from_ppm(case.factor_ppm),
         reserve_markup: None,
-        cap: case.cap_pct.map_or(CapChoice::None, |p| CapChoice::PercentOverFloor(Ratio::from_ppm(p * 10_000))),
+        cap: case.cap_pct.map_or(CapRequest { mode: CapMode::None, percent: None }, |p| CapRequest {
+            mode: CapMode::Percent,
+            percent: Some(Ratio::from_ppm(p * 10_000)),
+        }),
         opens_at: Timestamp::from_micros(T0),
         closes_at: Timestamp::from_micros(T0 + 1_000_000_000),
         ascending: None,
@@ -126,14 +130,14 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
         match op {
             Op::Bid(b, p, q) => {
                 let who = bidder(&((b'A' + b) as char).to_string());
-                if auction.place_bid(at, who, BidId::new(next), price(*p), qty(*q)).is_ok() {
+                if auction.place_bid(at, who, BidId::new(next), Some(price(*p)), Some(qty(*q))).is_ok() {
                     accepted.push((BidId::new(next), who));
                     next += 1;
                 }
             }
             Op::Revise(n, p, q) if !accepted.is_empty() => {
                 let (id, who) = accepted[n % accepted.len()];
-                let _ = auction.revise_bid(at, who, id, price(*p), qty(*q));
+                let _ = auction.revise_bid(at, who, id, Some(price(*p)), Some(qty(*q)));
             }
             Op::Withdraw(n) if !accepted.is_empty() => {
                 let (id, who) = accepted[n % accepted.len()];

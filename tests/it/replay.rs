@@ -63,18 +63,14 @@ async fn bidding(exchange: Arc<Exchange>, n: u64, format: pb::AuctionFormat, see
         let level = rng.below(12) as i64;
         let public = exchange.get(id).unwrap();
         let price = match format {
-            // Requests at the posted price (the floor).
-            pb::AuctionFormat::FixedPrice => Price::from_units(1_800_000).unwrap(),
+            // Requests at the posted price, and demand at the clock price: left to the auction.
+            pb::AuctionFormat::FixedPrice | pb::AuctionFormat::AscendingClock => None,
             // The least acceptable price, or a little more, or (a late bid) a stale one.
-            pb::AuctionFormat::AscendingEnglish => match public.ascending.and_then(|a| a.min_next) {
+            pb::AuctionFormat::AscendingEnglish => Some(match public.ascending.and_then(|a| a.min_next) {
                 Some(next) => Price::from_units(next.units() + (level % 4 - 1) * 10_000).unwrap(),
                 None => Price::from_units(1_800_000).unwrap(),
-            },
-            // Demand at the clock price.
-            pb::AuctionFormat::AscendingClock => {
-                public.clock.map_or(Price::from_units(1_800_000).unwrap(), |c| c.price)
-            }
-            _ => Price::from_units(1_800_000 + level * 10_000).unwrap(),
+            }),
+            _ => Some(Price::from_units(1_800_000 + level * 10_000).unwrap()),
         };
         let quantity = match format {
             pb::AuctionFormat::SealedFirstPrice | pb::AuctionFormat::AscendingEnglish => {
@@ -83,6 +79,7 @@ async fn bidding(exchange: Arc<Exchange>, n: u64, format: pb::AuctionFormat, see
             pb::AuctionFormat::AscendingClock => Quantity::from_units(rng.below(5) as i64 * 1000).unwrap(),
             _ => Quantity::from_units((rng.below(4) as i64 + 1) * 1000).unwrap(),
         };
+        let quantity = Some(quantity);
         if format == pb::AuctionFormat::AscendingClock && action % 60 == 59 {
             // The operator moves the clock on.
             let moved = exchange.operate(id, Command::AdvanceRound, origin("operator", request)).await;
@@ -104,8 +101,8 @@ async fn bidding(exchange: Arc<Exchange>, n: u64, format: pb::AuctionFormat, see
                 tally.withdrawn += 1;
             })
         } else {
-            exchange.place_bid(id, firm(who), price, quantity, origin(&principal, request)).await.map(|bid| {
-                mine.push((who, bid));
+            exchange.place_bid(id, firm(who), price, quantity, origin(&principal, request)).await.map(|receipt| {
+                mine.push((who, receipt.bid));
                 tally.placed += 1;
             })
         };
@@ -313,7 +310,7 @@ async fn a_watcher_that_falls_behind_is_cut_off_not_waited_for() {
     for k in 0..1000u64 {
         let who = (k % 2) as u32 + 1;
         let price = Price::from_units(1_800_000 + k as i64).unwrap();
-        exchange.place_bid(id, firm(who), price, lot, origin(&format!("b{who}"), 10 + k)).await.unwrap();
+        exchange.place_bid(id, firm(who), Some(price), Some(lot), origin(&format!("b{who}"), 10 + k)).await.unwrap();
     }
     match laggard.live.recv().await {
         Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
@@ -360,9 +357,9 @@ async fn a_sealed_auction_opened_by_a_bid_shows_only_its_opening() {
     // Time passes the opening; the open timer, set for half an hour of real time, sleeps on.
     clock.0.store(opens.as_micros() + 7_000_000, std::sync::atomic::Ordering::SeqCst);
     let price = Price::from_units(1_850_000).unwrap();
-    let bid =
-        exchange.place_bid(id, firm(1), price, Quantity::from_units(2000).unwrap(), origin("b1", 2)).await.unwrap();
-    assert_eq!(bid.placed_at, opens.plus_micros(7_000_000));
+    let quantity = Quantity::from_units(2000).unwrap();
+    let receipt = exchange.place_bid(id, firm(1), Some(price), Some(quantity), origin("b1", 2)).await.unwrap();
+    assert_eq!(receipt.bid.placed_at, opens.plus_micros(7_000_000));
     assert_eq!(exchange.get(id).unwrap().phase, emission_auction::engine::Phase::Open);
     let update = watch.live.recv().await.unwrap();
     assert_eq!(update.kind, emission_auction::service::feed::UpdateKind::Opened);

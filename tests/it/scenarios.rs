@@ -15,8 +15,11 @@
 //! - `auction key=value ...`: format=first|uniform|pay-as-bid|fixed, pollutant=SO2..., origin=reserve|
 //!   erc|allocated, quantity, fill, tie=time|pro-rata|seeded, under=sell|cancel|floor,
 //!   min_bidders, bidder_cap (percent), irrevocable=yes, factor, markup, cap=default|none|PCT,
-//!   opens, closes (seconds), seed (one hex byte, repeated 32 times).
-//! - `bid BIDDER PRICE QTY [id=N]` (ids count up from 1 by default), `revise BIDDER ID PRICE QTY`,
+//!   opens, closes (seconds), seed (one hex byte, repeated 32 times), lot (the lot id; by default
+//!   each `auction` line offers a lot of its own). A later `auction` line starts the next
+//!   auction; naming the lot of the one before offers that lot again.
+//! - `bid BIDDER PRICE QTY [id=N]` (ids count up from 1 by default), `revise BIDDER ID PRICE QTY`;
+//!   a price or quantity of `-` (or left off) is left empty for the auction to resolve,
 //!   `withdraw BIDDER ID`, `open`, `close`, `cancel`, `tick`, `mybids BIDDER`, `allbids`,
 //!   `advance` (end a clock round), `state` (an ascending or clock auction's public state).
 //! - Ascending auctions (format=english): start, increment, countdown (s), hard_stop (s),
@@ -33,8 +36,8 @@ use emission_auction::domain::{
     AuctionId, BidId, BidderId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, Timestamp,
 };
 use emission_auction::engine::{
-    AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapChoice, ClockRequest, Command, EngineError,
-    Event, Format, Lot, LotOrigin, Settlement, TieRule, Undersubscription,
+    AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapMode, CapRequest, ClockRequest, Command,
+    EngineError, Event, Format, LotRequest, OriginKind, Settlement, TieRule, Undersubscription, lot_offerable,
 };
 use sha2::{Digest, Sha256};
 
@@ -57,6 +60,8 @@ fn letter(code: BidderId) -> String {
 
 struct Run {
     auction: Option<Auction>,
+    /// How many `auction` lines came so far; each offers its own lot unless it names one.
+    auctions: u32,
     next_id: u64,
     now: i64,
 }
@@ -85,7 +90,7 @@ impl Run {
         let result = match verb {
             "bid" => {
                 let id = opts.get("id").map_or(self.next_id, |i| i.parse().unwrap());
-                let (p, q) = (price(args[1]), qty(args[2]));
+                let (p, q) = (optional(args.get(1), price), optional(args.get(2), qty));
                 let result = self.auction().apply(
                     now,
                     Command::PlaceBid { bidder: bidder(args[0]), bid: BidId::new(id), price: p, quantity: q },
@@ -96,8 +101,8 @@ impl Run {
                 result
             }
             "revise" => {
-                let (b, id, p, q) =
-                    (bidder(args[0]), BidId::new(args[1].parse().unwrap()), price(args[2]), qty(args[3]));
+                let (b, id) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()));
+                let (p, q) = (optional(args.get(2), price), optional(args.get(3), qty));
                 self.auction().apply(now, Command::ReviseBid { bidder: b, bid: id, price: p, quantity: q })
             }
             "withdraw" => {
@@ -188,19 +193,25 @@ impl Run {
             timed_min_bidders: get("timed_min", "0").parse().unwrap(),
         });
         let origin = match get("origin", "erc").as_str() {
-            "reserve" => LotOrigin::GovernmentReserve,
-            "erc" => LotOrigin::ErcCertified { certificate_id: "ERC-2026-001".parse().unwrap() },
-            "allocated" => LotOrigin::Allocated,
+            "reserve" => OriginKind::GovernmentReserve,
+            "erc" => OriginKind::ErcCertified,
+            "allocated" => OriginKind::Allocated,
             x => panic!("origin {x}"),
         };
         let seed_byte = u8::from_str_radix(&get("seed", "07"), 16).unwrap();
         let request = AuctionRequest {
-            lot: Lot {
-                id: "LOT-1".parse::<Reference>().unwrap(),
+            lot: LotRequest {
+                id: o
+                    .get("lot")
+                    .cloned()
+                    .unwrap_or_else(|| format!("LOT-{}", self.auctions + 1))
+                    .parse::<Reference>()
+                    .unwrap(),
                 pollutant: get("pollutant", "SO2").parse::<Pollutant>().unwrap(),
                 quantity,
-                fill_unit: qty(&get("fill", &fill_default)),
+                fill_unit: Some(qty(&get("fill", &fill_default))),
                 seller: bidder("S"),
+                certificate_id: (origin == OriginKind::ErcCertified).then(|| "ERC-2026-001".parse().unwrap()),
                 origin,
                 region: "140100".parse().unwrap(),
                 vintage_year: 2025,
@@ -225,9 +236,9 @@ impl Run {
             conversion_factor: Ratio::parse_factor(&get("factor", "1")).unwrap(),
             reserve_markup: o.get("markup").map(|m| Ratio::parse_factor(m).unwrap()),
             cap: match get("cap", "default").as_str() {
-                "default" => CapChoice::PolicyDefault,
-                "none" => CapChoice::None,
-                pct => CapChoice::PercentOverFloor(Ratio::parse_percent(pct, 1000).unwrap()),
+                "default" => CapRequest::default(),
+                "none" => CapRequest { mode: CapMode::None, percent: None },
+                pct => CapRequest { mode: CapMode::Percent, percent: Some(Ratio::parse_percent(pct, 1000).unwrap()) },
             },
             opens_at: at(get("opens", "0").parse().unwrap()),
             closes_at: at(get("closes", "1000").parse().unwrap()),
@@ -235,7 +246,18 @@ impl Run {
             clock,
         };
         let seed = emission_auction::engine::Seed([seed_byte; 32]);
-        match Auction::create(AuctionId::new(1), request, &PricePolicy::default(), at(-10), seed) {
+        // A later `auction` offers a lot again: the same lot only once its auction failed or
+        // was cancelled.
+        let id = AuctionId::new(self.auction.as_ref().map_or(1, |a| a.spec().id.get() + 1));
+        if let Some(previous) = &self.auction
+            && previous.spec().lot.id == request.lot.id
+            && previous.spec().lot.pollutant == request.lot.pollutant
+            && let Err(e) = lot_offerable(Some((previous.spec().id, previous.phase())))
+        {
+            return render_error(&e);
+        }
+        self.auctions += 1;
+        match Auction::create(id, request, &PricePolicy::default(), at(-10), seed) {
             Ok(a) => {
                 let p = &a.spec().prices;
                 let cap = p.cap.map_or("none".to_owned(), |c| c.to_string());
@@ -251,6 +273,11 @@ impl Run {
 /// A timestamp as scenario seconds.
 fn seconds(t: Timestamp) -> i64 {
     (t.as_micros() - EPOCH) / 1_000_000
+}
+
+/// An optional bid field: `-` (or nothing) leaves it empty for the auction to resolve.
+fn optional<T>(s: Option<&&str>, parse: fn(&str) -> T) -> Option<T> {
+    s.filter(|s| **s != "-").map(|s| parse(s))
 }
 
 fn price(s: &str) -> Price {
@@ -379,7 +406,7 @@ fn render_settlement(s: &Settlement) -> String {
 /// Runs one scenario file; returns a description of every block whose output differed.
 pub fn check(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut run = Run { auction: None, next_id: 1, now: 0 };
+    let mut run = Run { auction: None, auctions: 0, next_id: 1, now: 0 };
     let mut failures = Vec::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((n, line)) = lines.next() {

@@ -1,4 +1,4 @@
-//! The book of a clock auction (ASCENDING_CLOCK): the round, its clock price, and each bidder's
+//! The clock mechanism (ASCENDING_CLOCK): the round, its clock price, and each bidder's
 //! demand at it. Demand statements are private to their bidder; after each round only the
 //! aggregate demand is published.
 //!
@@ -12,11 +12,12 @@
 //! to the cut), never more than each one cut. When demand still exceeds supply at the cap (or at
 //! the hard stop), the supply is shared pro-rata to demand at that price.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::domain::{BidId, BidderId, Price, Quantity, Timestamp};
+use crate::domain::{BidId, BidderId, Price, Quantity, QuantityTotal, Timestamp};
 
 use super::book::{BidState, BidView};
+use super::checks::{BidRules, BookRoom, Holdings, PriceRule, QuantityRule};
 use super::spec::{AuctionSpec, ClockTerms};
 
 /// One bidder's demand: at the end of the last round (`None` before round 1 ends) and as
@@ -59,17 +60,25 @@ pub struct ClockView {
     pub round: u32,
     pub price: Price,
     pub round_ends_at: Timestamp,
-    /// Total demand at the end of the last completed round.
-    pub last_round_demand: Option<Quantity>,
+    /// Total demand at the end of the last completed round (a total over bidders, which may
+    /// exceed the lot many times over).
+    pub last_round_demand: Option<QuantityTotal>,
 }
 
 /// How a round ended.
 pub(crate) enum RoundEnd {
     /// Demand exceeds supply below the cap: the next round opens at `next_price`.
-    Next { round: u32, price: Price, demand: Quantity, next_price: Price },
-    /// The auction ends at `price`; `excess` when demand still exceeds supply (the cap or the
-    /// hard stop): shares are then pro-rata to demand.
-    Final { price: Price, excess: bool, demands: Vec<FinalDemand> },
+    Next { round: u32, price: Price, demand: QuantityTotal, next_price: Price },
+    /// The auction ends.
+    Final(ClockFinal),
+}
+
+/// How a clock auction ended: at `price`, with `excess` when demand still exceeded supply (the
+/// cap, the hard stop or the operator's close), when shares are pro-rata to demand.
+pub(crate) struct ClockFinal {
+    pub price: Price,
+    pub excess: bool,
+    pub demands: Vec<FinalDemand>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,11 +88,14 @@ pub(crate) struct ClockBook {
     round_started: Timestamp,
     price: Price,
     bidders: BTreeMap<BidderId, Demand>,
-    last_round_demand: Option<Quantity>,
+    last_round_demand: Option<QuantityTotal>,
     /// Every statement, in arrival order.
     history: Vec<BidView>,
-    ids: std::collections::BTreeSet<BidId>,
+    ids: BTreeSet<BidId>,
 }
+
+/// Most demand statements one clock auction keeps (as many as a sealed book's bid versions).
+const MAX_STATEMENTS: usize = super::book::MAX_SLOTS;
 
 impl ClockBook {
     pub(crate) fn new(terms: ClockTerms, opens_at: Timestamp) -> ClockBook {
@@ -95,17 +107,25 @@ impl ClockBook {
             bidders: BTreeMap::new(),
             last_round_demand: None,
             history: Vec::new(),
-            ids: std::collections::BTreeSet::new(),
+            ids: BTreeSet::new(),
+        }
+    }
+
+    /// The rules for `bidder`'s demand statement this round.
+    pub(crate) fn rules(&self, spec: &AuctionSpec, bidder: BidderId, bid: BidId) -> BidRules {
+        BidRules {
+            price: PriceRule::Clock { price: self.price, round: self.round },
+            quantity: QuantityRule::Demand { fill_unit: spec.lot.fill_unit },
+            holdings: Holdings::Activity {
+                allowed: self.allowed(bidder, spec.lot.quantity, spec.bidder_cap_quantity()),
+            },
+            book: BookRoom { full: self.history.len() >= MAX_STATEMENTS, id_taken: self.ids.contains(&bid) },
         }
     }
 
     /// Round 1 starts when the auction opens.
     pub(crate) fn opened(&mut self, at: Timestamp) {
         self.round_started = at;
-    }
-
-    pub(crate) fn price(&self) -> Price {
-        self.price
     }
 
     pub(crate) fn round(&self) -> u32 {
@@ -127,7 +147,7 @@ impl ClockBook {
     }
 
     /// The most `bidder` may state this round.
-    pub(crate) fn allowed(&self, bidder: BidderId, lot: Quantity, per_bidder: Option<Quantity>) -> Quantity {
+    fn allowed(&self, bidder: BidderId, lot: Quantity, per_bidder: Option<Quantity>) -> Quantity {
         match self.round {
             1 => per_bidder.map_or(lot, |cap| cap.min(lot)),
             _ => self.bidders.get(&bidder).and_then(|d| d.previous).unwrap_or(Quantity::ZERO),
@@ -144,10 +164,6 @@ impl ClockBook {
         self.history.push(view);
         self.ids.insert(bid);
         view
-    }
-
-    pub(crate) fn contains(&self, bid: BidId) -> bool {
-        self.ids.contains(&bid)
     }
 
     pub(crate) fn statements_of(&self, bidder: BidderId) -> Vec<BidView> {
@@ -173,47 +189,61 @@ impl ClockBook {
             .collect()
     }
 
-    /// Ends the running round at `at`. `force` ends the auction whatever the demand (the hard
-    /// stop, or the operator's close).
-    pub(crate) fn end_round(&mut self, spec: &AuctionSpec, at: Timestamp, force: bool) -> RoundEnd {
+    /// The running round's total demand.
+    fn total(closing: &[(BidderId, Option<Statement>, Quantity, Option<Quantity>)]) -> QuantityTotal {
+        // Each demand is at most the lot, and an i128 holds any number of them that fits in
+        // memory; saturating keeps even a broken invariant from panicking.
+        closing.iter().fold(QuantityTotal::ZERO, |sum, (_, _, q, _)| sum.plus(*q).unwrap_or(sum))
+    }
+
+    /// Ends the auction at `at` in the running round, whatever the demand (the hard stop, the
+    /// cap, or the operator's close).
+    pub(crate) fn finish(&self, spec: &AuctionSpec, at: Timestamp) -> ClockFinal {
         let closing = self.closing_demands();
-        let demand = closing
+        let excess = Self::total(&closing) > QuantityTotal::of(spec.lot.quantity);
+        let demands = closing
             .iter()
-            .try_fold(Quantity::ZERO, |sum, (_, _, q, _)| sum.checked_add(*q))
-            .expect("demand within bounds: each at most the lot");
-        let supply = spec.lot.quantity;
-        let at_cap = spec.prices.cap.is_some_and(|cap| self.price >= cap);
-        if demand <= supply || at_cap || force {
-            let demands = closing
-                .iter()
-                .filter_map(|(bidder, current, quantity, previous)| {
-                    let latest = self.bidders[bidder].latest?;
-                    let cut = match previous {
-                        Some(previous) => previous.checked_sub(*quantity).unwrap_or(Quantity::ZERO),
-                        None => Quantity::ZERO,
-                    };
-                    Some(FinalDemand {
-                        bid: current.map_or(latest.bid, |s| s.bid),
-                        bidder: *bidder,
-                        quantity: *quantity,
-                        cut,
-                        stated_at: current.map_or(at, |s| s.at),
-                        arrival: current.map_or(u64::MAX, |s| s.arrival),
-                    })
+            .filter_map(|(bidder, current, quantity, previous)| {
+                let latest = self.bidders.get(bidder)?.latest?;
+                let cut = match previous {
+                    Some(previous) => previous.checked_sub(*quantity).unwrap_or(Quantity::ZERO),
+                    None => Quantity::ZERO,
+                };
+                Some(FinalDemand {
+                    bid: current.map_or(latest.bid, |s| s.bid),
+                    bidder: *bidder,
+                    quantity: *quantity,
+                    cut,
+                    stated_at: current.map_or(at, |s| s.at),
+                    arrival: current.map_or(u64::MAX, |s| s.arrival),
                 })
-                .collect();
-            return RoundEnd::Final { price: self.price, excess: demand > supply, demands };
+            })
+            .collect();
+        ClockFinal { price: self.price, excess, demands }
+    }
+
+    /// Ends the running round at `at`: the auction ends when demand fits the supply or the
+    /// clock can rise no further; otherwise the next round opens.
+    pub(crate) fn end_round(&mut self, spec: &AuctionSpec, at: Timestamp) -> RoundEnd {
+        let closing = self.closing_demands();
+        let demand = Self::total(&closing);
+        let at_cap = spec.prices.cap.is_some_and(|cap| self.price >= cap);
+        // The clock cannot rise past the largest price either.
+        let next = self.price.checked_add(self.terms.increment);
+        if demand <= QuantityTotal::of(spec.lot.quantity) || at_cap {
+            return RoundEnd::Final(self.finish(spec, at));
         }
+        let Some(next) = next else { return RoundEnd::Final(self.finish(spec, at)) };
         let (round, price) = (self.round, self.price);
-        let next = self.price.checked_add(self.terms.increment).unwrap_or(self.price);
         self.price = spec.prices.cap.map_or(next, |cap| next.min(cap));
-        self.round += 1;
+        self.round = self.round.saturating_add(1);
         self.round_started = at;
         self.last_round_demand = Some(demand);
         for (bidder, _, quantity, _) in closing {
-            let d = self.bidders.get_mut(&bidder).expect("closing demands come from the map");
-            d.previous = Some(quantity);
-            d.current = None;
+            if let Some(d) = self.bidders.get_mut(&bidder) {
+                d.previous = Some(quantity);
+                d.current = None;
+            }
         }
         RoundEnd::Next { round, price, demand, next_price: self.price }
     }

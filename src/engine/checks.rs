@@ -1,0 +1,220 @@
+//! The checks every bid passes, whatever the format, in one order:
+//!
+//! 1. the window: the auction is open and bidding has not ended for a bid stamped now
+//!    ([`super::Auction`] checks it, since only it knows the phase);
+//! 2. a default for what the bid left out: the posted price, the clock price, the whole lot;
+//! 3. the amount: price x quantity within what the engine accepts;
+//! 4. the quantity: positive (or zero to drop out of a clock auction), whole fill units, at
+//!    most the lot, or exactly the lot in a single-lot auction;
+//! 5. the price: the band, the posted price, the ascending minimum, or the clock price;
+//! 6. the bidder's holdings: its per-bidder cap, the largest total one bidder may hold, one bid
+//!    in a single-lot sealed auction, the activity rule of a clock auction;
+//! 7. the book: room for one more bid, and an unused bid id.
+//!
+//! Each mechanism says what its rules are for this bid ([`BidRules`]); this module applies them.
+//! Nothing here changes state: a bid that passes is taken by its mechanism, and taking it
+//! cannot fail.
+
+use crate::domain::{Amount, MAX_BID_AMOUNT_FEN, Price, Quantity, QuantityTotal, Ratio};
+
+use super::EngineError;
+
+/// What one mechanism requires of one bid, given the auction's state and the bidder's holdings.
+#[derive(Debug, Clone)]
+pub(super) struct BidRules {
+    pub price: PriceRule,
+    pub quantity: QuantityRule,
+    pub holdings: Holdings,
+    pub book: BookRoom,
+}
+
+/// What the price must be.
+#[derive(Debug, Clone)]
+pub(super) enum PriceRule {
+    /// Sealed bids: from the floor up to the cap, both included.
+    Band { floor: Price, cap: Option<Price> },
+    /// A fixed-price sale: exactly the posted price, which an empty price means.
+    Posted(Price),
+    /// An English auction: at least `min_next`, at most the cap.
+    AtLeast { current: Option<Price>, min_next: Price, cap: Option<Price> },
+    /// A clock auction: exactly the round's clock price, which an empty price means.
+    Clock { price: Price, round: u32 },
+    /// No price is acceptable from this bidder now (it leads, or the cap was reached).
+    Barred(EngineError),
+}
+
+/// What the quantity must be.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum QuantityRule {
+    /// A single indivisible lot: exactly the lot, which an empty quantity means.
+    WholeLot(Quantity),
+    /// A divisible lot: whole fill units, positive, at most the lot.
+    FillUnits { fill_unit: Quantity, lot: Quantity },
+    /// A clock auction's demand: whole fill units, zero to drop out (the activity rule bounds it).
+    Demand { fill_unit: Quantity },
+}
+
+/// What the bidder already holds, and what bounds it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Holdings {
+    /// Each bid stands alone (an English raise asks for the whole lot and outbids the last).
+    Unbounded,
+    /// Sealed divisible lots: the bidder's active bids, not counting one being revised, may
+    /// not exceed its cap (when the auction has one) nor the largest quantity.
+    Total { held: QuantityTotal, cap: Option<BidderCap> },
+    /// Sealed single-lot auctions: one active bid per bidder (`exists` when it has one).
+    OneBid { exists: bool },
+    /// Clock auctions: demand may not rise above `allowed`.
+    Activity { allowed: Quantity },
+}
+
+/// A per-bidder cap: the percentage of the lot, and the quantity it comes to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BidderCap {
+    pub ratio: Ratio,
+    pub quantity: Quantity,
+}
+
+/// Whether the book can take one more bid under this id.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BookRoom {
+    pub full: bool,
+    pub id_taken: bool,
+}
+
+/// A bid's price and quantity once every default is applied and every check passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Checked {
+    pub price: Price,
+    pub quantity: Quantity,
+}
+
+impl BidRules {
+    /// Applies steps 2 to 7 of the module's order to a bid's price and quantity.
+    pub(super) fn check(&self, price: Option<Price>, quantity: Option<Quantity>) -> Result<Checked, EngineError> {
+        let quantity = self.quantity.resolve(quantity)?;
+        let price = self.price.resolve(price)?;
+        if Amount::of(price, quantity).is_none_or(|a| a.units() > MAX_BID_AMOUNT_FEN) {
+            return Err(EngineError::AmountOverflow);
+        }
+        self.quantity.check(quantity)?;
+        self.price.check(price)?;
+        self.holdings.check(quantity)?;
+        self.book.check()?;
+        Ok(Checked { price, quantity })
+    }
+}
+
+impl PriceRule {
+    fn resolve(&self, price: Option<Price>) -> Result<Price, EngineError> {
+        match (price, self) {
+            (Some(price), _) => Ok(price),
+            (None, PriceRule::Posted(posted)) => Ok(*posted),
+            (None, PriceRule::Clock { price, .. }) => Ok(*price),
+            (None, _) => Err(EngineError::PriceRequired),
+        }
+    }
+
+    fn check(&self, price: Price) -> Result<(), EngineError> {
+        match self {
+            PriceRule::Band { floor, cap } => {
+                if price < *floor {
+                    return Err(EngineError::BelowFloor { floor: *floor });
+                }
+                within_cap(price, *cap)
+            }
+            PriceRule::Posted(posted) if price != *posted => Err(EngineError::NotPostedPrice { posted: *posted }),
+            PriceRule::Posted(_) => Ok(()),
+            PriceRule::AtLeast { current, min_next, cap } => {
+                if price < *min_next {
+                    return Err(EngineError::BidTooLow { current: *current, min_next: *min_next });
+                }
+                within_cap(price, *cap)
+            }
+            PriceRule::Clock { price: clock_price, round } if price != *clock_price => {
+                Err(EngineError::NotClockPrice { clock_price: *clock_price, round: *round })
+            }
+            PriceRule::Clock { .. } => Ok(()),
+            PriceRule::Barred(refusal) => Err(refusal.clone()),
+        }
+    }
+}
+
+fn within_cap(price: Price, cap: Option<Price>) -> Result<(), EngineError> {
+    match cap {
+        Some(cap) if price > cap => Err(EngineError::AboveCap { cap }),
+        _ => Ok(()),
+    }
+}
+
+impl QuantityRule {
+    fn resolve(self, quantity: Option<Quantity>) -> Result<Quantity, EngineError> {
+        match (quantity, self) {
+            (Some(quantity), _) => Ok(quantity),
+            (None, QuantityRule::WholeLot(lot)) => Ok(lot),
+            (None, _) => Err(EngineError::QuantityRequired),
+        }
+    }
+
+    fn check(self, quantity: Quantity) -> Result<(), EngineError> {
+        match self {
+            QuantityRule::WholeLot(_) | QuantityRule::FillUnits { .. } if quantity.is_zero() => {
+                Err(EngineError::ZeroQuantity)
+            }
+            QuantityRule::WholeLot(lot) if quantity != lot => Err(EngineError::WholeLotOnly { lot_quantity: lot }),
+            QuantityRule::WholeLot(_) => Ok(()),
+            QuantityRule::FillUnits { fill_unit, lot } => {
+                if !quantity.is_multiple_of(fill_unit) {
+                    return Err(EngineError::NotFillMultiple { fill_unit });
+                }
+                if quantity > lot {
+                    return Err(EngineError::QuantityExceedsLot { lot_quantity: lot });
+                }
+                Ok(())
+            }
+            QuantityRule::Demand { fill_unit } if !quantity.is_zero() && !quantity.is_multiple_of(fill_unit) => {
+                Err(EngineError::NotFillMultiple { fill_unit })
+            }
+            QuantityRule::Demand { .. } => Ok(()),
+        }
+    }
+}
+
+impl Holdings {
+    fn check(self, quantity: Quantity) -> Result<(), EngineError> {
+        match self {
+            Holdings::Unbounded => Ok(()),
+            Holdings::Total { held, cap } => {
+                let total = held.plus(quantity);
+                if let Some(cap) = cap
+                    && total.is_none_or(|total| total > QuantityTotal::of(cap.quantity))
+                {
+                    return Err(EngineError::bidder_cap(cap.ratio, cap.quantity, held));
+                }
+                if total.is_none_or(|total| total > QuantityTotal::of(Quantity::MAX)) {
+                    return Err(EngineError::BidderTotalTooLarge {
+                        limit: Quantity::MAX,
+                        room_left: EngineError::room_left(Quantity::MAX, held),
+                    });
+                }
+                Ok(())
+            }
+            Holdings::OneBid { exists: true } => Err(EngineError::BidExists),
+            Holdings::OneBid { exists: false } => Ok(()),
+            Holdings::Activity { allowed } if quantity > allowed => Err(EngineError::ActivityRule { allowed }),
+            Holdings::Activity { .. } => Ok(()),
+        }
+    }
+}
+
+impl BookRoom {
+    fn check(self) -> Result<(), EngineError> {
+        if self.full {
+            return Err(EngineError::BookFull);
+        }
+        if self.id_taken {
+            return Err(EngineError::DuplicateBidId);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+//! The sealed mechanism: SEALED_FIRST_PRICE, SEALED_UNIFORM_PRICE, SEALED_PAY_AS_BID and
+//! FIXED_PRICE. Bids rest in a [`SealedBook`] unseen by anyone but their bidder until the close,
+//! may be revised or withdrawn (unless the auction says irrevocable), and clear in
+//! [`super::clearing`].
+
+use crate::domain::{BidId, BidderId, Timestamp};
+
+use super::book::{BidView, SealedBook};
+use super::checks::{BidRules, BidderCap, BookRoom, Holdings, PriceRule, QuantityRule};
+use super::clearing::{self, Seed};
+use super::{AuctionSpec, Format, Settlement};
+
+#[derive(Debug, Default)]
+pub(super) struct Sealed {
+    pub book: SealedBook,
+}
+
+impl Sealed {
+    /// The rules for a bid by `bidder`; `revising` is the bid it replaces, if any.
+    pub(super) fn rules(
+        &self,
+        spec: &AuctionSpec,
+        bidder: BidderId,
+        bid: BidId,
+        revising: Option<&BidView>,
+    ) -> BidRules {
+        let lot = &spec.lot;
+        let band = &spec.prices;
+        let price = match spec.format {
+            Format::FixedPrice => PriceRule::Posted(band.floor),
+            _ => PriceRule::Band { floor: band.floor, cap: band.cap },
+        };
+        let (quantity, holdings) = if spec.format.is_divisible() {
+            let held = self.book.active_quantity_of(bidder);
+            // A revision replaces its bid: what the bidder holds besides it is what counts.
+            let held = revising.and_then(|old| held.minus(old.quantity)).unwrap_or(held);
+            let cap = spec.per_bidder_cap.zip(spec.bidder_cap_quantity());
+            (
+                QuantityRule::FillUnits { fill_unit: lot.fill_unit, lot: lot.quantity },
+                Holdings::Total { held, cap: cap.map(|(ratio, quantity)| BidderCap { ratio, quantity }) },
+            )
+        } else {
+            let exists = revising.is_none() && self.book.has_active_bid(bidder);
+            (QuantityRule::WholeLot(lot.quantity), Holdings::OneBid { exists })
+        };
+        let book = BookRoom { full: self.book.is_full(), id_taken: revising.is_none() && self.book.contains(bid) };
+        BidRules { price, quantity, holdings, book }
+    }
+
+    pub(super) fn clear(&self, spec: &AuctionSpec, seed: Option<&Seed>, at: Timestamp) -> Settlement {
+        clearing::clear(spec, &self.book, seed, at)
+    }
+}

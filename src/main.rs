@@ -1,13 +1,26 @@
 //! `emission-auction`: parses the command line, sets up logging, and hands over to the library.
+//!
+//! Exit status: 0 on success, also when the reader of standard output has gone away
+//! (`... | head -1`), which ends a command quietly; 1 with `error: ...` on standard error when a
+//! command fails; 2 for a command line clap refuses.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use emission_auction::cli::{self, Cli, Top};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Not `Cli::parse`, which exits the process from inside clap: help, version and usage
+    // errors are printed here, and a closed pipe while printing them is not an error.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     let default_level = match cli.command {
         Top::Serve(_) => "info",
         _ => "warn",
@@ -51,12 +64,12 @@ async fn serve(args: cli::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+fn report<E: Into<Box<dyn std::error::Error>>>(result: Result<(), E>) -> ExitCode {
+    let Err(e) = result.map_err(Into::into) else { return ExitCode::SUCCESS };
+    if cli::render::stdout_closed(e.as_ref()) {
+        return ExitCode::SUCCESS;
     }
+    // Standard error may be a closed pipe too: nothing more can be said then.
+    let _ = writeln!(std::io::stderr(), "error: {e}");
+    ExitCode::FAILURE
 }

@@ -26,7 +26,7 @@ use crate::proto as pb;
 use crate::service::clock::{Clock, SystemClock};
 
 use super::client::{Terminal, request_id};
-use super::render;
+use super::render::{self, out};
 
 /// How long bidding stays open in the demo.
 const WINDOW: Duration = Duration::from_millis(2500);
@@ -77,7 +77,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let _ = stopped.await;
     }));
 
-    println!("emission-auction demo: server on {addr}, data in {}\n", dir.path().display());
+    out!("emission-auction demo: server on {addr}, data in {}\n", dir.path().display())?;
     let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut operator = Terminal::on(channel.clone(), &operator_token)?;
     let mut auditor = Terminal::on(channel.clone(), &auditor_token)?;
@@ -118,7 +118,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .await?
         .into_inner();
-    println!("{}\n\n{}\n", render::auction(&so2), render::auction(&nox));
+    out!("{}\n\n{}\n", render::auction(&so2), render::auction(&nox))?;
 
     // The terminals bid concurrently. SO2: 20 t; T1 and T2 take 11 t above the margin, T3 and
     // T4 tie at 18300.00 for the last 9 t, and time priority serves T3 first.
@@ -140,28 +140,29 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     for (i, (who, price)) in nox_bids.into_iter().enumerate() {
         tasks.push(spawn_bid(&terminals, who, &nox.auction_id, price, "", 150 + 20 * i as u64));
     }
-    println!("bids from {} terminals:", terminals.len());
+    out!("bids from {} terminals:", terminals.len())?;
     for task in tasks {
         let (who, price, qty, result) = task.await?;
         // A bid without a quantity is for the whole lot.
         let qty = if qty.is_empty() { "4.048" } else { qty };
         match result {
-            Ok(receipt) => {
-                println!(
-                    "  {:<28} {:>9} t at {:>9}  accepted as {}",
-                    firms[who].name, receipt.quantity, price, receipt.bid_id
-                )
-            }
+            Ok(receipt) => out!(
+                "  {:<28} {:>9} t at {:>9}  accepted as {}",
+                firms[who].name,
+                receipt.quantity,
+                price,
+                receipt.bid_id
+            )?,
             Err(status) => {
-                println!("  {:<28} {:>9} t at {:>9}  refused: {}", firms[who].name, qty, price, render::status(&status))
+                out!("  {:<28} {:>9} t at {:>9}  refused: {}", firms[who].name, qty, price, render::status(&status))?
             }
         }
     }
 
     // Sealed means sealed: not even the operator sees the book before the close.
     match operator.operator.list_bids(pb::ListBidsRequest { auction_id: so2.auction_id.clone() }).await {
-        Ok(_) => println!("\n  !! the operator could list sealed bids"),
-        Err(status) => println!("\noperator asks for the SO2 bids before the close: {}", render::status(&status)),
+        Ok(_) => out!("\n  !! the operator could list sealed bids")?,
+        Err(status) => out!("\noperator asks for the SO2 bids before the close: {}", render::status(&status))?,
     }
     let mine = terminals[3]
         .clone()
@@ -169,9 +170,9 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .list_my_bids(pb::ListMyBidsRequest { auction_id: so2.auction_id.clone() })
         .await?
         .into_inner();
-    println!("{} sees only its own bid:\n{}", firms[3].name, render::bids(&mine.bids));
+    out!("{} sees only its own bid:\n{}", firms[3].name, render::bids(&mine.bids))?;
 
-    println!("\nwaiting for the server's timers to close both auctions at {closes} ...\n");
+    out!("\nwaiting for the server's timers to close both auctions at {closes} ...\n")?;
     let mut settled = Vec::new();
     while settled.len() < 2 {
         let next = tokio::time::timeout(WINDOW + Duration::from_secs(5), results.message()).await;
@@ -185,22 +186,22 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let names =
         |code: &str| firms.iter().find(|f| f.code.as_str() == code).map_or(code.to_owned(), |f| f.name.to_owned());
     for s in &settled {
-        println!("{}\n", render::settlement_named(s, &names));
+        out!("{}\n", render::settlement_named(s, &names))?;
     }
 
     let bids =
         auditor.operator.list_bids(pb::ListBidsRequest { auction_id: so2.auction_id.clone() }).await?.into_inner();
-    println!("after the close the auditor may read all {} SO2 bids.\n", bids.bids.len());
+    out!("after the close the auditor may read all {} SO2 bids.\n", bids.bids.len())?;
 
     open_bidding(&mut operator, &terminals, &firms).await?;
     match tokio::time::timeout(Duration::from_secs(10), results.message()).await {
-        Ok(Ok(Some(s))) => println!("{}\n", render::settlement_named(&s, &names)),
+        Ok(Ok(Some(s))) => out!("{}\n", render::settlement_named(&s, &names))?,
         _ => return Err("no settlement of the ascending auction".into()),
     }
 
     let file = config.settlements_file();
     let lines = std::fs::read_to_string(&file)?.lines().count();
-    println!("recorded: {lines} settlements in {} (one JSON object per line)", file.display());
+    out!("recorded: {lines} settlements in {} (one JSON object per line)", file.display())?;
 
     // Hang up before stopping: the server drains open connections on shutdown.
     drop((results, operator, auditor, terminals, channel));
@@ -211,11 +212,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // auditor would, without changing it.
     let journal = crate::journal::verify(&config.journal_dir())?;
     let head = journal.head.map_or("empty".into(), |h| format!("record {} hash {}", h.seq, hex::encode(h.hash)));
-    println!(
-        "journaled: {} records in {}, verified; head {head}",
-        journal.records.len(),
-        config.journal_dir().display()
-    );
+    out!("journaled: {} records in {}, verified; head {head}", journal.records.len(), config.journal_dir().display())?;
     // And re-derive the settlements from the journal alone, as `journal replay` does.
     let replayed = crate::service::replay(journal.entries())?;
     let recorded = crate::service::recorder::JsonLinesRecorder::read_all(&config.settlements_file())?;
@@ -226,7 +223,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if !same {
         return Err("the journal's replay does not derive the recorded settlements".into());
     }
-    println!("replayed the journal offline: the same {} settlements, derived from the same records", recorded.len());
+    out!("replayed the journal offline: the same {} settlements, derived from the same records", recorded.len())?;
     Ok(())
 }
 
@@ -281,11 +278,11 @@ async fn open_bidding(
     });
     let auction = operator.operator.create_auction(request).await?.into_inner();
     let id = auction.auction_id.clone();
-    println!(
+    out!(
         "{}
 ",
         render::auction(&auction)
-    );
+    )?;
 
     // A watcher, as a trading terminal's screen: every public change, live.
     let mut watcher = terminals[4].clone();
@@ -296,7 +293,10 @@ async fn open_bidding(
         .into_inner();
     let screen = tokio::spawn(async move {
         while let Ok(Some(event)) = stream.message().await {
-            println!("  {}", render::auction_event(&event, now));
+            // The reader of standard output went away: the demo ends quietly at its next line.
+            if out!("  {}", render::auction_event(&event, now)).is_err() {
+                break;
+            }
             if event.kind == pb::AuctionEventKind::Concluded as i32 {
                 break;
             }
@@ -314,21 +314,21 @@ async fn open_bidding(
     for task in racing {
         let (who, price, _, result) = task.await?;
         match result {
-            Ok(receipt) => println!("  {} wins the race at {price} as {}", firms[who].name, receipt.pseudonym),
-            Err(status) => println!("  {} loses the race at {price}: {}", firms[who].name, render::status(&status)),
+            Ok(receipt) => out!("  {} wins the race at {price} as {}", firms[who].name, receipt.pseudonym)?,
+            Err(status) => out!("  {} loses the race at {price}: {}", firms[who].name, render::status(&status))?,
         }
     }
     // The timed period: one bid 0.6 s into the countdown restarts it; then nobody bids.
     let wait = free_until.as_micros() - SystemClock.now().as_micros() + 600_000;
     let (_, _, _, result) = bid(0, "20200.00", wait.max(0) as u64 / 1000).await?;
     let last = result?;
-    println!("  {} bids {} in the timed period as {}", firms[0].name, last.price, last.pseudonym);
+    out!("  {} bids {} in the timed period as {}", firms[0].name, last.price, last.pseudonym)?;
     screen.await?;
-    println!();
+    out!()?;
     for (who, pseudonym) in pseudonyms {
-        println!("  pseudonym {pseudonym} is {} (revealed with the settlement)", firms[who].name);
+        out!("  pseudonym {pseudonym} is {} (revealed with the settlement)", firms[who].name)?;
     }
-    println!();
+    out!()?;
     Ok(())
 }
 

@@ -1,5 +1,19 @@
-//! The command line: `serve`, `demo`, `principal add`, and client subcommands that let an
-//! operator or a terminal make every RPC from a shell.
+//! The command line: `serve`, `demo`, `principal add`, `journal verify|replay`, and client
+//! subcommands that make every RPC of the API from a shell:
+//!
+//! - `auction` (AuctionOperator, plus `list` and `watch` from Trading): `create` in all six
+//!   formats, with the English and clock terms as flags; `open`, `close`, `advance` (a clock
+//!   round), `cancel --reason`, `get`, `list`, `bids` (after the close), and `watch`, which
+//!   follows `Trading.WatchAuction` one line per public change;
+//! - `bid` (Trading): `place`, `revise`, `withdraw`, `list` (your own bids), `auction`,
+//!   `auctions`, and the same `watch`;
+//! - `settlement` (Results): `get`, and `watch` over `SubscribeSettlements`.
+//!
+//! Flags that belong to another format than `--format` names are refused here, before anything
+//! is sent; every other check is the server's, whose errors are shown with their reason code and
+//! numbers. Results go to standard output through `render::out!` and never panic on a closed
+//! pipe; a stream that ends early (a watcher too slow, a server stopping) says on standard
+//! error how to resume it.
 
 pub mod client;
 pub mod demo;
@@ -17,6 +31,7 @@ use crate::proto as pb;
 use crate::service::DerivedSettlement;
 
 use client::{Terminal, request_id};
+use render::{OutputError, out};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,11 +54,11 @@ pub enum Top {
     /// Manage the principals file (who may call the API).
     #[command(subcommand)]
     Principal(PrincipalCommand),
-    /// Operator calls: create, open, close, cancel, inspect auctions.
+    /// Operator calls: create, open, close, advance, cancel, inspect and watch auctions.
     Auction(ClientArgs<AuctionCommand>),
-    /// Terminal calls: place, revise, withdraw and list your own bids.
+    /// Terminal calls: place, revise, withdraw and list your own bids; find and watch auctions.
     Bid(ClientArgs<BidCommand>),
-    /// Results: settlements of concluded auctions.
+    /// Results: settlements of concluded auctions, one or as they are published.
     Settlement(ClientArgs<SettlementCommand>),
     /// The write-ahead journal.
     #[command(subcommand)]
@@ -143,13 +158,53 @@ pub struct ClientArgs<C: Subcommand> {
     pub command: C,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
+    /// Sealed bids on one indivisible lot; the highest pays its bid.
     FirstPrice,
+    /// Sealed (price, quantity) bids; every winner pays the clearing price.
     UniformPrice,
+    /// Sealed (price, quantity) bids; every winner pays its own bid.
     PayAsBid,
     /// A reserve sale at the posted price (the floor).
     FixedPrice,
+    /// Open ascending bidding on one indivisible lot (网络竞价); needs --increment and
+    /// --countdown-seconds.
+    #[value(alias = "ascending-english")]
+    English,
+    /// Rounds at a rising clock price on a divisible lot; needs --increment and --round-seconds.
+    #[value(alias = "ascending-clock")]
+    Clock,
+}
+
+/// What a clock auction does with a bidder that states no demand in a round.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SilentArg {
+    /// It keeps its last demand.
+    Keep,
+    /// Its demand drops to zero (the default).
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PhaseArg {
+    Scheduled,
+    Open,
+    Settled,
+    Failed,
+    Cancelled,
+}
+
+impl PhaseArg {
+    fn proto(self) -> pb::AuctionPhase {
+        match self {
+            PhaseArg::Scheduled => pb::AuctionPhase::Scheduled,
+            PhaseArg::Open => pb::AuctionPhase::Open,
+            PhaseArg::Settled => pb::AuctionPhase::Settled,
+            PhaseArg::Failed => pb::AuctionPhase::Failed,
+            PhaseArg::Cancelled => pb::AuctionPhase::Cancelled,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -186,20 +241,39 @@ pub enum AuctionCommand {
     /// Cancel an auction that has not concluded.
     Cancel {
         auction: String,
+        /// The operator's words, kept in the settlement's note.
         #[arg(long, default_value = "")]
         reason: String,
     },
     /// Show one auction.
     Get { auction: String },
     /// List auctions, optionally filtered.
-    List {
-        #[arg(long)]
-        pollutant: Option<String>,
-        #[arg(long)]
-        region: Option<String>,
-    },
+    List(ListArgs),
     /// List every bid of a concluded auction (operator, auditor).
     Bids { auction: String },
+    /// Follow an auction's public changes, one line each, until it concludes.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// SO2, NOX, COD, NH3_N, SMOKE_DUST or INDUSTRIAL_DUST.
+    #[arg(long)]
+    pub pollutant: Option<String>,
+    /// GB/T 2260 region code, e.g. 140100.
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long, value_enum)]
+    pub phase: Option<PhaseArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    pub auction: String,
+    /// The last sequence number already seen: resume after it. Without it, the watch starts
+    /// from the auction's current state.
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +286,7 @@ pub struct CreateArgs {
     /// Tonnes, up to three decimals.
     #[arg(long)]
     pub quantity: String,
+    /// Divisible lots: every bid and allocation is a multiple of it (tonnes).
     #[arg(long, default_value = "")]
     pub fill_unit: String,
     /// Seller's unified social credit code.
@@ -219,41 +294,76 @@ pub struct CreateArgs {
     pub seller: String,
     #[arg(long, value_enum)]
     pub origin: OriginArg,
+    /// Required for --origin erc.
     #[arg(long, default_value = "")]
     pub certificate_id: String,
     /// GB/T 2260 region code, e.g. 140100.
     #[arg(long)]
     pub region: String,
+    /// The year the right was certified.
     #[arg(long)]
     pub vintage_year: u32,
     #[arg(long, default_value_t = 5)]
     pub valid_years: u32,
     #[arg(long, value_enum)]
     pub format: FormatArg,
+    /// Ties at the margin (English: at the cap; clock: leftover supply; seeded is not for clock).
     #[arg(long, value_enum, default_value = "time")]
     pub tie: TieArg,
     #[arg(long, value_enum, default_value = "sell-available")]
     pub undersubscription: UnderArg,
+    /// Fewer bidders than this and the auction fails; 0 or 1: any single bidder may win.
     #[arg(long, default_value_t = 0)]
     pub min_bidders: u32,
     /// Percent of the lot one bidder may hold.
     #[arg(long, default_value = "")]
     pub per_bidder_cap: String,
+    /// A placed bid stands: no revision or withdrawal.
     #[arg(long)]
     pub irrevocable: bool,
+    /// Price conversion factor (价格折算因子) applied to the benchmark; 1 by default.
     #[arg(long, default_value = "")]
     pub conversion_factor: String,
+    /// Reserve lots: the floor's multiplier over the benchmark; the policy default otherwise.
     #[arg(long, default_value = "")]
     pub reserve_markup: String,
     /// Percent over the floor, or "none"; the policy default otherwise.
     #[arg(long)]
     pub cap: Option<String>,
     /// Seconds from now until the auction opens.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub opens_in: u64,
-    /// Seconds from now until the auction closes.
-    #[arg(long)]
+    /// Seconds from now until the auction closes. English: the end of the free-bidding
+    /// period, after which the timed period runs; clock: a hard stop.
+    #[arg(long, value_name = "SECONDS")]
     pub closes_in: u64,
+    /// English: the first bid's minimum; clock: round 1's clock price. The floor if omitted.
+    #[arg(long, value_name = "PRICE", help_heading = "English and clock terms")]
+    pub start_price: Option<String>,
+    /// English: each later bid is at least the current price plus this; clock: the clock
+    /// price's rise from one round to the next (yuan/t).
+    #[arg(long, value_name = "PRICE", help_heading = "English and clock terms")]
+    pub increment: Option<String>,
+    /// The timed period's countdown; each bid in it restarts it.
+    #[arg(long, value_name = "SECONDS", help_heading = "English terms")]
+    pub countdown_seconds: Option<u32>,
+    /// Seconds from now to a hard stop: no bid counts at or after it, whatever the countdown.
+    /// Must be later than --closes-in.
+    #[arg(long, value_name = "SECONDS", help_heading = "English terms")]
+    pub hard_stop_in: Option<u64>,
+    /// At most this many restarts of the countdown; no limit if omitted.
+    #[arg(long, value_name = "N", help_heading = "English terms")]
+    pub max_extensions: Option<u32>,
+    /// Fewer bidders than this by the end of the free period: no timed period, it ends then.
+    #[arg(long, value_name = "N", help_heading = "English terms")]
+    pub timed_min_bidders: Option<u32>,
+    /// How long each round lasts unless the operator advances it (`auction advance`).
+    #[arg(long, value_name = "SECONDS", help_heading = "Clock terms")]
+    pub round_seconds: Option<u32>,
+    /// What a bidder silent in a round demands: keep its last demand, or drop to zero (the
+    /// default).
+    #[arg(long, value_enum, value_name = "KEEP_OR_DROP", help_heading = "Clock terms")]
+    pub silent: Option<SilentArg>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,19 +394,18 @@ pub enum BidCommand {
     /// One auction's public terms and phase.
     Auction { auction: String },
     /// Auctions you can bid in.
-    Auctions {
-        #[arg(long)]
-        pollutant: Option<String>,
-    },
+    Auctions(ListArgs),
+    /// Follow an auction's public changes, one line each, until it concludes.
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SettlementCommand {
-    Get {
-        auction: String,
-    },
+    /// The settlement of one concluded auction.
+    Get { auction: String },
     /// Print settlements as they are published, from a sequence number.
     Watch {
+        /// The first settlement sequence number to print (1: from the start).
         #[arg(long, default_value_t = 1)]
         from: u64,
         /// Stop after this many.
@@ -314,6 +423,11 @@ pub enum ClientError {
     Rpc(#[from] tonic::Status),
     #[error("{0}")]
     Usage(String),
+    /// A stream ended before its natural end; `resume` is the command that picks it up.
+    #[error("{why}\nresume with: {resume}")]
+    Ended { why: String, resume: String },
+    #[error("{0}")]
+    Output(#[from] OutputError),
 }
 
 pub fn principal_add(command: PrincipalCommand) -> Result<(), Box<dyn std::error::Error>> {
@@ -324,7 +438,7 @@ pub fn principal_add(command: PrincipalCommand) -> Result<(), Box<dyn std::error
     let token = principals.add(Principal { name: name.clone(), role, enterprise })?;
     principals.save(&config.principals_file)?;
     eprintln!("added {role} {name:?} to {}; the token is shown only this once:", config.principals_file.display());
-    println!("{token}");
+    out!("{token}")?;
     Ok(())
 }
 
@@ -341,21 +455,28 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
     let verified = crate::journal::verify(&dir)?;
     // Reports go to stderr when the settlements go to stdout.
     let to_stdout = out.as_deref() == Some(Path::new("-"));
-    let report = |line: String| if to_stdout { eprintln!("{line}") } else { println!("{line}") };
+    let report = |line: String| -> Result<(), OutputError> {
+        if to_stdout {
+            eprintln!("{line}");
+            Ok(())
+        } else {
+            out!("{line}")
+        }
+    };
     report(format!(
         "journal {}: {} records verified (CRC32C, sequence, hash chain)",
         dir.display(),
         verified.records.len()
-    ));
+    ))?;
     match verified.head {
-        Some(head) => report(format!("head: record {} hash {}", head.seq, hex::encode(head.hash))),
-        None => report("head: empty journal".into()),
+        Some(head) => report(format!("head: record {} hash {}", head.seq, hex::encode(head.hash)))?,
+        None => report("head: empty journal".into())?,
     }
     if let Some((segment, offset, seq)) = &verified.truncated {
         report(format!(
             "torn tail: {} at offset {offset} (would-be record {seq}); the server cuts it off on start",
             segment.display()
-        ));
+        ))?;
     }
     let Some(out) = out else { return Ok(()) };
     let replayed = crate::service::replay(verified.entries())?;
@@ -366,7 +487,7 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
     }
     let lines = text.lines().count();
     if to_stdout {
-        std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+        render::write_raw(text.as_bytes())?;
     } else {
         std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     }
@@ -374,7 +495,7 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
         "replayed: {} auctions, {lines} settlements derived{}",
         replayed.auctions.len(),
         if to_stdout { String::new() } else { format!(", written to {}", out.display()) }
-    ));
+    ))?;
     Ok(())
 }
 
@@ -391,17 +512,30 @@ fn pollutant_filter(text: Option<&str>) -> Result<i32, ClientError> {
     Ok(pb::Pollutant::from_str_name(&name).map_or(0, |p| p as i32))
 }
 
-fn from_now(seconds: u64) -> prost_types::Timestamp {
-    let now = crate::service::clock::Clock::now(&crate::service::clock::SystemClock);
+fn list_request(l: &ListArgs) -> Result<pb::ListAuctionsRequest, ClientError> {
+    Ok(pb::ListAuctionsRequest {
+        pollutant: pollutant_filter(l.pollutant.as_deref())?,
+        region_code: l.region.clone().unwrap_or_default(),
+        phase: l.phase.map_or(0, |p| p.proto() as i32),
+    })
+}
+
+/// `seconds` after `now`, as the API's timestamp.
+fn after(now: Timestamp, seconds: u64) -> prost_types::Timestamp {
     crate::grpc::convert::to_timestamp(Timestamp::from_micros(now.as_micros() + seconds as i64 * 1_000_000))
 }
 
 pub async fn auction(args: ClientArgs<AuctionCommand>) -> Result<(), ClientError> {
+    // Checked before connecting: a mistyped command needs no server to be refused.
+    let create = match &args.command {
+        AuctionCommand::Create(c) => Some(create_request(c)?),
+        _ => None,
+    };
     let mut t = terminal(&args).await?;
     let op = &mut t.operator;
     let reference = |auction: &str| pb::AuctionRef { request_id: request_id(), auction_id: auction.to_owned() };
     let shown = match &args.command {
-        AuctionCommand::Create(c) => op.create_auction(create_request(c)?).await?.into_inner(),
+        AuctionCommand::Create(_) => op.create_auction(create.expect("built above")).await?.into_inner(),
         AuctionCommand::Open { auction } => op.open_auction(reference(auction)).await?.into_inner(),
         AuctionCommand::Close { auction } => op.close_auction(reference(auction)).await?.into_inner(),
         AuctionCommand::Advance { auction } => op.advance_round(reference(auction)).await?.into_inner(),
@@ -416,28 +550,83 @@ pub async fn auction(args: ClientArgs<AuctionCommand>) -> Result<(), ClientError
         AuctionCommand::Get { auction } => {
             op.get_auction(pb::GetAuctionRequest { auction_id: auction.clone() }).await?.into_inner()
         }
-        AuctionCommand::List { pollutant, region } => {
-            let req = pb::ListAuctionsRequest {
-                pollutant: pollutant_filter(pollutant.as_deref())?,
-                region_code: region.clone().unwrap_or_default(),
-                phase: 0,
-            };
-            for a in t.trading.list_auctions(req).await?.into_inner().auctions {
-                println!("{}\n", render::auction(&a));
+        AuctionCommand::List(l) => {
+            for a in t.trading.list_auctions(list_request(l)?).await?.into_inner().auctions {
+                out!("{}\n", render::auction(&a))?;
             }
             return Ok(());
         }
         AuctionCommand::Bids { auction } => {
             let bids = op.list_bids(pb::ListBidsRequest { auction_id: auction.clone() }).await?.into_inner().bids;
-            println!("{}", render::bids(&bids));
+            out!("{}", render::bids(&bids))?;
             return Ok(());
         }
+        AuctionCommand::Watch(w) => return watch(&mut t, w, "auction").await,
     };
-    println!("{}", render::auction(&shown));
+    out!("{}", render::auction(&shown))?;
     Ok(())
 }
 
+/// The terms only one format takes: English (`ascending`) or clock (`clock`). Flags for
+/// another format than the one named are refused rather than silently dropped.
+fn format_terms(
+    c: &CreateArgs,
+    now: Timestamp,
+) -> Result<(Option<pb::AscendingTerms>, Option<pb::ClockTerms>), ClientError> {
+    let shared = [("--start-price", c.start_price.is_some()), ("--increment", c.increment.is_some())];
+    let english = [
+        ("--countdown-seconds", c.countdown_seconds.is_some()),
+        ("--hard-stop-in", c.hard_stop_in.is_some()),
+        ("--max-extensions", c.max_extensions.is_some()),
+        ("--timed-min-bidders", c.timed_min_bidders.is_some()),
+    ];
+    let clock = [("--round-seconds", c.round_seconds.is_some()), ("--silent", c.silent.is_some())];
+    let refuse = |flags: &[(&str, bool)], belongs: &str| match flags.iter().find(|(_, given)| *given) {
+        Some((flag, _)) => Err(ClientError::Usage(format!("{flag} applies to --format {belongs} only"))),
+        None => Ok(()),
+    };
+    let needs = |flag: &str| {
+        ClientError::Usage(format!("--format {} needs {flag}", c.format.to_possible_value().expect("named").get_name()))
+    };
+    match c.format {
+        FormatArg::English => {
+            refuse(&clock, "clock")?;
+            Ok((
+                Some(pb::AscendingTerms {
+                    start_price: c.start_price.clone().unwrap_or_default(),
+                    increment: c.increment.clone().ok_or_else(|| needs("--increment"))?,
+                    countdown_seconds: c.countdown_seconds.ok_or_else(|| needs("--countdown-seconds"))?,
+                    hard_stop: c.hard_stop_in.map(|s| after(now, s)),
+                    max_extensions: c.max_extensions,
+                    timed_min_bidders: c.timed_min_bidders.unwrap_or(0),
+                }),
+                None,
+            ))
+        }
+        FormatArg::Clock => {
+            refuse(&english, "english")?;
+            Ok((
+                None,
+                Some(pb::ClockTerms {
+                    start_price: c.start_price.clone().unwrap_or_default(),
+                    increment: c.increment.clone().ok_or_else(|| needs("--increment"))?,
+                    round_seconds: c.round_seconds.ok_or_else(|| needs("--round-seconds"))?,
+                    silent_keeps_demand: matches!(c.silent, Some(SilentArg::Keep)),
+                }),
+            ))
+        }
+        FormatArg::FirstPrice | FormatArg::UniformPrice | FormatArg::PayAsBid | FormatArg::FixedPrice => {
+            refuse(&shared, "english or clock")?;
+            refuse(&english, "english")?;
+            refuse(&clock, "clock")?;
+            Ok((None, None))
+        }
+    }
+}
+
 fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientError> {
+    let now = crate::service::clock::Clock::now(&crate::service::clock::SystemClock);
+    let (ascending, clock) = format_terms(c, now)?;
     let pollutant = pollutant_filter(Some(&c.pollutant))?;
     let (cap_mode, cap_percent) = match c.cap.as_deref() {
         None => (pb::CapMode::Unspecified, String::new()),
@@ -445,8 +634,8 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
         Some(pct) => (pb::CapMode::Percent, pct.to_owned()),
     };
     Ok(pb::CreateAuctionRequest {
-        ascending: None,
-        clock: None,
+        ascending,
+        clock,
         request_id: request_id(),
         lot: Some(pb::Lot {
             lot_id: c.lot_id.clone(),
@@ -469,6 +658,8 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
             FormatArg::UniformPrice => pb::AuctionFormat::SealedUniformPrice,
             FormatArg::PayAsBid => pb::AuctionFormat::SealedPayAsBid,
             FormatArg::FixedPrice => pb::AuctionFormat::FixedPrice,
+            FormatArg::English => pb::AuctionFormat::AscendingEnglish,
+            FormatArg::Clock => pb::AuctionFormat::AscendingClock,
         } as i32,
         tie_rule: match c.tie {
             TieArg::Time => pb::TieRule::TimePriority,
@@ -487,9 +678,56 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
         reserve_markup: c.reserve_markup.clone(),
         cap_mode: cap_mode as i32,
         cap_percent,
-        opens_at: Some(from_now(c.opens_in)),
-        closes_at: Some(from_now(c.closes_in)),
+        opens_at: Some(after(now, c.opens_in)),
+        closes_at: Some(after(now, c.closes_in)),
     })
+}
+
+/// A number the server put in a status's ErrorInfo, e.g. where to resume a stream.
+fn status_number(status: &tonic::Status, key: &str) -> Option<u64> {
+    use tonic_types::StatusExt;
+    status.get_details_error_info()?.metadata.get(key)?.parse().ok()
+}
+
+/// `auction watch` and `bid watch`: prints every update of the auction until the stream ends
+/// after its conclusion. A stream that ends earlier (the watcher fell behind, the server is
+/// stopping, the connection broke) is an error that says how to resume without a gap.
+async fn watch(t: &mut Terminal, w: &WatchArgs, command: &str) -> Result<(), ClientError> {
+    let request = pb::WatchAuctionRequest { auction_id: w.auction.clone(), after_sequence: w.after };
+    let mut stream = t.trading.watch_auction(request).await?.into_inner();
+    let mut last = w.after;
+    let resume = |after: u64| format!("emission-auction {command} watch {} --after {after}", w.auction);
+    let gone = render::stdout_gone();
+    tokio::pin!(gone);
+    loop {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            () = &mut gone => return Err(OutputError::Closed.into()),
+        };
+        match message {
+            Ok(Some(update)) => {
+                out!("{}", render::auction_update(&update))?;
+                last = last.max(update.sequence);
+                let over = update.kind == pb::AuctionEventKind::Concluded as i32
+                    || [pb::AuctionPhase::Settled, pb::AuctionPhase::Failed, pb::AuctionPhase::Cancelled]
+                        .iter()
+                        .any(|p| *p as i32 == update.phase);
+                if over {
+                    return Ok(());
+                }
+            }
+            Ok(None) => {
+                return Err(ClientError::Ended {
+                    why: "the server ended the watch before the auction concluded".into(),
+                    resume: resume(last),
+                });
+            }
+            Err(status) => {
+                let after = status_number(&status, "after_sequence").unwrap_or(last);
+                return Err(ClientError::Ended { why: render::status(&status), resume: resume(after) });
+            }
+        }
+    }
 }
 
 pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
@@ -525,32 +763,32 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
             .into_inner(),
         BidCommand::List { auction } => {
             let bids = tr.list_my_bids(pb::ListMyBidsRequest { auction_id: auction.clone() }).await?.into_inner().bids;
-            println!("{}", render::bids(&bids));
+            out!("{}", render::bids(&bids))?;
             return Ok(());
         }
         BidCommand::Auction { auction } => {
             let a = tr.get_auction(pb::GetAuctionRequest { auction_id: auction.clone() }).await?.into_inner();
-            println!("{}", render::auction(&a));
+            out!("{}", render::auction(&a))?;
             return Ok(());
         }
-        BidCommand::Auctions { pollutant } => {
-            let req =
-                pb::ListAuctionsRequest { pollutant: pollutant_filter(pollutant.as_deref())?, ..Default::default() };
-            for a in tr.list_auctions(req).await?.into_inner().auctions {
-                println!("{}\n", render::auction(&a));
+        BidCommand::Auctions(l) => {
+            for a in tr.list_auctions(list_request(l)?).await?.into_inner().auctions {
+                out!("{}\n", render::auction(&a))?;
             }
             return Ok(());
         }
+        BidCommand::Watch(w) => return watch(&mut t, w, "bid").await,
     };
-    println!(
-        "bid {} in {}: {} t at {} yuan/t, {}, received {}",
+    let pseudonym = if receipt.pseudonym.is_empty() { String::new() } else { format!(" as {}", receipt.pseudonym) };
+    out!(
+        "bid {} in {}{pseudonym}: {} t at {} yuan/t, {}, received {}",
         receipt.bid_id,
         receipt.auction_id,
         receipt.quantity,
         receipt.price,
         render::name_of::<pb::BidState>(receipt.state),
         render::time(&receipt.received_at)
-    );
+    )?;
     Ok(())
 }
 
@@ -560,7 +798,7 @@ pub async fn settlement(args: ClientArgs<SettlementCommand>) -> Result<(), Clien
         SettlementCommand::Get { auction } => {
             let s =
                 t.results.get_settlement(pb::GetSettlementRequest { auction_id: auction.clone() }).await?.into_inner();
-            println!("{}", render::settlement(&s));
+            out!("{}", render::settlement(&s))?;
         }
         SettlementCommand::Watch { from, limit } => {
             let mut stream = t
@@ -568,12 +806,38 @@ pub async fn settlement(args: ClientArgs<SettlementCommand>) -> Result<(), Clien
                 .subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: *from })
                 .await?
                 .into_inner();
+            let mut next = *from;
             let mut seen = 0;
-            while let Some(s) = stream.message().await? {
-                println!("{}\n", render::settlement(&s));
+            let gone = render::stdout_gone();
+            tokio::pin!(gone);
+            loop {
+                let message = tokio::select! {
+                    message = stream.message() => message,
+                    () = &mut gone => return Err(OutputError::Closed.into()),
+                };
+                let s = match message {
+                    Ok(Some(s)) => s,
+                    // The server ends the subscription only when it stops, with a status; a
+                    // plain end means the connection went away.
+                    Ok(None) => {
+                        return Err(ClientError::Ended {
+                            why: "the server ended the subscription".into(),
+                            resume: format!("emission-auction settlement watch --from {next}"),
+                        });
+                    }
+                    Err(status) => {
+                        let from = status_number(&status, "resume_from").unwrap_or(next);
+                        return Err(ClientError::Ended {
+                            why: render::status(&status),
+                            resume: format!("emission-auction settlement watch --from {from}"),
+                        });
+                    }
+                };
+                out!("{}\n", render::settlement(&s))?;
+                next = next.max(s.sequence + 1);
                 seen += 1;
                 if limit.is_some_and(|l| seen >= l) {
-                    break;
+                    return Ok(());
                 }
             }
         }

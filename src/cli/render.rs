@@ -1,6 +1,13 @@
-//! Plain-text views of auctions, bids, settlements and errors for people at a terminal.
+//! Plain-text views of auctions, bids, settlements, live auction updates and errors for people
+//! at a terminal, and the one way commands write to standard output ([`out!`]).
+//!
+//! Standard output is often a pipe whose reader may go away (`... | head -1`). Nothing here
+//! panics then: a write to a closed pipe is [`OutputError::Closed`], which the command
+//! passes up with `?` and `main` treats as a normal, quiet end (exit status 0). This module
+//! never writes to standard error; errors are the caller's to report.
 
 use std::fmt::Write as _;
+use std::io::{self, Write as _};
 
 use tonic_types::StatusExt;
 
@@ -36,6 +43,95 @@ proto_name!(
     pb::SettlementStatus => "SETTLEMENT_STATUS_",
     pb::AuctionEventKind => "AUCTION_EVENT_KIND_",
 );
+
+/// Why a command could not write its output.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The reader closed the pipe: nothing more is wanted, so the command ends quietly and
+    /// successfully.
+    #[error("standard output was closed")]
+    Closed,
+    #[error("cannot write to standard output: {0}")]
+    Failed(#[source] io::Error),
+}
+
+impl OutputError {
+    fn from_io(e: io::Error) -> OutputError {
+        if e.kind() == io::ErrorKind::BrokenPipe { OutputError::Closed } else { OutputError::Failed(e) }
+    }
+}
+
+/// Writes one line to standard output (what `out!` expands to). Standard output is line
+/// buffered, so the line is flushed, and a closed pipe is noticed, here.
+pub fn write_line(args: std::fmt::Arguments<'_>) -> Result<(), OutputError> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")).map_err(OutputError::from_io)
+}
+
+/// Writes `bytes` to standard output as they are and flushes them.
+pub fn write_raw(bytes: &[u8]) -> Result<(), OutputError> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(bytes).and_then(|()| stdout.flush()).map_err(OutputError::from_io)
+}
+
+/// Whether `e`, or an error it was caused by, is a closed standard output: the command's
+/// reader has all it wanted, so the process should exit successfully without a word.
+pub fn stdout_closed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if matches!(e.downcast_ref::<OutputError>(), Some(OutputError::Closed)) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Resolves once the reader of standard output has gone, so that a command waiting on a stream
+/// (`auction watch ... | head -1`) can end as soon as `head` has its line instead of at its
+/// next write, which may be hours away. Where that cannot be told (standard output is a file,
+/// or not on Unix) it never resolves, and the next write notices instead.
+pub async fn stdout_gone() {
+    #[cfg(unix)]
+    {
+        use std::os::fd::{AsRawFd, RawFd};
+        use tokio::io::Interest;
+        use tokio::io::unix::AsyncFd;
+
+        /// Descriptor 1, borrowed: dropping this does not close it.
+        struct Stdout;
+        impl AsRawFd for Stdout {
+            fn as_raw_fd(&self) -> RawFd {
+                1
+            }
+        }
+        // A pipe's write end reports an error once its read end is closed. epoll refuses
+        // regular files; they have no reader to lose.
+        // SAFETY: descriptor 1 stays open, on the same file description, for as long as the
+        // process runs: nothing in it closes or replaces its standard output.
+        if let Ok(fd) = unsafe { AsyncFd::register_with_interest(Stdout, Interest::ERROR) } {
+            while let Ok(mut ready) = fd.ready(Interest::ERROR).await {
+                if ready.ready().is_error() {
+                    return;
+                }
+                ready.clear_ready();
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+/// `println!` for command output: writes a line to standard output and evaluates to
+/// `Result<(), OutputError>` instead of panicking when the reader has gone.
+macro_rules! out {
+    () => {
+        $crate::cli::render::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::render::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
 
 pub fn name_of<E: ProtoName>(raw: i32) -> String {
     E::try_from(raw).map_or_else(|_| raw.to_string(), |e| e.proto_name().trim_start_matches(E::PREFIX).to_owned())
@@ -105,7 +201,7 @@ pub fn auction(a: &pb::Auction) -> String {
         }
     }
     if let Some(live) = &a.live {
-        let _ = write!(out, "\n  bidding    {}", live_state(live));
+        let _ = write!(out, "\n  bidding    {}", live_state(live, &time));
     }
     if let Some(c) = &a.clock {
         let silent = if c.silent_keeps_demand { "keeps its demand" } else { "drops to zero" };
@@ -129,7 +225,8 @@ fn clock_state(c: &pb::ClockState) -> String {
     out
 }
 
-fn live_state(l: &pb::AscendingState) -> String {
+/// Where English bidding stands, with its deadline shown by `deadline`.
+fn live_state(l: &pb::AscendingState, deadline: &dyn Fn(&Option<prost_types::Timestamp>) -> String) -> String {
     let price = if l.current_price.is_empty() {
         "no bid yet".to_owned()
     } else {
@@ -138,7 +235,56 @@ fn live_state(l: &pb::AscendingState) -> String {
     let next =
         if l.min_next_bid.is_empty() { "no further bid".to_owned() } else { format!("next >= {}", l.min_next_bid) };
     let period = if l.timed_period { "countdown ends" } else { "free period ends" };
-    format!("{price}, {next}, {period} {}", time(&l.deadline))
+    format!("{price}, {next}, {period} {}", deadline(&l.deadline))
+}
+
+fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
+}
+
+/// One line of `auction watch`: sequence, server time, kind and phase, then what the update
+/// says: the English bidding (price, leader, next minimum, deadline and the time left from
+/// this update to it), the clock round, or the conclusion.
+pub fn auction_update(e: &pb::AuctionEvent) -> String {
+    let left = |t: &Option<prost_types::Timestamp>| match (t, &e.at) {
+        (Some(t), Some(at)) => format!("{} (in {:.1} s)", time(&Some(*t)), (micros(t) - micros(at)) as f64 / 1e6),
+        _ => time(t),
+    };
+    let mut out = format!(
+        "#{:<4} {}  {:<20} {:<9}",
+        e.sequence,
+        time(&e.at),
+        name_of::<pb::AuctionEventKind>(e.kind),
+        name_of::<pb::AuctionPhase>(e.phase)
+    );
+    if e.kind == pb::AuctionEventKind::Concluded as i32 {
+        // The phase already says SETTLED, FAILED or CANCELLED; the status is shown only if
+        // it says something else.
+        let status = name_of::<pb::SettlementStatus>(e.settlement_status);
+        if status != name_of::<pb::AuctionPhase>(e.phase) {
+            let _ = write!(out, " {status}");
+        }
+        if !e.final_price.is_empty() {
+            let _ = write!(out, " at {}", e.final_price);
+        }
+        if !e.winner.is_empty() {
+            let _ = write!(out, ", winner {}", e.winner);
+        }
+    } else if let Some(c) = &e.clock {
+        let _ = write!(out, " round {} at {} until {}", c.round, c.clock_price, left(&c.round_ends_at));
+        if !c.last_round_demand.is_empty() {
+            let _ = write!(out, "; last round's demand {} t", c.last_round_demand);
+        }
+    } else if let Some(l) = &e.live {
+        let _ = write!(out, " {}", live_state(l, &left));
+        if l.extensions > 0 {
+            let _ = write!(out, ", extended {}x", l.extensions);
+        }
+        if l.bidders > 0 {
+            let _ = write!(out, ", {} bidder{}", l.bidders, if l.bidders == 1 { "" } else { "s" });
+        }
+    }
+    out.trim_end().to_owned()
 }
 
 /// One line of an auction's live feed; times as seconds since `start`.
@@ -160,7 +306,7 @@ pub fn auction_event(e: &pb::AuctionEvent, start: crate::domain::Timestamp) -> S
     } else if let Some(c) = &e.clock {
         let _ = write!(out, " round {}", clock_state(c));
     } else if let Some(l) = &e.live {
-        let _ = write!(out, " {}", live_state(l).replace(&time(&l.deadline), &format!("+{:.2}s", since(&l.deadline))));
+        let _ = write!(out, " {}", live_state(l, &|d| format!("+{:.2}s", since(d))));
     }
     out
 }

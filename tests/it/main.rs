@@ -1,6 +1,7 @@
 //! The one integration-test binary: data-driven clearing scenarios, property tests, and the
 //! real gRPC server driven over loopback.
 
+mod cli;
 mod crash;
 mod english;
 mod grpc;

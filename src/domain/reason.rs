@@ -198,6 +198,16 @@ impl Reason {
 mod tests {
     use super::*;
 
+    /// The API reference lists exactly these codes, with the same status and meaning.
+    #[test]
+    fn the_api_reference_lists_every_reason() {
+        let doc = include_str!("../../docs/API.md");
+        assert!(
+            doc.contains(&Reason::markdown_table()),
+            "docs/API.md is out of step with Reason; regenerate its table"
+        );
+    }
+
     #[test]
     fn codes_are_unique_and_round_trip() {
         let mut seen = std::collections::BTreeSet::new();

@@ -366,7 +366,7 @@ mod tests {
         let q = Quantity::parse_positive("9999999.999").unwrap();
         assert_eq!(Amount::of(p, q).unwrap().to_string(), "999999999800000.00");
         let big = Amount::from_units(MAX_AMOUNT_FEN).unwrap();
-        assert_eq!(big.times(Ratio::parse_factor("0.0075").unwrap()).to_string(), "7500000000000.00");
+        assert_eq!(big.times(Ratio::parse_factor("0.0075").unwrap()).to_string(), "75000000000000.00");
     }
 
     #[test]

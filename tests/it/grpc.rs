@@ -461,7 +461,7 @@ async fn malformed_auctions_are_invalid_argument_naming_the_field() {
     let mut again = good;
     again.request_id = "create-RES-X-again".into();
     let err = op.operator.create_auction(again).await.unwrap_err();
-    assert_eq!((err.code(), reason(&err).0.as_str()), (Code::AlreadyExists, "LOT_TAKEN"));
+    assert_eq!((err.code(), reason(&err).0.as_str()), (Code::AlreadyExists, "LOT_ON_SALE"));
     server.stop().await;
 }
 
@@ -1048,4 +1048,107 @@ async fn fixed_price_sale_end_to_end() {
         ]
     );
     server.stop().await;
+}
+
+/// Regression: a second whole-lot bid on a 9,000,000 t lot with no per-bidder cap once
+/// panicked the auction's task (the bidder's total overflowed) and left the auction answering
+/// SHUTTING_DOWN to everyone. It is refused with the room left, and the auction goes on.
+#[tokio::test]
+async fn two_whole_lot_bids_are_refused_with_the_room_left_and_the_auction_keeps_working() {
+    let server = TestServer::start().await;
+    let mut lot = reserve_lot("RES-SO2-HUGE", "9000000.000", "1.000");
+    lot.origin = pb::LotOrigin::Allocated as i32;
+    let mut request = create(lot, pb::AuctionFormat::SealedUniformPrice, server.now(), server.now().plus_micros(HOUR));
+    request.cap_mode = pb::CapMode::None as i32;
+    let id = server.as_("operator").operator.create_auction(request).await.unwrap().into_inner().auction_id;
+    let mut b1 = server.as_("b1");
+    b1.trading.place_bid(bid(&id, "18000.00", "9000000.000")).await.unwrap();
+    let refused = b1.trading.place_bid(bid(&id, "18000.00", "9000000.000")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let (code, metadata) = reason(&refused);
+    assert_eq!(code, "BIDDER_TOTAL_TOO_LARGE");
+    assert_eq!(metadata["limit"], "9999999.999");
+    assert_eq!(metadata["room_left"], "999999.999");
+    // The auction still answers everyone, takes bids and settles.
+    b1.trading.place_bid(bid(&id, "18100.00", "999999.000")).await.unwrap();
+    server.as_("b2").trading.place_bid(bid(&id, "18200.00", "9000000.000")).await.unwrap();
+    assert_eq!(my_bids(&server, "b1", &id).await.len(), 2);
+    let s = close(&server, &id).await;
+    assert_eq!(s.status, pb::SettlementStatus::Settled as i32);
+    assert_eq!(s.clearing_price, "18200.00");
+    assert_eq!(s.total_amount, "163800000000.00");
+    assert_eq!(
+        allocations(&s),
+        vec![(
+            firm(2).to_string(),
+            "9000000.000".into(),
+            "18200.00".into(),
+            "163800000000.00".into(),
+            "1228500000.00".into()
+        )]
+    );
+}
+
+/// A lot on sale cannot be offered twice; once its auction failed it can, and once sold it
+/// cannot. GetSettlement before the end says NOT_SETTLED, not NOT_FOUND.
+#[tokio::test]
+async fn a_failed_lot_is_offered_again_and_a_sold_one_is_not() {
+    let server = TestServer::start().await;
+    let mut op = server.as_("operator");
+    let lot = || reserve_lot("RES-SO2-AGAIN", "10.000", "1.000");
+    let first = open_auction(&server, lot(), pb::AuctionFormat::SealedUniformPrice).await;
+    let early = server
+        .as_("observer")
+        .results
+        .get_settlement(pb::GetSettlementRequest { auction_id: first.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!((early.code(), reason(&early).0.as_str()), (Code::FailedPrecondition, "NOT_SETTLED"));
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let request = || {
+        let mut request =
+            create(lot(), pb::AuctionFormat::SealedUniformPrice, server.now(), server.now().plus_micros(HOUR));
+        // Each offer is a new request.
+        request.request_id = format!("offer-{}", attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        request
+    };
+    let taken = op.operator.create_auction(request()).await.unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    let (code, metadata) = reason(&taken);
+    assert_eq!((code.as_str(), metadata["auction_id"].as_str()), ("LOT_ON_SALE", first.as_str()));
+    let failed = close(&server, &first).await;
+    assert_eq!((failed.status, failed.reason.as_str()), (pb::SettlementStatus::Failed as i32, "NO_BIDS"));
+    let second = op.operator.create_auction(request()).await.unwrap().into_inner().auction_id;
+    op.operator.open_auction(aref(&second)).await.unwrap();
+    // A fixed price needs no price, and this divisible lot a quantity; here a uniform-price
+    // bid leaves neither out.
+    server.as_("b1").trading.place_bid(bid(&second, "18000.00", "10.000")).await.unwrap();
+    assert_eq!(close(&server, &second).await.status, pb::SettlementStatus::Settled as i32);
+    let sold = op.operator.create_auction(request()).await.unwrap_err();
+    let (code, metadata) = reason(&sold);
+    assert_eq!((code.as_str(), metadata["auction_id"].as_str()), ("LOT_SOLD", second.as_str()));
+}
+
+/// The engine resolves what a bid leaves out: the posted price of a fixed-price sale, the whole
+/// lot of a single-lot auction; a divisible lot without a quantity is INVALID_ARGUMENT naming it.
+#[tokio::test]
+async fn empty_prices_and_quantities_are_resolved_by_the_auction() {
+    let server = TestServer::start().await;
+    let fixed =
+        open_auction(&server, reserve_lot("RES-SO2-FIXED", "10.000", "1.000"), pb::AuctionFormat::FixedPrice).await;
+    let receipt = server.as_("b1").trading.place_bid(bid(&fixed, "", "4.000")).await.unwrap().into_inner();
+    assert_eq!((receipt.price.as_str(), receipt.quantity.as_str()), ("18000.00", "4.000"));
+    let missing = server.as_("b2").trading.place_bid(bid(&fixed, "", "")).await.unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    assert_eq!((reason(&missing).0.as_str(), field_of(&missing).as_str()), ("QUANTITY_REQUIRED", "quantity"));
+    let single = open_auction(
+        &server,
+        erc_lot("ERC-NOX-WHOLE", pb::Pollutant::Nox, "2.500"),
+        pb::AuctionFormat::SealedFirstPrice,
+    )
+    .await;
+    let receipt = server.as_("b3").trading.place_bid(bid(&single, "19500.00", "")).await.unwrap().into_inner();
+    assert_eq!(receipt.quantity, "2.500");
+    let no_price = server.as_("b3").trading.place_bid(bid(&single, "", "")).await.unwrap_err();
+    assert_eq!((reason(&no_price).0.as_str(), field_of(&no_price).as_str()), ("PRICE_REQUIRED", "price"));
 }

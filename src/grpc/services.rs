@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::Role;
+use crate::auth::{Principal, Role};
 use crate::domain::{AuctionId, Reason};
 use crate::engine::Command;
 use crate::proto as pb;
@@ -70,7 +70,11 @@ change!(
 /// everything else in it: the method and the message with its request id cleared.
 fn origin<T: Change>(request: &Request<T>, method: &str) -> Result<Origin, Status> {
     let principal = require(request, ANY_ROLE)?;
-    let message = request.get_ref();
+    origin_of(principal, request.get_ref(), method)
+}
+
+/// [`origin`] for one message of a stream, from its already authenticated principal.
+fn origin_of<T: Change>(principal: Principal, message: &T, method: &str) -> Result<Origin, Status> {
     convert::request_id(message.request_id())?;
     let mut payload = message.clone();
     payload.clear_request_id();
@@ -199,6 +203,39 @@ impl pb::trading_server::Trading for TradingService {
         Ok(Response::new(convert::pb_receipt(id, &receipt)))
     }
 
+    type PlaceBidsStream = Stream<pb::PlaceBidsReply>;
+
+    async fn place_bids(&self, request: Request<tonic::Streaming<pb::PlaceBidRequest>>) -> Reply<Self::PlaceBidsStream> {
+        let bidder = bidder(&request)?;
+        let principal = require(&request, ANY_ROLE)?;
+        let exchange = Arc::clone(&self.exchange);
+        let mut incoming = request.into_inner();
+        // The reader hands each bid to its auction in the order received and passes the
+        // pending receipt on; the writer sends receipts in that same order as each becomes
+        // durable. The bounded channel between them is the stream's window of bids in flight.
+        let (submitted, mut pending) = tokio::sync::mpsc::channel::<(String, Pending<pb::BidReceipt>)>(STREAM_WINDOW);
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = incoming.message().await {
+                let request_id = message.request_id.clone();
+                let receipt = submit_bid(&exchange, principal.clone(), bidder, &message);
+                if submitted.send((request_id, receipt)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(async_stream(move |tx| async move {
+            while let Some((request_id, receipt)) = pending.recv().await {
+                let result = match receipt.await {
+                    Ok(receipt) => pb::place_bids_reply::Result::Receipt(receipt),
+                    Err(status) => pb::place_bids_reply::Result::Refusal(refusal(&status)),
+                };
+                if tx.send(Ok(pb::PlaceBidsReply { request_id, result: Some(result) })).await.is_err() {
+                    return;
+                }
+            }
+        })))
+    }
+
     type WatchAuctionStream = Stream<pb::AuctionEvent>;
 
     async fn watch_auction(&self, request: Request<pb::WatchAuctionRequest>) -> Reply<Stream<pb::AuctionEvent>> {
@@ -223,6 +260,52 @@ impl pb::trading_server::Trading for TradingService {
         let id = convert::auction_id(&request.get_ref().auction_id)?;
         let bids = self.exchange.bids_of(id, bidder).await?;
         Ok(Response::new(pb::ListMyBidsResponse { bids: bids.iter().map(|b| convert::pb_bid(id, b)).collect() }))
+    }
+}
+
+/// How many bids one PlaceBids stream may have in flight (read, not yet acknowledged).
+const STREAM_WINDOW: usize = 512;
+
+/// A reply on its way.
+type Pending<T> = Pin<Box<dyn std::future::Future<Output = Result<T, Status>> + Send>>;
+
+/// Hands one bid of a stream to its auction now; the future resolves to its receipt.
+fn submit_bid(
+    exchange: &Exchange,
+    principal: Principal,
+    bidder: crate::domain::BidderId,
+    message: &pb::PlaceBidRequest,
+) -> Pending<pb::BidReceipt> {
+    let parsed = (|| {
+        let origin = origin_of(principal, message, "PlaceBid")?;
+        let id = convert::auction_id(&message.auction_id)?;
+        let price = convert::bid_price("price", &message.price)?;
+        let quantity = convert::bid_quantity("quantity", &message.quantity)?;
+        Ok::<_, Status>((origin, id, price, quantity))
+    })();
+    match parsed {
+        Ok((origin, id, price, quantity)) => {
+            let receipt = exchange.submit_bid(id, bidder, price, quantity, origin);
+            Box::pin(async move { Ok(convert::pb_receipt(id, &receipt.await?)) })
+        }
+        Err(status) => Box::pin(std::future::ready(Err(status))),
+    }
+}
+
+/// A refused bid of a stream: what a unary PlaceBid would have answered.
+fn refusal(status: &Status) -> pb::BidRefusal {
+    use tonic_types::StatusExt;
+    let info = status.get_details_error_info();
+    let field = status
+        .get_details_bad_request()
+        .and_then(|bad| bad.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default();
+    pb::BidRefusal {
+        code: super::status::code_name(status.code()).to_owned(),
+        reason: info.as_ref().map(|i| i.reason.clone()).unwrap_or_default(),
+        message: status.message().to_owned(),
+        metadata: info.map(|i| i.metadata.into_iter().collect()).unwrap_or_default(),
+        field,
     }
 }
 

@@ -35,6 +35,9 @@ use crate::journal::{Appended, Journal, Recovered};
 use entry::Entry;
 use requests::{Admission, Outcome, ReplayedRequests, Requests};
 
+/// The outcome of a request handed to its auction, still on its way.
+pub type Pending<T> = std::pin::Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send + 'static>>;
+
 /// How many requests may wait for one auction before callers are told to back off.
 const AUCTION_QUEUE_DEPTH: usize = 4096;
 
@@ -362,23 +365,28 @@ impl Exchange {
     }
 
     /// Runs a client's change at most once per (principal, request id). `run` does the
-    /// change's synchronous part and hands back a future for the rest; that future is spawned,
-    /// so a caller who hangs up cannot leave the request half done: its outcome is still
-    /// recorded for a retry.
-    async fn once<F, Fut>(&self, origin: Origin, run: F) -> Result<Outcome, ServiceError>
+    /// change's synchronous part (handing it to its auction) before this returns, so changes
+    /// submitted one after another reach their auctions in that order; the returned future
+    /// only waits for the outcome. The rest of the change is spawned, so a caller who hangs up
+    /// cannot leave the request half done: its outcome is still recorded for a retry.
+    fn once<F, Fut>(&self, origin: Origin, run: F) -> Pending<Outcome>
     where
         F: FnOnce(Origin) -> Result<Fut, ServiceError>,
         Fut: Future<Output = Result<Outcome, ServiceError>> + Send + 'static,
     {
-        match self.requests.admit(&origin)? {
-            Admission::Done(outcome) => Ok(outcome),
-            Admission::Wait(done) => requests::wait(done).await,
+        let admission = match self.requests.admit(&origin) {
+            Ok(admission) => admission,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        match admission {
+            Admission::Done(outcome) => Box::pin(std::future::ready(Ok(outcome))),
+            Admission::Wait(done) => Box::pin(requests::wait(done)),
             Admission::Run(ticket) => {
                 let rest = match run(origin) {
                     Ok(rest) => rest,
                     Err(e) => {
                         ticket.settle(&Err(e.clone()));
-                        return Err(e);
+                        return Box::pin(std::future::ready(Err(e)));
                     }
                 };
                 let task = tokio::spawn(async move {
@@ -386,7 +394,7 @@ impl Exchange {
                     ticket.settle(&result);
                     result
                 });
-                task.await.map_err(|_| ServiceError::ShuttingDown)?
+                Box::pin(async move { task.await.map_err(|_| ServiceError::ShuttingDown)? })
             }
         }
     }
@@ -472,38 +480,41 @@ impl Exchange {
     }
 
     /// Applies a client's command to an auction, at most once per request id.
-    async fn command(&self, id: AuctionId, command: Command, origin: Origin) -> Result<Outcome, ServiceError> {
+    /// Hands a client's command to its auction, at most once per request id; the future
+    /// waits for the outcome.
+    fn command(&self, id: AuctionId, command: Command, origin: Origin) -> Pending<Outcome> {
         let is_bid = command.is_bid();
         let request_id = origin.request_id.clone();
-        let outcome = self
-            .once(origin, |origin| {
-                let (reply, answer) = oneshot::channel();
-                let handle = self.send(id, Request::Apply { command, origin, reply })?;
-                Ok(async move {
-                    match answer.await.map_err(|_| handle.gone(id))?? {
-                        Applied::Bid(change) => {
-                            Ok(Outcome::Bid(Receipt { bid: change.bid, pseudonym: change.pseudonym }))
-                        }
-                        Applied::Events(_) => Ok(Outcome::Auction(id)),
-                    }
-                })
+        let outcome = self.once(origin, |origin| {
+            let (reply, answer) = oneshot::channel();
+            let handle = self.send(id, Request::Apply { command, origin, reply })?;
+            Ok(async move {
+                match answer.await.map_err(|_| handle.gone(id))?? {
+                    Applied::Bid(change) => Ok(Outcome::Bid(Receipt { bid: change.bid, pseudonym: change.pseudonym })),
+                    Applied::Events(_) => Ok(Outcome::Auction(id)),
+                }
             })
-            .await?;
-        match (is_bid, outcome) {
-            (true, outcome @ Outcome::Bid(_)) | (false, outcome @ Outcome::Auction(_)) => Ok(outcome),
-            // Fingerprints cover the method, so this is a request id reused across methods
-            // whose fingerprints collided: refuse it like any other reuse.
-            _ => Err(ServiceError::RequestIdReused { request_id }),
-        }
+        });
+        Box::pin(async move {
+            match (is_bid, outcome.await?) {
+                (true, outcome @ Outcome::Bid(_)) | (false, outcome @ Outcome::Auction(_)) => Ok(outcome),
+                // Fingerprints cover the method, so this is a request id reused across methods
+                // whose fingerprints collided: refuse it like any other reuse.
+                _ => Err(ServiceError::RequestIdReused { request_id }),
+            }
+        })
     }
 
     /// A bidder's command; its outcome is a receipt.
-    async fn bid_command(&self, id: AuctionId, command: Command, origin: Origin) -> Result<Receipt, ServiceError> {
+    fn bid_command(&self, id: AuctionId, command: Command, origin: Origin) -> Pending<Receipt> {
         let request_id = origin.request_id.clone();
-        match self.command(id, command, origin).await? {
-            Outcome::Bid(receipt) => Ok(receipt),
-            Outcome::Auction(_) => Err(ServiceError::RequestIdReused { request_id }),
-        }
+        let outcome = self.command(id, command, origin);
+        Box::pin(async move {
+            match outcome.await? {
+                Outcome::Bid(receipt) => Ok(receipt),
+                Outcome::Auction(_) => Err(ServiceError::RequestIdReused { request_id }),
+            }
+        })
     }
 
     pub fn get(&self, id: AuctionId) -> Result<AuctionSnapshot, ServiceError> {
@@ -546,8 +557,23 @@ impl Exchange {
         quantity: Option<Quantity>,
         origin: Origin,
     ) -> Result<Receipt, ServiceError> {
+        self.submit_bid(id, bidder, price, quantity, origin).await
+    }
+
+    /// [`Exchange::place_bid`] in two steps: the bid reaches its auction before this returns,
+    /// and the future waits for its receipt. A stream of bids submits each in turn and awaits
+    /// the receipts in order, so its bids are taken in the order sent and acknowledged as each
+    /// becomes durable.
+    pub fn submit_bid(
+        &self,
+        id: AuctionId,
+        bidder: BidderId,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
+        origin: Origin,
+    ) -> Pending<Receipt> {
         let command = Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity };
-        self.bid_command(id, command, origin).await
+        self.bid_command(id, command, origin)
     }
 
     pub async fn revise_bid(

@@ -205,7 +205,10 @@ impl pb::trading_server::Trading for TradingService {
 
     type PlaceBidsStream = Stream<pb::PlaceBidsReply>;
 
-    async fn place_bids(&self, request: Request<tonic::Streaming<pb::PlaceBidRequest>>) -> Reply<Self::PlaceBidsStream> {
+    async fn place_bids(
+        &self,
+        request: Request<tonic::Streaming<pb::PlaceBidRequest>>,
+    ) -> Reply<Self::PlaceBidsStream> {
         let bidder = bidder(&request)?;
         let principal = require(&request, ANY_ROLE)?;
         let exchange = Arc::clone(&self.exchange);

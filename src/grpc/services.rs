@@ -161,7 +161,7 @@ impl pb::trading_server::Trading for TradingService {
             },
             phase: convert::phase("phase", req.phase)?,
         };
-        let auctions = self.exchange.list(&filter).iter().map(convert::pb_auction).collect();
+        let auctions = self.exchange.list(&filter)?.iter().map(convert::pb_auction).collect();
         Ok(Response::new(pb::ListAuctionsResponse { auctions }))
     }
 

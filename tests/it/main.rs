@@ -7,6 +7,7 @@ mod english;
 mod grpc;
 mod journal;
 mod nopanic;
+mod pipeline;
 mod props;
 mod replay;
 mod rng;

@@ -13,7 +13,7 @@ use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind, Watch};
 use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, RecordedSettlement};
 
-use super::auth::{bidder, require};
+use super::auth::{admit_change, bidder, require};
 use super::convert::{self, FieldError};
 use super::status::status;
 
@@ -69,13 +69,13 @@ change!(
 /// Who sent a change (from authentication) under which request id, and a fingerprint of
 /// everything else in it: the method and the message with its request id cleared.
 fn origin<T: Change>(request: &Request<T>, method: &str) -> Result<Origin, Status> {
-    let principal = require(request, ANY_ROLE)?;
+    let principal = admit_change(request, ANY_ROLE)?;
     let message = request.get_ref();
     convert::request_id(message.request_id())?;
     let mut payload = message.clone();
     payload.clear_request_id();
     Ok(Origin {
-        principal: principal.name,
+        principal: principal.id.to_string(),
         request_id: message.request_id().to_owned(),
         fingerprint: Fingerprint::of(method, &payload.encode_to_vec()),
     })

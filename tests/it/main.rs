@@ -11,3 +11,4 @@ mod props;
 mod replay;
 mod rng;
 mod scenarios;
+mod security;

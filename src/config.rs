@@ -404,6 +404,43 @@ price = "20000.00"
     }
 
     #[test]
+    fn tls_and_limits_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+allow_plaintext = true
+[tls]
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+require_client_cert = true
+[limits]
+rate_per_second = 5
+rate_burst = 10
+max_streams_per_connection = 16
+idle_timeout_seconds = 60
+"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!((tls.client_ca.unwrap(), tls.require_client_cert), (PathBuf::from("ca.pem"), true));
+        assert!(c.allow_plaintext);
+        assert_eq!((c.limits.rate.rate_per_second, c.limits.rate.burst), (5.0, 10));
+        assert_eq!(c.limits.max_streams_per_connection, 16);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_connections, Limits::default().max_connections);
+
+        std::fs::write(&path, "[tls]\ncert = \"a.pem\"\n").unwrap();
+        assert!(Config::load(Some(&path)).unwrap_err().to_string().contains("tls"));
+        std::fs::write(&path, "[limits]\nmax_bids_per_bidder_per_auction = 10\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("reserved"), "{err}");
+    }
+
+    #[test]
     fn dates_are_midnight_utc() {
         assert_eq!(parse_date("1970-01-01").unwrap().as_micros(), 0);
         assert_eq!(parse_date("2016-01-01").unwrap().as_micros(), 1_451_606_400_000_000);

@@ -50,7 +50,7 @@ pub struct Terminal {
 pub enum ConnectError {
     #[error("server address {0:?} is not a valid URI")]
     Address(String),
-    #[error("could not connect to {addr}: {source}")]
+    #[error("could not connect to {addr}: {}", chain(.source))]
     Connect { addr: String, source: tonic::transport::Error },
     #[error("the token must be printable ASCII")]
     Token,
@@ -91,6 +91,21 @@ impl Terminal {
             results: pb::results_client::ResultsClient::with_interceptor(channel, bearer),
         })
     }
+}
+
+/// An error and its sources, `a: b: c`, since a transport error alone says only "transport error".
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// A channel to `addr`: TLS for `https://`, plain text for `http://`.

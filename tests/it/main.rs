@@ -12,3 +12,4 @@ mod props;
 mod replay;
 mod rng;
 mod scenarios;
+mod security;

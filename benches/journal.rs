@@ -19,7 +19,6 @@ use emission_auction::engine::{Command, Format, TieRule};
 use emission_auction::journal::{Journal, Options, SyncPolicy};
 use emission_auction::service::clock::ManualClock;
 use emission_auction::service::entry::Entry;
-use emission_auction::service::hub::SettlementHub;
 use emission_auction::service::{Exchange, Fingerprint, Origin};
 use support::{T0, bidders, reserve_auction};
 
@@ -118,6 +117,7 @@ fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
                     auction: AuctionId::new(1),
                     command,
                     origin: Some(origin),
+                    settled: None,
                 };
                 pending.push(journal.reserve().await.unwrap().submit(entry.encode().unwrap()));
             }
@@ -143,9 +143,10 @@ fn replay(c: &mut Criterion) {
                 let start = Instant::now();
                 let recovered = emission_auction::journal::recover(dir.path()).unwrap();
                 let exchange = runtime.block_on(async {
-                    let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
                     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
-                    Exchange::recover(PricePolicy::default(), hub, clock, memory_journal(), &recovered).await.unwrap()
+                    Exchange::recover(PricePolicy::default(), clock, memory_journal(), Vec::new(), &recovered)
+                        .await
+                        .unwrap()
                 });
                 total += start.elapsed();
                 runtime.block_on(exchange.shutdown());
@@ -162,9 +163,10 @@ fn replay(c: &mut Criterion) {
             for _ in 0..iterations {
                 let start = Instant::now();
                 let exchange = runtime.block_on(async {
-                    let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
                     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
-                    Exchange::recover(PricePolicy::default(), hub, clock, memory_journal(), &recovered).await.unwrap()
+                    Exchange::recover(PricePolicy::default(), clock, memory_journal(), Vec::new(), &recovered)
+                        .await
+                        .unwrap()
                 });
                 total += start.elapsed();
                 runtime.block_on(exchange.shutdown());

@@ -39,6 +39,28 @@ struct FileConfig {
     tls: Option<FileTls>,
     #[serde(default)]
     limits: FileLimits,
+    /// Where settlements go; replaces the default (one required JSON-lines file) when given.
+    recorders: Option<Vec<FileRecorder>>,
+}
+
+/// One `[[recorders]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRecorder {
+    /// "jsonl", "postgres" or "nats".
+    kind: String,
+    enabled: Option<bool>,
+    required: Option<bool>,
+    /// jsonl: the file (default `<data_dir>/settlements.jsonl`).
+    path: Option<PathBuf>,
+    /// postgres: `postgres://...` or a key=value connection string; nats: `nats://host:port`.
+    url: Option<String>,
+    /// postgres: the schema it creates and migrates (default `emission_auction`).
+    schema: Option<String>,
+    /// nats: the JetStream stream (default `EMISSION`).
+    stream: Option<String>,
+    /// nats: the subjects' first token (default `emission`).
+    subject_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +166,33 @@ pub struct Config {
     /// How often the principals file is checked for changes.
     pub principals_poll: Duration,
     pub limits: Limits,
+    /// Where settlements go, in order; the first required one gates visibility.
+    pub recorders: Vec<RecorderConfig>,
+}
+
+/// One recorder of settlements, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecorderConfig {
+    pub kind: RecorderKind,
+    /// A required recorder that is down turns health NOT_SERVING; a best-effort one only lags.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecorderKind {
+    /// One JSON object per line, fdatasynced; `None` means `<data_dir>/settlements.jsonl`.
+    JsonLines {
+        path: Option<PathBuf>,
+    },
+    Postgres {
+        url: String,
+        schema: String,
+    },
+    Nats {
+        url: String,
+        stream: String,
+        subject_prefix: String,
+    },
 }
 
 impl Default for Config {
@@ -160,6 +209,7 @@ impl Default for Config {
             allow_plaintext: false,
             principals_poll: Duration::from_secs(1),
             limits: Limits::default(),
+            recorders: vec![RecorderConfig { kind: RecorderKind::JsonLines { path: None }, required: true }],
         }
     }
 }
@@ -198,6 +248,14 @@ impl Config {
                 "never" => SyncPolicy::Never,
                 other => return Err(invalid("journal_sync", format!("{other:?} is not every_batch or never"))),
             };
+        }
+        if let Some(recorders) = file.recorders {
+            config.recorders = recorders
+                .into_iter()
+                .enumerate()
+                .filter(|(_, r)| r.enabled.unwrap_or(true))
+                .map(|(i, r)| r.resolve(i))
+                .collect::<Result<_, _>>()?;
         }
         config.policy = file.policy.apply(config.policy)?;
         if let Some(allow) = file.allow_plaintext {
@@ -289,6 +347,32 @@ impl FileLimits {
         seconds("limits.keepalive_interval_seconds", self.keepalive_interval_seconds, &mut limits.keepalive_interval)?;
         seconds("limits.keepalive_timeout_seconds", self.keepalive_timeout_seconds, &mut limits.keepalive_timeout)?;
         Ok(limits)
+    }
+}
+
+impl FileRecorder {
+    fn resolve(self, index: usize) -> Result<RecorderConfig, ConfigError> {
+        let field = |key: &str| format!("recorders[{index}].{key}");
+        let url = |url: Option<String>| url.ok_or_else(|| invalid(&field("url"), "is required for this kind"));
+        let kind = match self.kind.as_str() {
+            "jsonl" => RecorderKind::JsonLines { path: self.path },
+            "postgres" => RecorderKind::Postgres {
+                url: url(self.url)?,
+                schema: self.schema.unwrap_or_else(|| "emission_auction".into()),
+            },
+            "nats" => RecorderKind::Nats {
+                url: url(self.url)?,
+                stream: self.stream.unwrap_or_else(|| "EMISSION".into()),
+                subject_prefix: self.subject_prefix.unwrap_or_else(|| "emission".into()),
+            },
+            other => return Err(invalid(&field("kind"), format!("{other:?} is not jsonl, postgres or nats"))),
+        };
+        if let RecorderKind::Postgres { schema, .. } = &kind
+            && !(schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && !schema.is_empty())
+        {
+            return Err(invalid(&field("schema"), "must be lowercase letters, digits and underscores"));
+        }
+        Ok(RecorderConfig { kind, required: self.required.unwrap_or(matches!(self.kind.as_str(), "jsonl")) })
     }
 }
 

@@ -9,12 +9,13 @@ use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::auth::{AuthError, PrincipalStore};
+use crate::config::RecorderKind;
 use crate::config::{Config, TlsFiles};
 use crate::grpc::ServeOptions;
 use crate::journal::{Journal, JournalError, Options};
 use crate::service::Exchange;
 use crate::service::clock::{Clock, SystemClock};
-use crate::service::hub::SettlementHub;
+use crate::service::outbox::Recording;
 use crate::service::recorder::{JsonLinesRecorder, Recorder, RecorderError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,28 @@ pub struct Parts {
     pub principals_poll: Duration,
 }
 
+/// The configured recorders, opened (a remote one that cannot be reached now is still
+/// returned: it catches up from its cursor once it answers).
+async fn recorders(config: &Config) -> Result<Vec<Recording>, ServerError> {
+    let mut out = Vec::new();
+    for recorder in &config.recorders {
+        let opened: Arc<dyn Recorder> = match &recorder.kind {
+            RecorderKind::JsonLines { path } => {
+                let path = path.clone().unwrap_or_else(|| config.settlements_file());
+                Arc::new(JsonLinesRecorder::open(&path)?)
+            }
+            RecorderKind::Postgres { .. } | RecorderKind::Nats { .. } => {
+                return Err(ServerError::Recorder(RecorderError::Unavailable {
+                    recorder: format!("{:?}", recorder.kind),
+                    reason: "this kind of recorder is not built into this server yet".into(),
+                }));
+            }
+        };
+        out.push(Recording { recorder: opened, required: recorder.required });
+    }
+    Ok(out)
+}
+
 /// Opens the data directory and builds the exchange with the wall clock.
 pub async fn assemble(config: &Config) -> Result<Parts, ServerError> {
     assemble_with_clock(config, Arc::new(SystemClock)).await
@@ -63,10 +86,7 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
     if principals.current().is_empty() {
         tracing::warn!(file = %config.principals_file.display(), "no principals: every call will be refused; add one with `emission-auction principal add`");
     }
-    let settlements = config.settlements_file();
-    let history = JsonLinesRecorder::read_all(&settlements)?;
-    let recorder: Arc<dyn Recorder> = Arc::new(JsonLinesRecorder::open(&settlements)?);
-    let hub = Arc::new(SettlementHub::new(vec![recorder], history));
+    let recordings = recorders(config).await?;
 
     // Replay the journal: every change acknowledged before the last stop comes back.
     let options = Options { sync: config.journal_sync, ..Options::default() };
@@ -75,7 +95,8 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
         tracing::warn!(segment = %segment.display(), offset, seq, "journal had a torn tail (a batch cut short by a crash); it was cut off");
     }
     let replayed = recovered.records.len();
-    let exchange = Arc::new(Exchange::recover(config.policy.clone(), hub, clock, Arc::new(journal), &recovered).await?);
+    let exchange =
+        Arc::new(Exchange::recover(config.policy.clone(), clock, Arc::new(journal), recordings, &recovered).await?);
     if replayed > 0 {
         tracing::info!(entries = replayed, head = ?recovered.head.map(|h| (h.seq, hex::encode(h.hash))), "journal replayed");
     }

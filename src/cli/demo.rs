@@ -216,11 +216,7 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // And re-derive the settlements from the journal alone, as `journal replay` does.
     let replayed = crate::service::replay(journal.entries())?;
     let recorded = crate::service::recorder::JsonLinesRecorder::read_all(&config.settlements_file())?;
-    let same = replayed.settlements.len() == recorded.len()
-        && recorded.iter().all(|r| {
-            r.derived().is_some_and(|d| replayed.settlements.iter().any(|(j, s)| j == &d.journal && s == &d.settlement))
-        });
-    if !same {
+    if replayed.settlements != recorded {
         return Err("the journal's replay does not derive the recorded settlements".into());
     }
     out!("replayed the journal offline: the same {} settlements, derived from the same records", recorded.len())?;

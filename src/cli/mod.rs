@@ -28,7 +28,6 @@ use crate::auth::{Principal, Principals, Role};
 use crate::config::{Config, TlsFiles};
 use crate::domain::{CreditCode, Timestamp};
 use crate::proto as pb;
-use crate::service::DerivedSettlement;
 
 use client::{Terminal, request_id};
 use render::{OutputError, out};
@@ -651,14 +650,14 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
     }
     let Some(out) = out else { return Ok(()) };
     let replayed = crate::service::replay(verified.entries())?;
-    let mut text = String::new();
-    for (journal, settlement) in replayed.settlements {
-        text.push_str(&serde_json::to_string(&DerivedSettlement { journal, settlement })?);
-        text.push('\n');
+    // The very bytes the JSON-lines recorder writes for each settlement.
+    let mut text = Vec::new();
+    for settlement in &replayed.settlements {
+        text.extend_from_slice(&crate::service::recorder::JsonLinesRecorder::line(settlement)?);
     }
-    let lines = text.lines().count();
+    let lines = replayed.settlements.len();
     if to_stdout {
-        render::write_raw(text.as_bytes())?;
+        render::write_raw(&text)?;
     } else {
         std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     }

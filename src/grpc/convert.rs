@@ -449,8 +449,8 @@ pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
     let s = &r.settlement;
     pb::Settlement {
         sequence: r.sequence,
-        journal_seq: r.journal.as_ref().map_or(0, |j| j.seq),
-        journal_hash: r.journal.as_ref().map(|j| j.hash.clone()).unwrap_or_default(),
+        journal_seq: r.journal.seq,
+        journal_hash: r.journal.hash.clone(),
         auction_id: s.auction_id.to_string(),
         lot_id: s.lot_id.to_string(),
         pollutant: pb_pollutant(s.pollutant) as i32,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Principal, Role};
+use crate::auth::Role;
 use crate::domain::{AuctionId, Reason};
 use crate::engine::Command;
 use crate::proto as pb;
@@ -335,7 +335,7 @@ impl pb::results_server::Results for ResultsService {
     ) -> Reply<SettlementStream> {
         require(&request, ANY_ROLE)?;
         let from = request.get_ref().from_sequence.max(1);
-        let (backlog, live) = self.exchange.hub().subscribe(from).await;
+        let (backlog, live) = self.exchange.hub().subscribe(from);
         let ends = Relay {
             next: from,
             sequence: |r: &RecordedSettlement| r.sequence,

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -28,8 +28,9 @@ use super::ServiceError;
 use super::clock::Clock;
 use super::entry::Entry;
 use super::feed::{AuctionFeed, AuctionUpdate, Conclusion, UpdateKind};
-use super::hub::SettlementHub;
-use super::recorder::JournalPosition;
+use super::health::Health;
+use super::outbox::Outbox;
+use super::recorder::{JournalPosition, RecordedSettlement};
 use super::requests::Origin;
 
 /// What everyone may see of an auction: its terms and phase, never its bids.
@@ -85,7 +86,8 @@ enum Waiting {
 struct Done {
     reply: Option<Reply<Result<Applied, ServiceError>>>,
     applied: Applied,
-    settlement: Option<Box<Settlement>>,
+    /// The settlement and its sequence number, when the change concluded the auction.
+    settlement: Option<(u64, Box<Settlement>)>,
     /// Boxed, like the settlement: most changes (sealed bids) carry none of them.
     snapshot: Option<Box<AuctionSnapshot>>,
     update: Option<Box<AuctionUpdate>>,
@@ -97,14 +99,17 @@ pub(crate) struct AuctionActor {
     snapshot: watch::Sender<AuctionSnapshot>,
     /// The public state as of the last change applied (the snapshot shows it once durable).
     shown: (Phase, Option<AscendingView>, Option<ClockView>),
-    hub: Arc<SettlementHub>,
+    /// Where settlements go once durable, for the recorders.
+    outbox: Arc<Outbox>,
+    /// The next settlement's number, shared by every auction.
+    next_settlement: Arc<AtomicU64>,
     clock: Arc<dyn Clock>,
     /// Every accepted change goes here, and is durable, before anyone hears of it.
     journal: Arc<Journal>,
     /// Changes and reads waiting for the journal, oldest first.
     waiting: VecDeque<Waiting>,
-    /// Set to why the exchange cannot serve (an auction failed, or the journal).
-    health: Arc<watch::Sender<Option<String>>>,
+    /// Why the exchange cannot serve, when it cannot.
+    health: Arc<Health>,
     /// Set once the journal failed: from then on nothing is answered from memory.
     journal_failed: Arc<AtomicBool>,
     /// The latest stamp given; stamps never go backwards even if the wall clock does.
@@ -119,13 +124,15 @@ pub(crate) struct Outlets {
     pub feed: Arc<AuctionFeed>,
 }
 
-/// What every auction's task shares: settlements, time, the journal, and the exchange's health.
+/// What every auction's task shares: the outbox and settlement numbers, time, the journal,
+/// and the exchange's health.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub hub: Arc<SettlementHub>,
+    pub outbox: Arc<Outbox>,
+    pub next_settlement: Arc<AtomicU64>,
     pub clock: Arc<dyn Clock>,
     pub journal: Arc<Journal>,
-    pub health: Arc<watch::Sender<Option<String>>>,
+    pub health: Arc<Health>,
     pub journal_failed: Arc<AtomicBool>,
 }
 
@@ -142,14 +149,15 @@ impl AuctionActor {
         shared: Shared,
     ) -> AuctionActor {
         let Outlets { snapshot, feed } = outlets;
-        let Shared { hub, clock, journal, health, journal_failed } = shared;
+        let Shared { outbox, next_settlement, clock, journal, health, journal_failed } = shared;
         let shown = (auction.phase(), auction.ascending_view(), auction.clock_view());
         AuctionActor {
             auction,
             requests,
             snapshot,
             shown,
-            hub,
+            outbox,
+            next_settlement,
             clock,
             journal,
             waiting: VecDeque::new(),
@@ -288,11 +296,16 @@ impl AuctionActor {
             }
         };
         let seq_before = self.auction.public_seq();
-        let (applied, entry, at, reply) = match change {
+        let (applied, mut entry, at, reply) = match change {
             Change::Tick(deadline) => {
                 self.last_stamp = self.last_stamp.max(deadline);
                 let events = self.auction.tick(deadline);
-                (Applied::Events(events), Entry::Tick { at: deadline, auction: self.id() }, deadline, None)
+                (
+                    Applied::Events(events),
+                    Entry::Tick { at: deadline, auction: self.id(), settled: None },
+                    deadline,
+                    None,
+                )
             }
             Change::Command(mut command, origin, reply) => {
                 let at = self.stamp();
@@ -315,7 +328,8 @@ impl AuctionActor {
                         return;
                     }
                 };
-                (applied, Entry::Apply { at, auction: self.id(), command, origin: Some(origin) }, at, Some(reply))
+                let entry = Entry::Apply { at, auction: self.id(), command, origin: Some(origin), settled: None };
+                (applied, entry, at, Some(reply))
             }
         };
         let public = self.auction.public_seq() != seq_before;
@@ -332,12 +346,18 @@ impl AuctionActor {
             }
             Applied::Events(events) => {
                 let settlement = events.iter().find_map(|e| match e {
-                    Event::Concluded(s) => Some(s.clone()),
+                    // Numbered now, once: the number travels in the journal entry.
+                    Event::Concluded(s) => Some((self.next_settlement.fetch_add(1, Ordering::AcqRel), s.clone())),
                     _ => None,
                 });
                 (settlement, public.then(|| self.update(events, at)))
             }
         };
+        if let (Some((sequence, _)), Entry::Apply { settled, .. } | Entry::Tick { settled, .. }) =
+            (&settlement, &mut entry)
+        {
+            *settled = Some(*sequence);
+        }
         let snapshot = self.snapshot_if_changed();
         let durable = match entry.encode() {
             Ok(encoded) => slot.submit(encoded),
@@ -378,10 +398,9 @@ impl AuctionActor {
             Ok(appended) => {
                 let Done { reply, applied, settlement, snapshot, update } = done;
                 let position = JournalPosition::from(appended);
-                if let Some(settlement) = settlement {
-                    let (auction, status) = (settlement.auction_id, settlement.status);
-                    let sequence = self.hub.publish(*settlement, Some(position)).await;
-                    tracing::info!(auction = %auction, status = ?status, sequence, "auction concluded");
+                if let Some((sequence, settlement)) = settlement {
+                    tracing::info!(auction = %settlement.auction_id, status = ?settlement.status, sequence, "auction concluded");
+                    self.outbox.push(RecordedSettlement { sequence, journal: position, settlement: *settlement });
                 }
                 if let Some(snapshot) = snapshot {
                     self.snapshot.send_replace(*snapshot);
@@ -430,7 +449,7 @@ impl AuctionActor {
         if !self.journal_failed.swap(true, Ordering::AcqRel) {
             tracing::error!(auction = %self.id(), error = %error, "journal failed; nothing more is answered until restart");
         }
-        self.health.send_replace(Some(format!("the journal failed: {error}")));
+        self.health.set("journal", format!("the journal failed: {error}"));
     }
 
     /// The public update for a change that made `events`.

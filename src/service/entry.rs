@@ -22,10 +22,12 @@ pub enum Entry<O = Origin> {
     /// An auction was created. `seed` (hex) is present for SEEDED_RANDOM auctions only.
     Create { spec: Box<AuctionSpec>, seed: Option<String>, origin: Option<O> },
     /// A command the auction accepted at `at`, and who asked for it (`None` only for changes
-    /// made without a client request, such as benchmarks' synthetic journals).
-    Apply { at: Timestamp, auction: AuctionId, command: Command, origin: Option<O> },
-    /// Time alone changed the auction at `at` (its open or close).
-    Tick { at: Timestamp, auction: AuctionId },
+    /// made without a client request, such as benchmarks' synthetic journals). `settled` is
+    /// the settlement's sequence number when the command concluded the auction.
+    Apply { at: Timestamp, auction: AuctionId, command: Command, origin: Option<O>, settled: Option<u64> },
+    /// Time alone changed the auction at `at` (its open or close, a round's end); `settled` as
+    /// for `Apply`.
+    Tick { at: Timestamp, auction: AuctionId, settled: Option<u64> },
 }
 
 /// An [`Origin`] read in place from a journal record.
@@ -48,10 +50,10 @@ impl<O> Entry<O> {
     pub fn map_origin<P>(self, f: impl FnOnce(O) -> P) -> Entry<P> {
         match self {
             Entry::Create { spec, seed, origin } => Entry::Create { spec, seed, origin: origin.map(f) },
-            Entry::Apply { at, auction, command, origin } => {
-                Entry::Apply { at, auction, command, origin: origin.map(f) }
+            Entry::Apply { at, auction, command, origin, settled } => {
+                Entry::Apply { at, auction, command, origin: origin.map(f), settled }
             }
-            Entry::Tick { at, auction } => Entry::Tick { at, auction },
+            Entry::Tick { at, auction, settled } => Entry::Tick { at, auction, settled },
         }
     }
 }

@@ -7,7 +7,9 @@ mod actor;
 pub mod clock;
 pub mod entry;
 pub mod feed;
+pub mod health;
 pub mod hub;
+pub mod outbox;
 pub mod recorder;
 pub mod requests;
 
@@ -21,7 +23,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use actor::AuctionSnapshot;
 use actor::{AuctionActor, Outlets, Request, Shared};
 use clock::Clock;
+use health::Health;
 use hub::SettlementHub;
+use outbox::{Outbox, RecorderStatus, Recording};
 pub use recorder::{JournalPosition, RecordedSettlement};
 pub use requests::{Fingerprint, Origin, Receipt};
 
@@ -29,7 +33,7 @@ use crate::domain::{
     AuctionId, BidId, BidderId, LotId, Pollutant, Price, PricePolicy, Quantity, Reason, RegionCode, Timestamp,
 };
 use crate::engine::{
-    Applied, Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed, Settlement, lot_offerable,
+    Applied, Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed, lot_offerable,
 };
 use crate::journal::{Appended, Journal, Recovered};
 use entry::Entry;
@@ -37,6 +41,9 @@ use requests::{Admission, Outcome, ReplayedRequests, Requests};
 
 /// The outcome of a request handed to its auction, still on its way.
 pub type Pending<T> = std::pin::Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send + 'static>>;
+
+/// How long `GetSettlement` waits for a concluded auction's settlement to be recorded.
+const SHOW_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many requests may wait for one auction before callers are told to back off.
 const AUCTION_QUEUE_DEPTH: usize = 4096;
@@ -128,8 +135,14 @@ pub struct Exchange {
     clock: Arc<dyn Clock>,
     journal: Arc<Journal>,
     /// Why the exchange cannot serve, when it cannot (an auction's task failed, or the
-    /// journal); the gRPC layer turns it into health NOT_SERVING.
-    health: Arc<watch::Sender<Option<String>>>,
+    /// journal, or a required recorder); the gRPC layer turns it into health NOT_SERVING.
+    health: Arc<Health>,
+    /// Every derived settlement, for the recorders.
+    outbox: Arc<Outbox>,
+    /// The next settlement's number.
+    next_settlement: Arc<std::sync::atomic::AtomicU64>,
+    /// Tells the recorders' delivery tasks to stop.
+    stop_delivery: watch::Sender<bool>,
     /// Set once the journal failed. In-memory state may then be ahead of the journal, so
     /// nothing about an auction is answered any more until a restart returns to exactly what
     /// the journal holds.
@@ -138,6 +151,8 @@ pub struct Exchange {
     requests: Arc<Requests>,
     /// Every auction task, awaited by [`Exchange::shutdown`].
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The recorders' delivery tasks.
+    delivery: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// What replaying a journal derives, before anything runs: the auctions as they stood (with the
@@ -145,26 +160,10 @@ pub struct Exchange {
 /// client request with its outcome.
 pub struct Replayed {
     pub auctions: BTreeMap<AuctionId, (Auction, Timestamp)>,
-    pub settlements: Vec<(JournalPosition, Settlement)>,
+    /// Every settlement, with its number and the record it was derived from, in sequence
+    /// order: exactly what the recorders hold (`journal replay --out` writes these).
+    pub settlements: Vec<RecordedSettlement>,
     requests: ReplayedRequests,
-}
-
-/// A settlement as a replay derives it: the journal record it came from, then the settlement.
-/// `journal replay` writes these; live settlements give the same with
-/// [`RecordedSettlement::derived`], byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DerivedSettlement {
-    pub journal: JournalPosition,
-    #[serde(flatten)]
-    pub settlement: Settlement,
-}
-
-impl RecordedSettlement {
-    /// What a replay of the journal derives for this settlement (`None` without a journal).
-    pub fn derived(&self) -> Option<DerivedSettlement> {
-        let journal = self.journal.clone()?;
-        Some(DerivedSettlement { journal, settlement: self.settlement.clone() })
-    }
 }
 
 /// How many decoded entries travel together from the decoding thread to the applying one.
@@ -227,7 +226,7 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
     for (index, decoded) in decoded.enumerate() {
         let (position, entry) = decoded?;
         let fail = |reason: String| ReplayError { index, reason };
-        let (events, auction_id, at) = match entry {
+        let (events, settled) = match entry {
             Entry::Create { spec, seed, origin } => {
                 let (id, at) = (spec.id, spec.created_at);
                 let seed = Entry::seed_of(&seed).map_err(fail)?;
@@ -238,7 +237,7 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
                 }
                 continue;
             }
-            Entry::Apply { at, auction, command, origin } => {
+            Entry::Apply { at, auction, command, origin, settled } => {
                 let (a, last) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
                 *last = (*last).max(at);
                 let applied = a
@@ -257,23 +256,30 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
                         if let Some(key) = origin {
                             requests.record(key.digest, key.fingerprint, Outcome::Auction(auction));
                         }
-                        (events, auction, at)
+                        (events, settled)
                     }
                 }
             }
-            Entry::Tick { at, auction } => {
+            Entry::Tick { at, auction, settled } => {
                 let (a, last) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
                 *last = (*last).max(at);
-                (a.tick(at), auction, at)
+                (a.tick(at), settled)
             }
         };
-        let _ = (auction_id, at);
         for event in events {
             if let Event::Concluded(settlement) = event {
-                settlements.push((JournalPosition::from(position), *settlement));
+                let sequence = settled.ok_or_else(|| {
+                    fail(format!(
+                        "record {} concluded {} without a settlement number",
+                        position.seq, settlement.auction_id
+                    ))
+                })?;
+                let journal = JournalPosition::from(position);
+                settlements.push(RecordedSettlement { sequence, journal, settlement: *settlement });
             }
         }
     }
+    settlements.sort_by_key(|s| s.sequence);
     Ok(Replayed { auctions, settlements, requests })
 }
 
@@ -281,37 +287,58 @@ impl Exchange {
     /// Rebuilds the exchange from journal records, in order, then starts every auction's task
     /// (so it must run inside a tokio runtime).
     ///
-    /// Settlements the replay derives that no recorder has yet (the server stopped between
-    /// journaling a close and recording it) are recorded and published now; the others were
-    /// emitted before and are not emitted again.
+    /// Every settlement the replay derives goes into the outbox; each recorder then receives
+    /// what it does not hold yet, from its own cursor. A recorder holding more than the
+    /// journal derives means the journal lost records: that refuses the start, naming both.
     pub async fn recover(
         policy: PricePolicy,
-        hub: Arc<SettlementHub>,
         clock: Arc<dyn Clock>,
         journal: Arc<Journal>,
+        recordings: Vec<Recording>,
         records: &Recovered,
     ) -> Result<Exchange, ReplayError> {
         let Replayed { auctions, settlements, requests } = replay(records.entries())?;
-        for (position, settlement) in settlements {
-            if hub.get(settlement.auction_id).await.is_none() {
-                hub.publish(settlement, Some(position)).await;
+        let derived = settlements.last().map_or(0, |s| s.sequence);
+        for recording in &recordings {
+            // A recorder that cannot answer now catches up later; one that answers must not be
+            // ahead of the journal.
+            if let Ok(cursor) = recording.recorder.cursor().await
+                && cursor > derived
+            {
+                return Err(ReplayError {
+                    index: records.records.len(),
+                    reason: format!(
+                        "recorder {} holds settlements up to {cursor}, but the journal derives only up to {derived}: \
+                         journal records are missing (restore the journal, or the recorder's data does not belong to it)",
+                        recording.recorder.name()
+                    ),
+                });
             }
         }
         let after_journal = auctions.keys().next_back().map_or(1, |id| id.get() + 1);
-        let after_recorded = hub.max_auction_id().await.map_or(1, |id| id.get() + 1);
+        let outbox = Arc::new(Outbox::new(settlements));
+        let hub = Arc::new(SettlementHub::default());
+        let health = Arc::new(Health::default());
+        let (stop_delivery, stopping) = watch::channel(false);
+        let delivery = outbox.deliver(recordings, Arc::clone(&hub), Arc::clone(&health), stopping);
         let exchange = Exchange {
             auctions: Arc::default(),
             lots: Arc::default(),
-            health: Arc::new(watch::channel(None).0),
+            health,
+            next_settlement: Arc::new(std::sync::atomic::AtomicU64::new(derived + 1)),
+            outbox,
+            stop_delivery,
             journal_failed: Arc::default(),
-            next_auction: Mutex::new(after_journal.max(after_recorded)),
+            next_auction: Mutex::new(after_journal),
             requests: Arc::new(requests.into_table()),
             policy,
             hub,
             clock,
             journal,
             tasks: Mutex::new(Vec::new()),
+            delivery: Mutex::new(Vec::new()),
         };
+        exchange.delivery.lock().unwrap_or_else(|p| p.into_inner()).extend(delivery);
         for (auction, last_stamp) in auctions.into_values() {
             let (id, key) = (auction.spec().id, (auction.spec().lot.pollutant, auction.spec().lot.id.clone()));
             let handle = exchange.spawn(auction, last_stamp);
@@ -332,7 +359,8 @@ impl Exchange {
         let (tx, rx) = mpsc::channel(AUCTION_QUEUE_DEPTH);
         let feed = Arc::new(feed::AuctionFeed::new(AuctionActor::state_of(&auction, last_stamp)));
         let shared = Shared {
-            hub: Arc::clone(&self.hub),
+            outbox: Arc::clone(&self.outbox),
+            next_settlement: Arc::clone(&self.next_settlement),
             clock: Arc::clone(&self.clock),
             journal: Arc::clone(&self.journal),
             health: Arc::clone(&self.health),
@@ -353,12 +381,36 @@ impl Exchange {
         self.health.subscribe()
     }
 
+    /// How each recorder stands: its cursor, its lag behind the outbox, its last error.
+    pub fn recorders(&self) -> Vec<RecorderStatus> {
+        self.outbox.statuses()
+    }
+
     /// Stops every auction task after the requests it holds, so that nothing writes to the
     /// journal any more. Requests after this answer SHUTTING_DOWN.
     pub async fn shutdown(&self) {
         self.auctions.clear();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {
+            let _ = task.await;
+        }
+        // Every auction has handed over its settlements; let the recorders take what they can
+        // without waiting long for one that is down, then stop them.
+        let outbox_last = self.outbox.last();
+        let caught_up = async {
+            while self
+                .outbox
+                .statuses()
+                .iter()
+                .any(|s| s.cursor.is_some_and(|c| c < outbox_last) && s.last_error.is_none())
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), caught_up).await;
+        self.stop_delivery.send_replace(true);
+        let delivery = std::mem::take(&mut *self.delivery.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in delivery {
             let _ = task.await;
         }
     }
@@ -468,7 +520,7 @@ impl Exchange {
                     // handle is dropped here, stops.
                     lots.remove_if(&key, |_, holder| *holder == id);
                     journal_failed.store(true, std::sync::atomic::Ordering::Release);
-                    health.send_replace(Some(format!("the journal failed: {e}")));
+                    health.set("journal", format!("the journal failed: {e}"));
                     Err(ServiceError::Unavailable(e.to_string()))
                 }
             }
@@ -653,10 +705,17 @@ impl Exchange {
     /// The settlement of a concluded auction; NOT_SETTLED, with when bidding ends, before that.
     pub async fn settlement(&self, id: AuctionId) -> Result<Arc<RecordedSettlement>, ServiceError> {
         self.serving()?;
-        if let Some(recorded) = self.hub.get(id).await {
+        if let Some(recorded) = self.hub.get(id) {
             return Ok(recorded);
         }
         let snapshot = self.get(id)?;
+        if snapshot.phase.is_terminal() {
+            // Concluded and durable; the local recorder is about to hold it. A recorder that
+            // is down for long makes this UNAVAILABLE rather than wrong.
+            return self.hub.wait_for(id, SHOW_PATIENCE).await.ok_or_else(|| {
+                ServiceError::Unavailable(format!("the settlement of {id} is not recorded yet; retry shortly"))
+            });
+        }
         let closes_at = snapshot.ascending.map_or(snapshot.spec.closes_at, |view| view.deadline);
         Err(ServiceError::NotSettled { auction: id, closes_at })
     }
@@ -670,7 +729,7 @@ async fn supervise(
     id: AuctionId,
     task: tokio::task::JoinHandle<()>,
     failed: Arc<std::sync::OnceLock<()>>,
-    health: Arc<watch::Sender<Option<String>>>,
+    health: Arc<Health>,
 ) {
     let Err(error) = task.await else { return };
     if !error.is_panic() {
@@ -684,5 +743,5 @@ async fn supervise(
         .unwrap_or_else(|| "(no message)".to_owned());
     let _ = failed.set(());
     tracing::error!(auction = %id, panic = %message, "auction task panicked; the auction answers AUCTION_FAILED until a restart");
-    health.send_replace(Some(format!("auction {id} stopped on an internal error")));
+    health.set(&format!("auction {id}"), format!("auction {id} stopped on an internal error"));
 }

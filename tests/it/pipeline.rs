@@ -11,7 +11,6 @@ use emission_auction::engine::{
 };
 use emission_auction::journal::{Faults, Journal, MemoryStore, Options};
 use emission_auction::service::clock::ManualClock;
-use emission_auction::service::hub::SettlementHub;
 use emission_auction::service::{Exchange, Fingerprint, Origin, ServiceError};
 
 use super::grpc::firm;
@@ -31,9 +30,8 @@ fn origin(principal: &str, n: u64) -> Origin {
 /// An exchange on `store`, whose journal fails as `faults` say.
 async fn exchange(store: &MemoryStore, faults: Option<Arc<Faults>>) -> Arc<Exchange> {
     let (journal, recovered, _) = Journal::open_store(store.clone(), Options { faults, ..Options::default() }).unwrap();
-    let hub = Arc::new(SettlementHub::new(Vec::new(), Vec::new()));
     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
-    Arc::new(Exchange::recover(PricePolicy::default(), hub, clock, Arc::new(journal), &recovered).await.unwrap())
+    Arc::new(Exchange::recover(PricePolicy::default(), clock, Arc::new(journal), Vec::new(), &recovered).await.unwrap())
 }
 
 fn request(format: Format) -> AuctionRequest {

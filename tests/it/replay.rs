@@ -234,7 +234,7 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
                 Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
             }
         };
-        live.push(recorded.derived().expect("settlements carry their journal position"));
+        live.push((*recorded).clone());
     }
     exchange.shutdown().await;
     drop(exchange);
@@ -274,7 +274,7 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
     let report = String::from_utf8_lossy(&run.stdout);
     assert!(report.contains(&format!("{AUCTIONS} settlements derived")), "{report}");
 
-    live.sort_by_key(|d| d.journal.seq);
+    live.sort_by_key(|d| d.sequence);
     let expected: String = live.iter().map(|d| serde_json::to_string(d).unwrap() + "\n").collect();
     let replayed = std::fs::read_to_string(&out).unwrap();
     assert_eq!(replayed.len(), expected.len());
@@ -282,6 +282,11 @@ async fn a_replay_in_a_fresh_process_derives_the_live_settlements_byte_for_byte(
         assert_eq!(got, want, "settlement {line} differs");
     }
     assert!(replayed == expected, "replayed settlements differ from the live run");
+    // And the file the live run recorded holds exactly the same bytes.
+    let recorded = std::fs::read_to_string(dir.path().join("settlements.jsonl")).unwrap();
+    assert!(recorded == replayed, "journal replay --out differs from settlements.jsonl");
+    let sequences: Vec<u64> = live.iter().map(|d| d.sequence).collect();
+    assert_eq!(sequences, (1..=AUCTIONS).collect::<Vec<_>>(), "settlements are numbered 1.. without gaps");
 }
 
 /// A watcher that stops reading falls behind a bounded queue and is told so; the auction

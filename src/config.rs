@@ -368,7 +368,7 @@ impl FileRecorder {
             other => return Err(invalid(&field("kind"), format!("{other:?} is not jsonl, postgres or nats"))),
         };
         if let RecorderKind::Postgres { schema, .. } = &kind
-            && !(schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && !schema.is_empty())
+            && (schema.is_empty() || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
         {
             return Err(invalid(&field("schema"), "must be lowercase letters, digits and underscores"));
         }

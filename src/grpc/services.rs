@@ -139,6 +139,30 @@ impl pb::auction_operator_server::AuctionOperator for OperatorService {
         auction(&self.exchange, convert::auction_id(&request.get_ref().auction_id)?)
     }
 
+    async fn get_status(&self, request: Request<pb::GetStatusRequest>) -> Reply<pb::ServerStatus> {
+        require(&request, &[Role::Operator, Role::Auditor])?;
+        let reason = self.exchange.health().borrow().clone();
+        let recorders = self
+            .exchange
+            .recorders()
+            .into_iter()
+            .map(|r| pb::RecorderState {
+                name: r.name,
+                required: r.required,
+                cursor: r.cursor.unwrap_or(0),
+                answered: r.cursor.is_some(),
+                lag: r.lag,
+                last_error: r.last_error.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ServerStatus {
+            serving: reason.is_none(),
+            not_serving_reason: reason.unwrap_or_default(),
+            last_settlement: self.exchange.last_settlement(),
+            recorders,
+        }))
+    }
+
     async fn list_bids(&self, request: Request<pb::ListBidsRequest>) -> Reply<pb::ListBidsResponse> {
         require(&request, &[Role::Operator, Role::Auditor])?;
         let id = convert::auction_id(&request.get_ref().auction_id)?;

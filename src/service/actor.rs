@@ -112,6 +112,8 @@ pub(crate) struct AuctionActor {
     health: Arc<Health>,
     /// Set once the journal failed: from then on nothing is answered from memory.
     journal_failed: Arc<AtomicBool>,
+    /// Every auction's phase changes, once durable.
+    phases: tokio::sync::broadcast::Sender<PhaseChange>,
     /// The latest stamp given; stamps never go backwards even if the wall clock does.
     last_stamp: Timestamp,
     /// Public changes, for watchers.
@@ -134,6 +136,16 @@ pub(crate) struct Shared {
     pub journal: Arc<Journal>,
     pub health: Arc<Health>,
     pub journal_failed: Arc<AtomicBool>,
+    pub phases: tokio::sync::broadcast::Sender<PhaseChange>,
+}
+
+/// An auction's phase changed (durably): what a website or a regulator's system follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseChange {
+    pub auction: AuctionId,
+    pub spec: Arc<AuctionSpec>,
+    pub phase: Phase,
+    pub at: Timestamp,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ServiceError {
@@ -149,7 +161,7 @@ impl AuctionActor {
         shared: Shared,
     ) -> AuctionActor {
         let Outlets { snapshot, feed } = outlets;
-        let Shared { outbox, next_settlement, clock, journal, health, journal_failed } = shared;
+        let Shared { outbox, next_settlement, clock, journal, health, journal_failed, phases } = shared;
         let shown = (auction.phase(), auction.ascending_view(), auction.clock_view());
         AuctionActor {
             auction,
@@ -163,6 +175,7 @@ impl AuctionActor {
             waiting: VecDeque::new(),
             health,
             journal_failed,
+            phases,
             last_stamp,
             feed,
         }
@@ -403,6 +416,16 @@ impl AuctionActor {
                     self.outbox.push(RecordedSettlement { sequence, journal: position, settlement: *settlement });
                 }
                 if let Some(snapshot) = snapshot {
+                    if snapshot.phase != self.snapshot.borrow().phase {
+                        let change = PhaseChange {
+                            auction: snapshot.spec.id,
+                            spec: Arc::clone(&snapshot.spec),
+                            phase: snapshot.phase,
+                            at: update.as_ref().map_or(self.last_stamp, |u| u.at),
+                        };
+                        // Nobody listening is fine.
+                        let _ = self.phases.send(change);
+                    }
                     self.snapshot.send_replace(*snapshot);
                 }
                 if let Some(update) = update {

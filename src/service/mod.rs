@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use actor::AuctionSnapshot;
 use actor::{AuctionActor, Outlets, Request, Shared};
+pub use actor::{AuctionSnapshot, PhaseChange};
 use clock::Clock;
 use health::Health;
 use hub::SettlementHub;
@@ -143,6 +143,8 @@ pub struct Exchange {
     next_settlement: Arc<std::sync::atomic::AtomicU64>,
     /// Tells the recorders' delivery tasks to stop.
     stop_delivery: watch::Sender<bool>,
+    /// Every auction's durable phase changes.
+    phases: tokio::sync::broadcast::Sender<PhaseChange>,
     /// Set once the journal failed. In-memory state may then be ahead of the journal, so
     /// nothing about an auction is answered any more until a restart returns to exactly what
     /// the journal holds.
@@ -328,6 +330,7 @@ impl Exchange {
             next_settlement: Arc::new(std::sync::atomic::AtomicU64::new(derived + 1)),
             outbox,
             stop_delivery,
+            phases: tokio::sync::broadcast::channel(4096).0,
             journal_failed: Arc::default(),
             next_auction: Mutex::new(after_journal),
             requests: Arc::new(requests.into_table()),
@@ -365,6 +368,7 @@ impl Exchange {
             journal: Arc::clone(&self.journal),
             health: Arc::clone(&self.health),
             journal_failed: Arc::clone(&self.journal_failed),
+            phases: self.phases.clone(),
         };
         let outlets = Outlets { snapshot: snapshot_tx, feed: Arc::clone(&feed) };
         let actor = AuctionActor::new(auction, last_stamp, rx, outlets, shared);
@@ -379,6 +383,17 @@ impl Exchange {
     /// NOT_SERVING for the auction services while this is set.
     pub fn health(&self) -> watch::Receiver<Option<String>> {
         self.health.subscribe()
+    }
+
+    /// Every auction's phase changes from now on, once durable (a bounded broadcast: a
+    /// receiver that falls behind misses changes and is told so).
+    pub fn phase_changes(&self) -> tokio::sync::broadcast::Receiver<PhaseChange> {
+        self.phases.subscribe()
+    }
+
+    /// The highest settlement number derived so far.
+    pub fn last_settlement(&self) -> u64 {
+        self.outbox.last()
     }
 
     /// How each recorder stands: its cursor, its lag behind the outbox, its last error.

@@ -7,6 +7,7 @@ mod english;
 mod grpc;
 mod journal;
 mod nopanic;
+mod outbox;
 mod pipeline;
 mod props;
 mod replay;

@@ -4,7 +4,6 @@
 //! after it (`<data-dir>/journal.anchor` for `<data-dir>/journal`), so that deleting the whole
 //! directory does not delete the anchor too. It must never interpret the bytes it holds.
 
-use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -23,8 +22,9 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// A store in `dir`. Creates nothing: a missing directory reads as an empty journal, and
-    /// [`Journal::open`](super::Journal::open) creates it before writing.
+    /// A store in `dir`, its anchor at [`anchor_path`]`(dir)`. Creates nothing: a missing
+    /// directory reads as an empty journal, and [`Journal::open`](super::Journal::open) creates
+    /// it before writing.
     pub fn new(dir: impl Into<PathBuf>) -> FileStore {
         let dir = dir.into();
         FileStore { anchor: anchor_path(&dir), dir, current: None }
@@ -37,16 +37,22 @@ impl FileStore {
 }
 
 /// Where the anchor of the journal in `dir` is: beside it, its name with `.anchor` appended
-/// (`/data/journal` → `/data/journal.anchor`). A directory given without a name of its own
-/// (`.`, `..`) is named by its canonical path, so that the anchor is still outside it.
+/// (`/data/journal` → `/data/journal.anchor`), so that deleting the directory leaves it. A
+/// directory given without a name of its own (`.`, `..`) is named by its canonical path; only
+/// the root directory, with no name and nothing beside it, keeps its anchor inside.
 pub fn anchor_path(dir: &Path) -> PathBuf {
     let named = match dir.file_name() {
         Some(_) => dir.to_path_buf(),
-        None => dir.canonicalize().unwrap_or_else(|_| dir.join("journal")),
+        None => dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
     };
-    let mut name = named.file_name().map_or_else(|| OsString::from("journal"), |n| n.to_owned());
-    name.push(".anchor");
-    named.with_file_name(name)
+    match named.file_name() {
+        Some(name) => {
+            let mut name = name.to_owned();
+            name.push(".anchor");
+            named.with_file_name(name)
+        }
+        None => named.join("journal.anchor"),
+    }
 }
 
 pub(super) fn segment_name(first_seq: u64) -> String {

@@ -4,7 +4,7 @@
 //! only after the records found were checked against the anchor: a journal that holds less
 //! than its anchor says is refused before anything in it is changed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::format::{self, Anchor, ChainHash, Decoded, HEADER_LEN, RECORD_OVERHEAD};
 use super::{Appended, FileStore, JournalError, Record, Recovered, SegmentStore, Tail};
@@ -13,13 +13,16 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> JournalError {
     JournalError::Io { path: path.display().to_string(), reason: e.to_string() }
 }
 
-/// Reads and checks every record in `dir`, cutting off a torn tail (see the module docs).
+/// Reads and checks every record in `dir`, cutting off a torn tail (see the module docs);
+/// refuses, changing nothing, if `dir` holds fewer records than its anchor
+/// ([`anchor_path`](super::anchor_path)) names.
 pub fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     recover_store(&mut FileStore::new(dir))
 }
 
-/// Checks every record and the hash chain without changing anything: a torn tail is reported
-/// in `truncated`, not cut off. This is what an auditor runs.
+/// Checks every record, the hash chain and the anchor without changing anything: a torn tail
+/// is reported in `truncated`, not cut off; fewer records than the anchor names is an error.
+/// This is what an auditor runs.
 pub fn verify(dir: &Path) -> Result<Recovered, JournalError> {
     verify_store(&FileStore::new(dir))
 }
@@ -76,7 +79,7 @@ fn check_anchor<S: SegmentStore + ?Sized>(
     store: &S,
     anchor: &Anchor,
     records: &[Record],
-    truncated: Option<&(std::path::PathBuf, u64, u64)>,
+    truncated: Option<&(PathBuf, u64, u64)>,
     repair: &Repair,
     segs: &[u64],
 ) -> Result<(), JournalError> {

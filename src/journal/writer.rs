@@ -74,18 +74,18 @@ impl<S: SegmentStore> Writer<S> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut buf = Vec::with_capacity(1 << 20);
         let mut concurrent = false;
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         loop {
             // With synced records not yet anchored, wait for the next append only until the
             // anchor is due, so that an idle journal is anchored too.
-            let next = match self.lagging() {
-                true => match recv_until(&mut jobs, self.anchor_due) {
-                    Some(next) => next,
-                    None => {
-                        self.write_anchor();
-                        continue;
-                    }
-                },
-                false => jobs.blocking_recv(),
+            let next = if self.lagging() {
+                let Some(next) = recv_until(&mut jobs, &waker, self.anchor_due) else {
+                    self.write_anchor();
+                    continue;
+                };
+                next
+            } else {
+                jobs.blocking_recv()
             };
             let Some(first) = next else { break };
             batch.push(first);
@@ -217,7 +217,7 @@ impl<S: SegmentStore> Writer<S> {
             self.store.sync().map_err(|e| format!("sync: {e}"))?;
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
             // Every record encoded so far is written, and earlier segments were synced before
-            // their roll: all of them are durable now.
+            // their roll (this is the only policy that syncs): all of them are durable now.
             self.synced = Some(Appended { seq: self.next_seq - 1, hash: self.prev });
         }
         Ok(())
@@ -236,17 +236,20 @@ impl<S: SegmentStore> Writer<S> {
     }
 }
 
-/// Waits for the next job until `deadline`: `None` when the deadline came first, `Some(None)`
-/// when the queue is closed. The thread parks in between; the queue's waker unparks it.
-fn recv_until(jobs: &mut mpsc::Receiver<Job>, deadline: Instant) -> Option<Option<Job>> {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
+/// Wakes the writer thread parked in [`recv_until`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
     }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
+}
+
+/// Waits for the next job until `deadline`: `None` when the deadline came first, `Some(None)`
+/// when the queue is closed. The thread parks in between; `waker` (an [`Unpark`] of this
+/// thread) is how the queue wakes it when a job comes.
+fn recv_until(jobs: &mut mpsc::Receiver<Job>, waker: &Waker, deadline: Instant) -> Option<Option<Job>> {
+    let mut cx = Context::from_waker(waker);
     loop {
         if let Poll::Ready(job) = jobs.poll_recv(&mut cx) {
             return Some(job);

@@ -614,7 +614,7 @@ pub fn principal(command: PrincipalCommand) -> Result<(), Box<dyn std::error::Er
 
 /// `journal verify` and `journal replay`: exit status 0 when every record checks out (a torn
 /// tail is reported, since the server cuts it off on start), an error when synced data is
-/// damaged or a record does not replay.
+/// damaged or missing (fewer records than the anchor names) or a record does not replay.
 pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>> {
     let (config, data_dir, out) = match command {
         JournalCommand::Verify { config, data_dir } => (config, data_dir, None),
@@ -641,6 +641,16 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
     match verified.head {
         Some(head) => report(format!("head: record {} hash {}", head.seq, hex::encode(head.hash)))?,
         None => report("head: empty journal".into())?,
+    }
+    // `verify` refused already if the journal holds less than its anchor names.
+    match verified.anchor {
+        Some(a) => {
+            report(format!("anchor: record {} hash {} present (segment {})", a.seq, hex::encode(a.hash), a.segment))?
+        }
+        None => report(format!(
+            "anchor: none at {} (a journal from before anchors; the server writes one on start)",
+            crate::journal::anchor_path(&dir).display()
+        ))?,
     }
     if let Some((segment, offset, seq)) = &verified.truncated {
         report(format!(

@@ -1,11 +1,13 @@
 //! The production [`SegmentStore`]: one preallocated file per segment in a directory, named by
 //! the sequence number of its first record (`00000000000000000001.seg`), written with
-//! `pwrite` and made durable with fdatasync. It must never interpret the bytes it holds.
+//! `pwrite` and made durable with fdatasync. Its anchor is a file beside that directory, named
+//! after it (`<data-dir>/journal.anchor` for `<data-dir>/journal`), so that deleting the whole
+//! directory does not delete the anchor too. It must never interpret the bytes it holds.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::store::{SegmentStore, no_current_segment};
 
@@ -13,20 +15,43 @@ use super::store::{SegmentStore, no_current_segment};
 #[derive(Debug)]
 pub struct FileStore {
     dir: PathBuf,
+    /// Beside `dir`, never in it; fixed at construction ([`anchor_path`]).
+    anchor: PathBuf,
     /// The segment the writer appends to; set by `start_segment` and `resume`.
     current: Option<File>,
 }
 
 impl FileStore {
-    /// A store in `dir`. Creates nothing: a missing directory reads as an empty journal, and
-    /// [`Journal::open`](super::Journal::open) creates it before writing.
+    /// A store in `dir`, its anchor at [`anchor_path`]`(dir)`. Creates nothing: a missing
+    /// directory reads as an empty journal, and [`Journal::open`](super::Journal::open) creates
+    /// it before writing.
     pub fn new(dir: impl Into<PathBuf>) -> FileStore {
-        FileStore { dir: dir.into(), current: None }
+        let dir = dir.into();
+        FileStore { anchor: anchor_path(&dir), dir, current: None }
     }
 
     /// Makes a change to the directory's entries (a new or deleted file) durable.
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+}
+
+/// Where the anchor of the journal in `dir` is: beside it, its name with `.anchor` appended
+/// (`/data/journal` → `/data/journal.anchor`), so that deleting the directory leaves it. A
+/// directory given without a name of its own (`.`, `..`) is named by its canonical path; only
+/// the root directory, with no name and nothing beside it, keeps its anchor inside.
+pub fn anchor_path(dir: &Path) -> PathBuf {
+    let named = match dir.file_name() {
+        Some(_) => dir.to_path_buf(),
+        None => dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+    };
+    match named.file_name() {
+        Some(name) => {
+            let mut name = name.to_owned();
+            name.push(".anchor");
+            named.with_file_name(name)
+        }
+        None => named.join("journal.anchor"),
     }
 }
 
@@ -107,5 +132,31 @@ impl SegmentStore for FileStore {
 
     fn sync(&mut self) -> io::Result<()> {
         self.current.as_ref().ok_or_else(no_current_segment)?.sync_data()
+    }
+
+    fn anchor_path(&self) -> PathBuf {
+        self.anchor.clone()
+    }
+
+    fn read_anchor(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(&self.anchor) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_anchor(&mut self, bytes: &[u8]) -> io::Result<()> {
+        // Written whole and synced under another name, then renamed over the old one: a crash
+        // leaves the old anchor or the new one, never part of one.
+        let mut tmp = self.anchor.clone().into_os_string();
+        tmp.push(".tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.anchor)?;
+        // The rename must be durable too.
+        let parent = self.anchor.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(parent)?.sync_all()
     }
 }

@@ -16,6 +16,20 @@
 //! payload), the previous hash of the first record being 32 zero bytes: a hash chain, so a change
 //! anywhere shows at every later record and at the head hash. Sequence numbers start at 1 and
 //! have no gaps. A length of zero never starts a record: it marks the end of written data.
+//!
+//! Beside the segments, outside them, the journal keeps an anchor: the last record it knows to
+//! be synced, so that recovery can tell a journal that lost synced records (a deleted, emptied
+//! or zero-filled segment, a deleted directory) from one that merely ends there. On disk it is
+//! one small file beside the journal directory (`journal.anchor` beside `journal/`), replaced
+//! atomically:
+//!
+//! ```text
+//! anchor:  magic "EAANCHR1" (8 bytes) | seq u64 | hash [32] | segment u64 | crc u32
+//! ```
+//!
+//! `seq` and `hash` are the last synced record's (0 and 32 zero bytes: none yet), `segment` the
+//! first sequence number of the segment being appended to when it was written, and `crc` is
+//! CRC32C over the 56 bytes before it.
 
 use sha2::{Digest, Sha256};
 
@@ -28,6 +42,51 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 
 /// The hash that chains a record to everything before it.
 pub type ChainHash = [u8; 32];
+
+pub const ANCHOR_MAGIC: &[u8; 8] = b"EAANCHR1";
+pub const ANCHOR_LEN: usize = 8 + 8 + 32 + 8 + 4;
+
+/// What the anchor says: records up to `seq` were synced, the last with chain hash `hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// The last synced record's sequence number; 0 when none was synced yet.
+    pub seq: u64,
+    /// That record's chain hash; 32 zero bytes when `seq` is 0.
+    pub hash: ChainHash,
+    /// The first sequence number of the segment being appended to when the anchor was written.
+    pub segment: u64,
+}
+
+impl Anchor {
+    pub fn encode(&self) -> [u8; ANCHOR_LEN] {
+        let mut out = [0u8; ANCHOR_LEN];
+        out[..8].copy_from_slice(ANCHOR_MAGIC);
+        out[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        out[16..48].copy_from_slice(&self.hash);
+        out[48..56].copy_from_slice(&self.segment.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..56]);
+        out[56..].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Reads an anchor back; the error says why the bytes are not one.
+    pub fn decode(bytes: &[u8]) -> Result<Anchor, &'static str> {
+        if bytes.len() != ANCHOR_LEN {
+            return Err("not the length of an anchor");
+        }
+        if &bytes[..8] != ANCHOR_MAGIC {
+            return Err("bad magic");
+        }
+        if crc32c::crc32c(&bytes[..56]).to_le_bytes() != bytes[56..] {
+            return Err("CRC32C mismatch");
+        }
+        Ok(Anchor {
+            seq: u64::from_le_bytes(bytes[8..16].try_into().unwrap()),
+            hash: bytes[16..48].try_into().unwrap(),
+            segment: u64::from_le_bytes(bytes[48..56].try_into().unwrap()),
+        })
+    }
+}
 
 pub fn chain(prev: &ChainHash, seq: u64, payload: &[u8]) -> ChainHash {
     let mut h = Sha256::new();
@@ -126,5 +185,18 @@ mod tests {
         }
         assert_eq!(decode(&[0u8; 64]), Decoded::End);
         assert_eq!(decode(&[]), Decoded::End);
+    }
+
+    #[test]
+    fn anchors_round_trip_and_any_flipped_bit_is_caught() {
+        let anchor = Anchor { seq: 16_042, hash: chain(&[0; 32], 1, b"x"), segment: 11_311 };
+        let bytes = anchor.encode();
+        assert_eq!(Anchor::decode(&bytes), Ok(anchor));
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(Anchor::decode(&bad).is_err(), "bit {bit} went unnoticed");
+        }
+        assert!(Anchor::decode(&bytes[..ANCHOR_LEN - 1]).is_err());
     }
 }

@@ -29,6 +29,23 @@
 //! valid record means data that was synced is damaged: recovery refuses, naming the segment,
 //! offset and sequence number, rather than drop it. [`verify`] checks the same way and changes
 //! nothing.
+//!
+//! The anchor: a journal whose last segments were deleted, emptied or zero-filled, or whose
+//! whole directory is gone, reads as a shorter journal with a clean end; its records alone
+//! cannot show the loss. So the store keeps an anchor apart from the segments
+//! ([`SegmentStore::write_anchor`]; for files `<data-dir>/journal.anchor`, beside the journal
+//! directory, see [`anchor_path`]), naming the last synced record's sequence number and chain
+//! hash ([`Anchor`]). The writer thread writes it, after a sync and never before it, whenever it
+//! has rolled to a new segment, at most [`Options::anchor_every`] (1 s) after a sync that it
+//! does not yet cover (also when no more appends come), and when the journal is closed (dropped,
+//! after the writer drained its queue). Recovery and [`verify`] refuse, with
+//! [`JournalError::Missing`] naming the gap, a journal that holds fewer records than the anchor
+//! names, or another hash at its sequence number, before changing anything. The window: records
+//! synced in the last `anchor_every` before a crash are not yet anchored, and losing them along
+//! with their segment goes unnoticed; a torn tail is never anchored (it was not synced), so it
+//! is still cut off with a warning. A missing anchor with an empty journal is a fresh start; with
+//! records (a journal from before anchors) it is accepted with a warning and anchored at once.
+//! With [`SyncPolicy::Never`] nothing new is synced, so the anchor does not advance.
 
 mod file;
 pub mod format;
@@ -40,12 +57,14 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use format::{ChainHash, MAX_PAYLOAD};
 
-pub use file::FileStore;
+pub use file::{FileStore, anchor_path};
+pub use format::Anchor;
 pub use memory::MemoryStore;
 pub use recovery::{recover, recover_store, verify, verify_store};
 pub use store::SegmentStore;
@@ -58,6 +77,18 @@ pub enum JournalError {
         "journal segment {segment} offset {offset} (record {seq}): {reason}; synced data is damaged, refusing to start"
     )]
     Corrupt { segment: String, offset: u64, seq: u64, reason: String },
+    /// The journal holds less than its anchor says was synced: segments were lost.
+    #[error(
+        "journal anchor {anchor} says records up to {anchored_seq} (hash {anchored_hash}) were synced, \
+         but the journal holds records up to {found_seq}: {reason}; refusing to start without them"
+    )]
+    Missing { anchor: String, anchored_seq: u64, anchored_hash: String, found_seq: u64, reason: String },
+    /// The anchor itself cannot be read as one.
+    #[error(
+        "journal anchor {path}: {reason}; refusing to start, since it is what shows whether synced \
+         records are missing (remove it only to accept the journal as it is)"
+    )]
+    BadAnchor { path: String, reason: String },
     #[error("the journal failed earlier ({0}); nothing more is accepted until restart")]
     Failed(String),
     #[error("a journal record may hold at most {MAX_PAYLOAD} bytes")]
@@ -85,11 +116,21 @@ pub struct Options {
     pub queue: usize,
     /// Fault injection for tests; `None` in production.
     pub faults: Option<Arc<Faults>>,
+    /// How long a synced record may go unanchored (besides at rolls and on close, the writer
+    /// writes the anchor at most this long after a sync it does not cover yet): the window in
+    /// which losing synced records goes unnoticed. Zero anchors after every batch.
+    pub anchor_every: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { segment_bytes: 64 << 20, sync: SyncPolicy::EveryBatch, queue: 65_536, faults: None }
+        Options {
+            segment_bytes: 64 << 20,
+            sync: SyncPolicy::EveryBatch,
+            queue: 65_536,
+            faults: None,
+            anchor_every: Duration::from_secs(1),
+        }
     }
 }
 
@@ -147,6 +188,9 @@ pub struct Recovered {
     /// Set when a torn tail was found (and, by [`recover`], cut off): the segment
     /// ([`SegmentStore::segment_path`]), the offset, and the sequence number it would have had.
     pub truncated: Option<(PathBuf, u64, u64)>,
+    /// The anchor as it was found, which the records were checked against; `None` when there
+    /// was none (a fresh journal, or one from before anchors).
+    pub anchor: Option<Anchor>,
     /// Where the next record goes.
     tail: Tail,
 }
@@ -182,7 +226,7 @@ pub struct Stats {
 
 impl Journal {
     /// Recovers the segment files in `dir` (creating it if missing) and opens it for appending
-    /// after its last valid record.
+    /// after its last valid record. The anchor is the file [`anchor_path`]`(dir)`, beside `dir`.
     pub fn open(dir: &Path, options: Options) -> Result<(Journal, Recovered, Arc<Stats>), JournalError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| JournalError::Io { path: dir.display().to_string(), reason: e.to_string() })?;
@@ -196,21 +240,33 @@ impl Journal {
     }
 
     /// Recovers `store` ([`recover_store`]) and opens it for appending after its last valid
-    /// record; the writer thread owns the store from then on.
+    /// record; the writer thread owns the store from then on. Refuses with
+    /// [`JournalError::Missing`] when the store holds less than its anchor says was synced.
     pub fn open_store<S: SegmentStore>(
         mut store: S,
         options: Options,
     ) -> Result<(Journal, Recovered, Arc<Stats>), JournalError> {
         let recovered = recover_store(&mut store)?;
         let stats = Arc::new(Stats::default());
+        let mut anchor = recovered.anchor;
         if let Some(first) = recovered.tail.segment {
-            store.resume(first).map_err(|e| JournalError::Io {
-                path: store.segment_path(first).display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let path = store.segment_path(first).display().to_string();
+            let io = |e: std::io::Error| JournalError::Io { path: path.clone(), reason: e.to_string() };
+            store.resume(first).map_err(io)?;
+            if let (None, Some(head)) = (anchor, recovered.head) {
+                // A journal from before anchors: anchor what it holds now, once it is synced
+                // (its last segment may hold records a crash left unsynced).
+                store.sync().map_err(io)?;
+                let new = Anchor { seq: head.seq, hash: head.hash, segment: first };
+                store.write_anchor(&new.encode()).map_err(|e| JournalError::Io {
+                    path: store.anchor_path().display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                anchor = Some(new);
+            }
         }
         let path = store.path();
-        let writer = writer::Writer::new(store, &recovered, options.clone(), Arc::clone(&stats));
+        let writer = writer::Writer::new(store, &recovered, anchor, options.clone(), Arc::clone(&stats));
         let (jobs, rx) = mpsc::channel(options.queue.max(1));
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -277,8 +333,9 @@ impl std::future::Future for Pending {
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        // Closing the queue lets the writer finish what it holds and stop; joining it means the
-        // store is released (and a memory store's bytes final) when the drop returns.
+        // Closing the queue lets the writer finish what it holds, anchor it and stop; joining it
+        // means the store is released (and a memory store's bytes and anchor final) when the
+        // drop returns.
         let (closed, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.jobs, closed));
         if let Some(t) = self.writer.take() {

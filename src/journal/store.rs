@@ -6,7 +6,8 @@ use std::io;
 use std::path::PathBuf;
 
 /// A place that holds the journal's segments, each named by the sequence number of its first
-/// record, and the one current segment the writer appends to.
+/// record, the one current segment the writer appends to, and the anchor: a few bytes kept
+/// apart from the segments that name the last synced record, so that losing segments shows.
 ///
 /// [`Journal`](super::Journal) reads a store through [`recover_store`](super::recover_store)
 /// when it opens, then moves it into its writer thread, which is from then on its only user. The
@@ -29,6 +30,12 @@ use std::path::PathBuf;
 /// last `sync` may, after a crash, survive wholly, in part (a prefix of them: a torn write) or
 /// not at all; recovery tells such a torn tail from damaged synced data.
 ///
+/// **The anchor** is kept where losing the segments does not lose it too (for files, beside
+/// the journal directory, not in it). `write_anchor` replaces it atomically and durably: when
+/// it returns `Ok`, `read_anchor` returns the new bytes, also after a crash; if it fails or a
+/// crash interrupts it, `read_anchor` returns either the old bytes or the new ones, never a
+/// mix. The store never interprets them.
+///
 /// **Unwritten bytes.** A segment reads as zeros wherever nothing was written, and may end
 /// early (reading shorter than its capacity): the journal's format treats both as the end of
 /// the written data.
@@ -38,8 +45,10 @@ use std::path::PathBuf;
 /// `sync`, the writer calls nothing more on the store: it fails that batch and every later
 /// append with [`JournalError::Failed`](super::JournalError::Failed), and only reopening the
 /// journal (recovering what the store then holds) accepts appends again. So a store need not be
-/// usable after an error. An error from `list`, `read`, `resume`, `cut` or `remove` fails the
-/// open with [`JournalError::Io`](super::JournalError::Io).
+/// usable after an error. An error from `list`, `read`, `read_anchor`, `resume`, `cut` or
+/// `remove` fails the open with [`JournalError::Io`](super::JournalError::Io). An error from
+/// `write_anchor` after the open loses nothing (the old anchor still holds, naming fewer
+/// records): the writer logs it, keeps appending and tries again at the next anchor point.
 pub trait SegmentStore: Send + 'static {
     /// Where the store is, for messages (a directory).
     fn path(&self) -> PathBuf;
@@ -71,6 +80,15 @@ pub trait SegmentStore: Send + 'static {
 
     /// Makes everything written to the current segment durable: the durability point.
     fn sync(&mut self) -> io::Result<()>;
+
+    /// Where the anchor is, for messages.
+    fn anchor_path(&self) -> PathBuf;
+
+    /// The anchor's bytes as last written; `None` if there is none.
+    fn read_anchor(&self) -> io::Result<Option<Vec<u8>>>;
+
+    /// Replaces the anchor, atomically; durable when it returns (see "The anchor").
+    fn write_anchor(&mut self, bytes: &[u8]) -> io::Result<()>;
 }
 
 pub(super) fn no_current_segment() -> io::Error {

@@ -1,21 +1,24 @@
 //! The journal's contract, run against both stores (real files and memory) through one
 //! `Backend` helper: group commit, segments, recovery of torn tails, refusal on damaged synced
 //! data, hash-chain tamper detection, and the failure contract under injected write, sync and
-//! disk-full errors. Then what only one store can show: a simulated power loss on the memory
-//! store, and the `journal verify` command on files.
+//! disk-full errors, and the anchor that shows lost segments. Then what only one store can
+//! show: a simulated power loss on the memory store, and the `journal verify` command on files.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use emission_auction::journal::format::{self, Decoded, HEADER_LEN, RECORD_OVERHEAD};
 use emission_auction::journal::{
-    Faults, FileStore, Journal, JournalError, MemoryStore, Options, Recovered, SegmentStore, Stats, SyncPolicy,
+    Anchor, Faults, FileStore, Journal, JournalError, MemoryStore, Options, Recovered, SegmentStore, Stats, SyncPolicy,
+    anchor_path,
 };
 
-/// Where a test journal keeps its segments.
+/// Where a test journal keeps its segments: for files, `journal/` in a temporary data
+/// directory, so that the anchor beside it goes with the directory.
 enum Backend {
     Files(tempfile::TempDir),
     Memory(MemoryStore),
@@ -30,30 +33,46 @@ impl Backend {
         Backend::Memory(MemoryStore::new())
     }
 
+    /// The journal directory (files only).
+    fn dir(&self) -> PathBuf {
+        match self {
+            Backend::Files(data) => data.path().join("journal"),
+            Backend::Memory(_) => panic!("a memory store has no directory"),
+        }
+    }
+
+    /// Another handle on the store, to look at or change it behind the journal's back.
+    fn store(&self) -> Box<dyn SegmentStore> {
+        match self {
+            Backend::Files(_) => Box::new(FileStore::new(self.dir())),
+            Backend::Memory(store) => Box::new(store.clone()),
+        }
+    }
+
     /// Opens (recovering) the journal, as a restart would.
     fn open(&self, options: Options) -> Result<(Journal, Recovered, Arc<Stats>), JournalError> {
         match self {
-            Backend::Files(dir) => Journal::open(dir.path(), options),
+            Backend::Files(_) => Journal::open(&self.dir(), options),
             Backend::Memory(store) => Journal::open_store(store.clone(), options),
         }
     }
 
     fn verify(&self) -> Result<Recovered, JournalError> {
         match self {
-            Backend::Files(dir) => emission_auction::journal::verify(dir.path()),
+            Backend::Files(_) => emission_auction::journal::verify(&self.dir()),
             Backend::Memory(store) => emission_auction::journal::verify_store(store),
         }
     }
 
     /// Each segment's path, as the journal names it in errors, and its bytes.
     fn segments(&self) -> Vec<(PathBuf, Vec<u8>)> {
-        fn read(store: &impl SegmentStore) -> Vec<(PathBuf, Vec<u8>)> {
-            store.list().unwrap().into_iter().map(|f| (store.segment_path(f), store.read(f).unwrap())).collect()
-        }
-        match self {
-            Backend::Files(dir) => read(&FileStore::new(dir.path())),
-            Backend::Memory(store) => read(store),
-        }
+        let store = self.store();
+        store.list().unwrap().into_iter().map(|f| (store.segment_path(f), store.read(f).unwrap())).collect()
+    }
+
+    /// The anchor as the store holds it now.
+    fn anchor(&self) -> Option<Anchor> {
+        self.store().read_anchor().unwrap().map(|bytes| Anchor::decode(&bytes).unwrap())
     }
 
     fn segment(&self, index: usize) -> (PathBuf, Vec<u8>) {
@@ -65,7 +84,7 @@ impl Backend {
     fn overwrite(&self, index: usize, offset: usize, bytes: &[u8]) {
         match self {
             Backend::Files(_) => {
-                let file = std::fs::OpenOptions::new().write(true).open(&self.segment(index).0).unwrap();
+                let file = std::fs::OpenOptions::new().write(true).open(self.segment(index).0).unwrap();
                 file.write_all_at(bytes, offset as u64).unwrap();
             }
             Backend::Memory(store) => store.damage(store.list().unwrap()[index], offset, bytes),
@@ -227,16 +246,34 @@ async fn a_torn_tail_is_cut_off_and_appending_resumes_after_it(b: Backend) {
     assert!(recovered.truncated.is_none());
 }
 
-on_both_stores!(a_flipped_bit_in_the_last_record_is_a_torn_tail);
-async fn a_flipped_bit_in_the_last_record_is_a_torn_tail(b: Backend) {
+on_both_stores!(a_flipped_bit_in_the_last_unanchored_record_is_a_torn_tail);
+async fn a_flipped_bit_in_the_last_unanchored_record_is_a_torn_tail(b: Backend) {
+    let (journal, _, _) = b.open(Options::default()).unwrap();
+    append_n(&journal, 0..10).await;
+    drop(journal);
+    // The anchor names record 10 (closed cleanly); one from before it was synced does not.
+    let ninth = b.verify().unwrap().records[8].at;
+    b.store().write_anchor(&Anchor { seq: 9, hash: ninth.hash, segment: 1 }.encode()).unwrap();
+    let (seg, bytes) = b.segment(0);
+    let last = *record_offsets(&bytes).last().unwrap();
+    b.flip_bit(0, last + RECORD_OVERHEAD + 3);
+    let (_, recovered, _) = b.open(Options::default()).unwrap();
+    assert_eq!(recovered.records.len(), 9);
+    assert_eq!(recovered.truncated, Some((seg, last as u64, 10)));
+}
+
+on_both_stores!(a_flipped_bit_in_the_last_anchored_record_refuses_to_start);
+/// Guards against damage to the last synced record passing for a torn tail and being cut off.
+async fn a_flipped_bit_in_the_last_anchored_record_refuses_to_start(b: Backend) {
     let (journal, _, _) = b.open(Options::default()).unwrap();
     append_n(&journal, 0..10).await;
     drop(journal);
     let last = *record_offsets(&b.segment(0).1).last().unwrap();
     b.flip_bit(0, last + RECORD_OVERHEAD + 3);
-    let (_, recovered, _) = b.open(Options::default()).unwrap();
-    assert_eq!(recovered.records.len(), 9);
-    assert_eq!(recovered.truncated.as_ref().map(|t| t.2), Some(10));
+    let before = b.segments();
+    let err = expect_missing(b.open(Options::default()).map(drop), 10, 9);
+    assert!(err.contains(&format!("record 10 in {} at offset {last}", b.segment(0).0.display())), "{err}");
+    assert_eq!(b.segments(), before, "refusing must not change the journal");
 }
 
 on_both_stores!(a_flipped_bit_in_the_middle_refuses_to_start_and_names_the_place);
@@ -362,10 +399,7 @@ async fn an_empty_segment_left_by_a_crash_during_a_roll_is_removed(b: Backend) {
     let (journal, _, _) = b.open(options.clone()).unwrap();
     append_n(&journal, 0..10).await;
     drop(journal);
-    match &b {
-        Backend::Files(dir) => FileStore::new(dir.path()).start_segment(11, &[0; HEADER_LEN], 4096).unwrap(),
-        Backend::Memory(store) => store.clone().start_segment(11, &[0; HEADER_LEN], 4096).unwrap(),
-    }
+    b.store().start_segment(11, &[0; HEADER_LEN], 4096).unwrap();
     let (journal, recovered, _) = b.open(options.clone()).unwrap();
     assert_eq!(recovered.records.len(), 10);
     append_n(&journal, 10..200).await;
@@ -403,6 +437,250 @@ async fn verify_reports_a_torn_tail_without_repairing(b: Backend) {
 
     b.flip_bit(0, record_offsets(&bytes)[1] + RECORD_OVERHEAD);
     assert!(matches!(b.verify(), Err(JournalError::Corrupt { seq: 2, .. })));
+}
+
+fn small_segments() -> Options {
+    Options { segment_bytes: 4096, ..Options::default() }
+}
+
+/// Writes 130 records into three 4 KiB segments and closes the journal cleanly; the last
+/// record's position.
+async fn three_segments(b: &Backend) -> emission_auction::journal::Appended {
+    let (journal, _, _) = b.open(small_segments()).unwrap();
+    append_n(&journal, 0..129).await;
+    let head = journal.append(payload(129)).await.unwrap();
+    drop(journal);
+    assert_eq!(b.segments().len(), 3);
+    head
+}
+
+/// The writer anchors after it answers a batch: waits up to 5 s for `check` to find it.
+async fn eventually<T>(check: impl Fn() -> Option<T>) -> Option<T> {
+    for _ in 0..500 {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// Checks that `result` is the refusal of a journal holding records up to `found` under an
+/// anchor naming `anchored`; its message.
+fn expect_missing(result: Result<(), JournalError>, anchored: u64, found: u64) -> String {
+    match result {
+        Err(e @ JournalError::Missing { anchored_seq, found_seq, .. }) => {
+            assert_eq!((anchored_seq, found_seq), (anchored, found), "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("records up to {anchored}")) && text.contains("refusing to start"),
+                "{text}"
+            );
+            text
+        }
+        Err(other) => panic!("expected a refusal naming missing records, got {other}"),
+        Ok(()) => panic!("opened a journal that lost anchored records"),
+    }
+}
+
+on_both_stores!(deleting_the_last_of_three_segments_refuses_to_start_naming_it);
+/// Guards issue 10: a deleted last segment started the server silently without its records.
+async fn deleting_the_last_of_three_segments_refuses_to_start_naming_it(b: Backend) {
+    let head = three_segments(&b).await;
+    let last = b.store().list().unwrap()[2];
+    let path = b.store().segment_path(last);
+    b.store().remove(last).unwrap();
+    let before = b.segments();
+    let err = expect_missing(b.open(small_segments()).map(drop), head.seq, last - 1);
+    assert!(err.contains(&format!("{} is missing", path.display())), "{err}");
+    assert!(err.contains(&hex::encode(head.hash)), "{err}");
+    assert_eq!(b.segments(), before, "refusing must not change the journal");
+    assert_eq!(expect_missing(b.verify().map(drop), head.seq, last - 1), err, "verify reports the same");
+}
+
+on_both_stores!(zero_filling_or_emptying_the_last_segment_refuses_to_start);
+/// Guards issue 10: a zero-filled last segment passed for a crash's leftover and was removed.
+async fn zero_filling_or_emptying_the_last_segment_refuses_to_start(b: Backend) {
+    let head = three_segments(&b).await;
+    let (path, bytes) = b.segment(2);
+    let last = b.store().list().unwrap()[2];
+    b.overwrite(2, 0, &vec![0; bytes.len()]);
+    let before = b.segments();
+    let err = expect_missing(b.open(small_segments()).map(drop), head.seq, last - 1);
+    assert!(err.contains(&format!("{} holds nothing", path.display())), "{err}");
+    assert_eq!(b.segments(), before, "the zeroed segment is kept, not removed as a crash's leftover");
+    expect_missing(b.verify().map(drop), head.seq, last - 1);
+
+    // Zeroed after its header: a segment with no records.
+    b.overwrite(2, 0, &format::header(last));
+    let err = expect_missing(b.open(small_segments()).map(drop), head.seq, last - 1);
+    assert!(err.contains(&format!("{} holds no records", path.display())), "{err}");
+
+    // Zeroed from the middle of its records: cut short.
+    b.overwrite(2, 0, &bytes[..record_offsets(&bytes)[5]]);
+    let err = expect_missing(b.open(small_segments()).map(drop), head.seq, last + 4);
+    assert!(err.contains(&format!("{} holds records only up to {}", path.display(), last + 4)), "{err}");
+
+    if let Backend::Files(_) = b {
+        // Emptied: the file truncated to nothing.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+        let err = expect_missing(b.open(small_segments()).map(drop), head.seq, last - 1);
+        assert!(err.contains(&format!("{} holds nothing", path.display())), "{err}");
+        assert!(path.exists());
+    }
+}
+
+on_both_stores!(deleting_every_segment_or_the_journal_directory_refuses_to_start);
+/// Guards issue 10: an empty journal directory gave a silent fresh start with no auctions.
+async fn deleting_every_segment_or_the_journal_directory_refuses_to_start(b: Backend) {
+    let head = three_segments(&b).await;
+    let mut store = b.store();
+    for first in store.list().unwrap() {
+        store.remove(first).unwrap();
+    }
+    let err = expect_missing(b.open(small_segments()).map(drop), head.seq, 0);
+    assert!(err.contains("there is no segment at all"), "{err}");
+    expect_missing(b.verify().map(drop), head.seq, 0);
+    if let Backend::Files(_) = b {
+        std::fs::remove_dir_all(b.dir()).unwrap();
+        expect_missing(b.verify().map(drop), head.seq, 0);
+        expect_missing(b.open(small_segments()).map(drop), head.seq, 0);
+        assert!(anchor_path(&b.dir()).exists(), "the anchor is beside the directory, not in it");
+    }
+}
+
+on_both_stores!(a_clean_close_anchors_the_head_and_reopens);
+async fn a_clean_close_anchors_the_head_and_reopens(b: Backend) {
+    let head = three_segments(&b).await;
+    let third = b.store().list().unwrap()[2];
+    let anchor = b.anchor().unwrap();
+    assert_eq!(anchor, Anchor { seq: head.seq, hash: head.hash, segment: third });
+    let (journal, recovered, _) = b.open(small_segments()).unwrap();
+    assert_eq!((recovered.head, recovered.anchor, &recovered.truncated), (Some(head), Some(anchor), &None));
+    let next = journal.append(payload(130)).await.unwrap();
+    drop(journal);
+    assert_eq!(b.anchor().map(|a| (a.seq, a.hash)), Some((next.seq, next.hash)));
+    assert_eq!(b.verify().unwrap().anchor, b.anchor());
+}
+
+on_both_stores!(a_journal_without_an_anchor_is_accepted_and_anchored);
+/// A journal written before anchors existed (or whose anchor was deleted) still starts.
+async fn a_journal_without_an_anchor_is_accepted_and_anchored(b: Backend) {
+    let (journal, recovered, _) = b.open(Options::default()).unwrap();
+    assert_eq!((recovered.anchor, b.anchor()), (None, None), "a fresh journal has no anchor until its first segment");
+    let first = journal.append(payload(0)).await.unwrap();
+    assert_eq!(
+        eventually(|| b.anchor().filter(|a| a.seq == 1)).await,
+        Some(Anchor { seq: 1, hash: first.hash, segment: 1 }),
+        "anchored at the first roll"
+    );
+    append_n(&journal, 1..5).await;
+    drop(journal);
+    match &b {
+        Backend::Files(_) => std::fs::remove_file(anchor_path(&b.dir())).unwrap(),
+        Backend::Memory(store) => store.remove_anchor(),
+    }
+    let (_journal, recovered, _) = b.open(Options::default()).unwrap();
+    assert_eq!((recovered.records.len(), recovered.anchor), (5, None));
+    let head = recovered.head.unwrap();
+    assert_eq!(b.anchor(), Some(Anchor { seq: 5, hash: head.hash, segment: 1 }), "anchored on open");
+}
+
+on_both_stores!(another_journal_under_the_anchor_refuses_to_start);
+/// A journal replaced by another one (restored from elsewhere, rewritten) with as many records.
+async fn another_journal_under_the_anchor_refuses_to_start(b: Backend) {
+    let (journal, _, _) = b.open(Options::default()).unwrap();
+    append_n(&journal, 100..105).await;
+    drop(journal);
+    let theirs = b.anchor().unwrap();
+    let mut store = b.store();
+    store.remove(1).unwrap();
+    store.write_anchor(&Anchor { seq: 0, hash: [0; 32], segment: 1 }.encode()).unwrap();
+    let (journal, _, _) = b.open(Options::default()).unwrap();
+    append_n(&journal, 0..10).await;
+    drop(journal);
+    store.write_anchor(&theirs.encode()).unwrap();
+    let err = expect_missing(b.open(Options::default()).map(drop), 5, 10);
+    assert!(err.contains("record 5 has hash") && err.contains("not the journal the anchor was written for"), "{err}");
+}
+
+on_both_stores!(a_damaged_anchor_refuses_to_start);
+async fn a_damaged_anchor_refuses_to_start(b: Backend) {
+    let (journal, _, _) = b.open(Options::default()).unwrap();
+    append_n(&journal, 0..5).await;
+    drop(journal);
+    let mut bytes = b.anchor().unwrap().encode();
+    bytes[10] ^= 1;
+    b.store().write_anchor(&bytes).unwrap();
+    for result in [b.open(Options::default()).map(drop), b.verify().map(drop)] {
+        match result {
+            Err(JournalError::BadAnchor { reason, .. }) => assert_eq!(reason, "CRC32C mismatch"),
+            other => panic!("expected a damaged anchor, got {:?}", other.err()),
+        }
+    }
+}
+
+on_both_stores!(the_anchor_from_the_last_roll_survives_a_crash_and_shows_a_lost_segment);
+/// The anchor written at a roll, atomically, holds after a crash with no clean close; a crash
+/// in the middle of replacing it (a half-written temporary file) leaves the old one.
+async fn the_anchor_from_the_last_roll_survives_a_crash_and_shows_a_lost_segment(b: Backend) {
+    // Only rolls anchor here, never the timer.
+    let options = Options { anchor_every: Duration::from_secs(3600), ..small_segments() };
+    let (journal, _, _) = b.open(options.clone()).unwrap();
+    append_n(&journal, 0..130).await;
+    // A crash: the journal is never closed (its writer is left waiting, and anchors no more).
+    std::mem::forget(journal);
+    match &b {
+        Backend::Memory(store) => store.crash(0),
+        Backend::Files(_) => {
+            let mut tmp = anchor_path(&b.dir()).into_os_string();
+            tmp.push(".tmp");
+            std::fs::write(tmp, b"EAANCHR1 half").unwrap();
+        }
+    }
+    let third = b.store().list().unwrap()[2];
+    // Each append was its own batch: the one that rolled held just the third segment's first
+    // record.
+    let anchor = b.anchor().unwrap();
+    assert_eq!((anchor.seq, anchor.segment), (third, third));
+    let verified = b.verify().unwrap();
+    assert_eq!((verified.records.len(), verified.anchor), (130, Some(anchor)));
+
+    b.store().remove(third).unwrap();
+    let err = expect_missing(b.open(options).map(drop), third, third - 1);
+    assert!(err.contains(&format!("{} is missing", b.store().segment_path(third).display())), "{err}");
+}
+
+on_both_stores!(an_idle_journal_is_anchored_within_anchor_every);
+async fn an_idle_journal_is_anchored_within_anchor_every(b: Backend) {
+    let options = Options { anchor_every: Duration::from_millis(20), ..Options::default() };
+    let (journal, _, _) = b.open(options).unwrap();
+    append_n(&journal, 0..4).await;
+    let head = journal.append(payload(4)).await.unwrap();
+    // No more appends and no close: the writer anchors on its own once due.
+    let anchor = eventually(|| b.anchor().filter(|a| a.seq == head.seq)).await;
+    assert_eq!(anchor, Some(Anchor { seq: head.seq, hash: head.hash, segment: 1 }));
+    drop(journal);
+}
+
+#[tokio::test]
+async fn a_torn_tail_after_the_anchor_is_cut_off_not_refused() {
+    // Anchored after every batch: the anchor names every synced record.
+    let store = MemoryStore::new();
+    let faults = Arc::new(Faults::default());
+    let options = Options { faults: Some(Arc::clone(&faults)), anchor_every: Duration::ZERO, ..Options::default() };
+    let (journal, _, _) = Journal::open_store(store.clone(), options).unwrap();
+    append_n(&journal, 0..5).await;
+    let anchored = || store.read_anchor().unwrap().map(|a| Anchor::decode(&a).unwrap()).filter(|a| a.seq == 5);
+    assert!(eventually(anchored).await.is_some());
+    // Record 6 is written, never synced, and half of it survives the power loss.
+    faults.fail_syncs.store(true, Ordering::SeqCst);
+    assert!(matches!(journal.append(payload(5)).await, Err(JournalError::Failed(_))));
+    drop(journal);
+    store.crash(RECORD_OVERHEAD + 3);
+    let (journal, recovered, _) = Journal::open_store(store.clone(), Options::default()).unwrap();
+    assert_eq!((recovered.records.len(), recovered.truncated.as_ref().map(|t| t.2)), (5, Some(6)));
+    assert_eq!(journal.append(payload(5)).await.unwrap().seq, 6);
 }
 
 #[tokio::test]
@@ -506,6 +784,7 @@ async fn the_verify_command_prints_the_head_hash_and_names_damage() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("6 records verified"), "{text}");
     assert!(text.contains(&format!("head: record 6 hash {}", hex::encode(head.hash))), "{text}");
+    assert!(text.contains(&format!("anchor: record 6 hash {}", hex::encode(head.hash))), "{text}");
 
     let store = FileStore::new(&dir);
     let seg = store.segment_path(1);
@@ -524,4 +803,34 @@ async fn the_verify_command_prints_the_head_hash_and_names_damage() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("(record 2)") && err.contains("refusing"), "{err}");
+}
+
+#[tokio::test]
+async fn the_verify_command_fails_naming_a_lost_segment() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("journal");
+    let (journal, _, _) = Journal::open(&dir, small_segments()).unwrap();
+    append_n(&journal, 0..130).await;
+    drop(journal);
+    let verify = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_emission-auction"))
+            .args(["journal", "verify", "--data-dir"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(verify().0);
+
+    let store = FileStore::new(&dir);
+    let last = store.list().unwrap()[2];
+    std::fs::remove_file(store.segment_path(last)).unwrap();
+    let (ok, err) = verify();
+    assert!(!ok, "verify passed a journal without its last segment");
+    assert!(err.contains(&format!("{} is missing", store.segment_path(last).display())), "{err}");
+    assert!(err.contains("records up to 130") && err.contains(&format!("records up to {}", last - 1)), "{err}");
+
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (ok, err) = verify();
+    assert!(!ok && err.contains("there is no segment at all"), "{err}");
 }

@@ -48,7 +48,7 @@ fn group_commit(c: &mut Criterion) {
     });
 
     let dir = tempfile::tempdir().unwrap();
-    let (journal, _, stats) = Journal::open(dir.path(), Options::default()).unwrap();
+    let (journal, _, stats) = Journal::open(&dir.path().join("journal"), Options::default()).unwrap();
     let journal = Arc::new(journal);
     g.bench_function("group_commit_64_appenders", |b| {
         b.iter_custom(|n| {
@@ -131,7 +131,7 @@ fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
 fn replay(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    journal_of_bids(&runtime, dir.path());
+    journal_of_bids(&runtime, &dir.path().join("journal"));
     let mut g = c.benchmark_group("journal");
     g.sample_size(10).measurement_time(Duration::from_secs(30)).throughput(Throughput::Elements(REPLAYED + 1));
     // From the files to a running exchange: read and check every segment (CRC32C, sequence,
@@ -141,7 +141,7 @@ fn replay(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iterations {
                 let start = Instant::now();
-                let recovered = emission_auction::journal::recover(dir.path()).unwrap();
+                let recovered = emission_auction::journal::recover(&dir.path().join("journal")).unwrap();
                 let exchange = runtime.block_on(async {
                     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
                     Exchange::recover(PricePolicy::default(), clock, memory_journal(), Vec::new(), &recovered)
@@ -156,7 +156,7 @@ fn replay(c: &mut Criterion) {
     });
     // Replay alone, from records already read and checked: decode, apply, rebuild the request
     // table, start the exchange.
-    let recovered = emission_auction::journal::recover(dir.path()).unwrap();
+    let recovered = emission_auction::journal::recover(&dir.path().join("journal")).unwrap();
     g.bench_function("replay_1m_commands", |b| {
         b.iter_custom(|iterations| {
             let mut total = Duration::ZERO;

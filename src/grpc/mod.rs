@@ -93,6 +93,7 @@ pub async fn serve(
 
     Server::builder()
         .layer(tower::util::MapResponseLayer::new(oversize_is_resource_exhausted))
+        .layer(crate::metrics::GrpcLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(operator, with_auth(&auth)))

@@ -217,9 +217,12 @@ impl Board {
 }
 
 async fn index(State(board): State<Arc<Board>>) -> Html<String> {
-    let (auctions, results) = {
+    // The running list is rendered now (one in-process list), not taken from the last tick,
+    // so an auction created a moment ago is on the page.
+    let auctions = page::running(&board.running());
+    let results: Vec<Arc<str>> = {
         let current = board.current.lock().unwrap_or_else(|p| p.into_inner());
-        (Arc::clone(&current.auctions), current.results.iter().rev().cloned().collect::<Vec<_>>())
+        current.results.iter().rev().cloned().collect()
     };
     Html(page::board(&auctions, &results, SystemClock.now()))
 }

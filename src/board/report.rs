@@ -342,7 +342,7 @@ pub fn render(data: &ReportData, period: &Period, now: Timestamp) -> String {
             .iter()
             .map(|(r, kg)| {
                 let (zh, en) = region_label(*r);
-                (if zh == en { zh } else { format!("{zh} {}", en.split(' ').next().unwrap_or("")) }, tonnes(*kg))
+                (if zh == en { zh } else { format!("{zh} {en}") }, tonnes(*kg))
             })
             .collect();
         body.push_str(&svg::hbars(

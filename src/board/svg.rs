@@ -26,8 +26,10 @@ fn nice_max(max: f64) -> f64 {
 fn fmt_tick(v: f64) -> String {
     if v >= 1e8 {
         format!("{:.1}亿", v / 1e8)
-    } else if v >= 1e4 {
+    } else if v >= 1e4 && (v / 1e4).fract() == 0.0 {
         format!("{:.0}万", v / 1e4)
+    } else if v >= 1e4 {
+        format!("{:.1}万", v / 1e4)
     } else if v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
@@ -212,7 +214,8 @@ pub fn points_over_time(
         }
     }
     if t1 >= t0 && !all.is_empty() {
-        for (t, anchor) in [(t0, "start"), (t1, "end")] {
+        let ends: &[(i64, &str)] = if t1 > t0 { &[(t0, "start"), (t1, "end")] } else { &[(t0, "middle")] };
+        for &(t, anchor) in ends {
             let day = crate::domain::Timestamp::from_micros(t.saturating_mul(1000)).to_string();
             let _ = write!(
                 out,

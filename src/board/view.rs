@@ -100,7 +100,7 @@ pub fn region_names(r: RegionCode) -> Option<(&'static str, &'static str)> {
 
 pub fn region_label(r: RegionCode) -> (String, String) {
     match region_names(r) {
-        Some((zh, en)) => (format!("{zh} {r}"), format!("{en} {r}")),
+        Some((zh, en)) => (format!("{zh} {r}"), en.to_owned()),
         None => (r.to_string(), r.to_string()),
     }
 }

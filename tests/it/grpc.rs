@@ -152,6 +152,7 @@ pub fn erc_lot(lot_id: &str, pollutant: pb::Pollutant, quantity: &str) -> pb::Lo
         region_code: "140200".into(),
         vintage_year: 2024,
         valid_years: 5,
+        ..Default::default()
     }
 }
 

@@ -172,8 +172,7 @@ async fn main() {
     let raisers: Vec<Terminal> =
         bidder_tokens[TERMINALS..].iter().map(|t| Terminal::on(channel.clone(), t).unwrap()).collect();
     let raising = tokio::spawn(async move {
-        let mut fen: u64 = 1_900_000;
-        for i in 0.. {
+        for (i, fen) in (1_900_000u64..).enumerate() {
             let mut t = raisers[i % 2].clone();
             let request = pb::PlaceBidRequest {
                 request_id: request_id(),
@@ -182,7 +181,6 @@ async fn main() {
                 quantity: String::new(),
             };
             let _ = t.trading.place_bid(request).await;
-            fen += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });

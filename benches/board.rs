@@ -28,7 +28,8 @@ use tonic::transport::Channel;
 
 const SSE_CLIENTS: usize = 200;
 const TERMINALS: usize = 8;
-const BIDS_PER_TERMINAL: usize = 250;
+/// How long each round places bids: several of the board's 500 ms ticks.
+const ROUND: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 
 fn firm(n: usize) -> CreditCode {
@@ -56,15 +57,17 @@ fn request_id() -> String {
     format!("bench-{}", REQUEST.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Places every terminal's bids, each waiting for its receipt; the latencies, sorted.
-async fn bid_round(terminals: &[Terminal], auction: &str) -> Vec<Duration> {
+/// Every terminal places bids one after another, each waiting for its receipt, for `length`;
+/// the latencies, sorted.
+async fn bid_round(terminals: &[Terminal], auction: &str, length: Duration) -> Vec<Duration> {
+    let until = Instant::now() + length;
     let mut tasks = Vec::new();
     for t in terminals {
         let mut t = t.clone();
         let auction = auction.to_owned();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(BIDS_PER_TERMINAL);
-            for _ in 0..BIDS_PER_TERMINAL {
+            let mut latencies = Vec::new();
+            while Instant::now() < until {
                 let request = pb::PlaceBidRequest {
                     request_id: request_id(),
                     auction_id: auction.clone(),
@@ -188,13 +191,13 @@ async fn main() {
     let terminals: Vec<Terminal> =
         bidder_tokens[..TERMINALS].iter().map(|t| Terminal::on(channel.clone(), t).unwrap()).collect();
     // Warm up connections and the auction's task.
-    bid_round(&terminals, &sealed).await;
+    bid_round(&terminals, &sealed, Duration::from_millis(500)).await;
 
     let events = Arc::new(AtomicU64::new(0));
     let mut without = Vec::new();
     let mut with = Vec::new();
     for round in 0..ROUNDS {
-        let plain = bid_round(&terminals, &sealed).await;
+        let plain = bid_round(&terminals, &sealed, ROUND).await;
         println!(
             "round {round} without SSE clients: {} bids, median {:?}, p99 {:?}",
             plain.len(),
@@ -213,7 +216,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let before = events.load(Ordering::Relaxed);
-        let watched = bid_round(&terminals, &sealed).await;
+        let watched = bid_round(&terminals, &sealed, ROUND).await;
         let got = events.load(Ordering::Relaxed) - before;
         println!(
             "round {round} with {SSE_CLIENTS} SSE clients: {} bids, median {:?}, p99 {:?}; the clients received {got} events meanwhile",

@@ -25,6 +25,8 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    /// The public results board's HTTP address (board, report, /metrics); off when absent.
+    board_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     principals_file: Option<PathBuf>,
     max_message_bytes: Option<usize>,
@@ -153,6 +155,8 @@ struct FileBenchmark {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where the public results board listens (HTTP), if it runs at all.
+    pub board_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub principals_file: PathBuf,
     /// Requests larger than this get RESOURCE_EXHAUSTED.
@@ -200,6 +204,7 @@ impl Default for Config {
         let data_dir = PathBuf::from("data");
         Config {
             listen: "127.0.0.1:50051".parse().expect("literal address"),
+            board_listen: None,
             principals_file: data_dir.join("principals.json"),
             data_dir,
             max_message_bytes: 64 * 1024,
@@ -229,6 +234,9 @@ impl Config {
             .map_err(|e| ConfigError::Parse { path: path.display().to_string(), reason: e.to_string() })?;
         if let Some(listen) = file.listen {
             config.listen = listen;
+        }
+        if let Some(board) = file.board_listen {
+            config.board_listen = Some(board);
         }
         if let Some(dir) = file.data_dir {
             config.set_data_dir(dir);

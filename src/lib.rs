@@ -3,12 +3,14 @@
 //! See ARCHITECTURE.md for the code map and the invariants each module keeps.
 
 pub mod auth;
+pub mod board;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod grpc;
 pub mod journal;
+pub mod metrics;
 pub mod server;
 pub mod service;
 

@@ -25,31 +25,34 @@ fn main() -> ExitCode {
         Top::Serve(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Human => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        cli::LogFormat::Json => logs.json().init(),
+    }
 
     match cli.command {
         Top::Principal(command) => return report(cli::principal(command)),
         Top::Journal(command) => return report(cli::journal(command)),
+        Top::Report(args) => return report(cli::report(args)),
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         match cli.command {
             Top::Serve(args) => report(serve(args).await),
-            Top::Demo => report(cli::demo::run().await),
+            Top::Demo(args) => report(cli::demo::run(args).await),
             Top::Auction(args) => report(cli::auction(args).await),
             Top::Bid(args) => report(cli::bid(args).await),
             Top::Settlement(args) => report(cli::settlement(args).await),
-            Top::Principal(_) | Top::Journal(_) => unreachable!("handled above"),
+            Top::Principal(_) | Top::Journal(_) | Top::Report(_) => unreachable!("handled above"),
         }
     })
 }
 
-async fn serve(args: cli::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(args: cli::ServeCommand) -> Result<(), Box<dyn std::error::Error>> {
     use tokio::signal::unix::{SignalKind, signal};
 
     // Installed first, so that a signal during start-up (a long journal replay) does not take
@@ -89,7 +92,15 @@ async fn serve(args: cli::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
-    emission_auction::server::run(parts, listener, shutdown).await?;
+    match config.board_listen {
+        Some(addr) => {
+            let board =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            eprintln!("results board on http://{} (report at /report, metrics at /metrics)", board.local_addr()?);
+            emission_auction::server::run_with_board(parts, listener, board, shutdown).await?;
+        }
+        None => emission_auction::server::run(parts, listener, shutdown).await?,
+    }
     Ok(())
 }
 

@@ -38,6 +38,8 @@ pub enum ServerError {
         "refusing to serve plain text on {0}, which is not a loopback address: configure [tls] cert and key, or set allow_plaintext = true behind a TLS-terminating proxy"
     )]
     Plaintext(std::net::SocketAddr),
+    #[error("results board: {0}")]
+    Board(std::io::Error),
 }
 
 /// Everything a running server is made of, before it listens.
@@ -172,4 +174,29 @@ pub async fn run(
     drop(exchange);
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Serves the API on `listener` and the public results board ([`crate::board`]: the board, the
+/// report and `/metrics`) on `board`, until `shutdown` resolves; both stop together.
+pub async fn run_with_board(
+    parts: Parts,
+    listener: TcpListener,
+    board: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut board_stopped = stopped.clone();
+    // The board also stops if the API server ends on an error (the sender is dropped).
+    let board = tokio::spawn(crate::board::serve(board, Arc::clone(&parts.exchange), async move {
+        let _ = board_stopped.wait_for(|stop| *stop).await;
+    }));
+    let served = run(parts, listener, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
+    drop(stopped);
+    let board = board.await.map_err(|e| ServerError::Board(std::io::Error::other(e)))?;
+    served?;
+    board.map_err(ServerError::Board)
 }

@@ -54,6 +54,7 @@ fn request(format: Format, tie: TieRule, lot_tonnes: i64) -> AuctionRequest {
             region: "140100".parse().unwrap(),
             vintage_year: 2025,
             valid_years: 5,
+            project: Default::default(),
         },
         format,
         tie_rule: tie,

@@ -12,6 +12,10 @@
 //! period restarts the countdown, and the countdown runs out.
 //!
 //! It then prints the settlements and where they were recorded, and stops by itself.
+//!
+//! The results board runs beside the API (its address is printed first): with `--serve` the
+//! demo waits a few seconds for a browser to open it before the auctions start, and keeps
+//! serving after the session until Ctrl-C.
 
 use std::time::Duration;
 
@@ -31,6 +35,20 @@ use super::render::{self, out};
 /// How long bidding stays open in the demo.
 const WINDOW: Duration = Duration::from_millis(2500);
 
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep serving the board (and the API) after the session, until Ctrl-C; and wait
+    /// `--start-in` seconds before the auctions start, so a browser can open the board.
+    #[arg(long)]
+    pub serve: bool,
+    /// Where the results board listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub board_listen: std::net::SocketAddr,
+    /// Seconds to wait before the auctions start (default: 10 with --serve, else 0).
+    #[arg(long)]
+    pub start_in: Option<u64>,
+}
+
 struct Enterprise {
     name: &'static str,
     code: CreditCode,
@@ -47,7 +65,7 @@ fn enterprises() -> Vec<Enterprise> {
     ]
 }
 
-pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
     config.set_data_dir(dir.path().to_owned());
@@ -71,13 +89,21 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let board = tokio::net::TcpListener::bind(args.board_listen).await?;
+    let board_addr = board.local_addr()?;
     let parts = crate::server::assemble(&config).await?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(parts, listener, async {
+    let server = tokio::spawn(crate::server::run_with_board(parts, listener, board, async {
         let _ = stopped.await;
     }));
 
-    out!("emission-auction demo: server on {addr}, data in {}\n", dir.path().display())?;
+    out!("emission-auction demo: server on {addr}, data in {}", dir.path().display())?;
+    out!("results board: http://{board_addr}/  (report: http://{board_addr}/report)\n")?;
+    let start_in = args.start_in.unwrap_or(if args.serve { 10 } else { 0 });
+    if start_in > 0 {
+        out!("open the board in a browser; the auctions start in {start_in} s ...\n")?;
+        tokio::time::sleep(Duration::from_secs(start_in)).await;
+    }
     let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
     let mut operator = Terminal::on(channel.clone(), &operator_token)?;
     let mut auditor = Terminal::on(channel.clone(), &auditor_token)?;
@@ -205,6 +231,10 @@ pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // Hang up before stopping: the server drains open connections on shutdown.
     drop((results, operator, auditor, terminals, channel));
+    if args.serve {
+        out!("\nthe board stays up at http://{board_addr}/ ; Ctrl-C to stop")?;
+        let _ = tokio::signal::ctrl_c().await;
+    }
     let _ = stop.send(());
     server.await??;
 
@@ -358,6 +388,9 @@ fn create(
             region_code: "140100".into(),
             vintage_year: 2025,
             valid_years: 5,
+            // Figures for the statistics report (yuan), as a seller would declare them.
+            project_investment: if reserve { String::new() } else { "1250000.00".into() },
+            expected_annual_output: if reserve { String::new() } else { "8600000.00".into() },
         }),
         format: format as i32,
         opens_at: Some(to_timestamp(opens)),

@@ -41,15 +41,27 @@ use render::{OutputError, out};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Top,
+    /// Log lines on standard error: for people, or one JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Top {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(ServeCommand),
     /// Start a server on a loopback port, run two sealed auctions and an open ascending one
     /// (watched live) from simulated terminals, print the settlements, and stop.
-    Demo,
+    Demo(demo::DemoArgs),
+    /// Write the statistics report (HTML, printable) of a data directory, replaying its
+    /// journal offline; changes nothing there.
+    Report(ReportArgs),
     /// Manage the principals file (who may call the API).
     #[command(subcommand)]
     Principal(PrincipalCommand),
@@ -85,6 +97,50 @@ pub enum JournalCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// `serve`: the server's configuration and the results board.
+#[derive(Debug, Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub args: ServeArgs,
+    /// Serve the public results board, the report and /metrics over HTTP on this address
+    /// (e.g. 127.0.0.1:8080); off by default.
+    #[arg(long)]
+    pub board_listen: Option<SocketAddr>,
+}
+
+impl ServeCommand {
+    pub fn config(&self) -> Result<Config, crate::config::ConfigError> {
+        let mut config = self.args.config()?;
+        if let Some(board) = self.board_listen {
+            config.board_listen = Some(board);
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// First day to include, YYYY-MM-DD (UTC).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day to include, YYYY-MM-DD (UTC).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Where to write the HTML report.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `report`: the statistics report of a data directory.
+pub fn report(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = ServeArgs::files(args.config, args.data_dir).config()?;
+    crate::board::report::run(&config, args.from.as_deref(), args.to.as_deref(), &args.out)
 }
 
 #[derive(Debug, Args)]
@@ -398,6 +454,12 @@ pub struct CreateArgs {
     pub vintage_year: u32,
     #[arg(long, default_value_t = 5)]
     pub valid_years: u32,
+    /// The investment in the project behind the right, in yuan (statistics only).
+    #[arg(long)]
+    pub project_investment: Option<String>,
+    /// The project's expected annual output value, in yuan (statistics only).
+    #[arg(long)]
+    pub expected_annual_output: Option<String>,
     #[arg(long, value_enum)]
     pub format: FormatArg,
     /// Ties at the margin (English: at the cap; clock: leftover supply; seeded is not for clock).
@@ -841,6 +903,8 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
             region_code: c.region.clone(),
             vintage_year: c.vintage_year,
             valid_years: c.valid_years,
+            project_investment: c.project_investment.clone().unwrap_or_default(),
+            expected_annual_output: c.expected_annual_output.clone().unwrap_or_default(),
         }),
         format: match c.format {
             FormatArg::FirstPrice => pb::AuctionFormat::SealedFirstPrice,

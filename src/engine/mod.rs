@@ -33,7 +33,7 @@ pub use error::EngineError;
 pub use settlement::{Allocation, Settlement, SettlementStatus, TieBreak};
 pub use spec::{
     AscendingRequest, AscendingTerms, AuctionRequest, AuctionSpec, BidRevision, CapChoice, CapMode, CapRequest,
-    ClockRequest, ClockTerms, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, PriceBand, TieRule,
+    ClockRequest, ClockTerms, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, PriceBand, ProjectFacts, TieRule,
     Undersubscription, lot_offerable,
 };
 

@@ -6,7 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    AuctionId, CreditCode, LotId, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, RegionCode, Timestamp,
+    Amount, AuctionId, CreditCode, LotId, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, RegionCode,
+    Timestamp,
 };
 
 use super::EngineError;
@@ -54,6 +55,18 @@ pub struct LotRequest {
     pub vintage_year: u32,
     /// How many years the right is valid, 1 to 100.
     pub valid_years: u32,
+    /// What the seller says of the project behind the right, for statistics; optional.
+    pub project: ProjectFacts,
+}
+
+/// Figures about the project that produced a right (the pilot's review asked for them), kept
+/// for statistics only: no rule reads them. Amounts in fen, as every amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProjectFacts {
+    /// The investment in the project (e.g. the reduction works behind an ERC).
+    pub investment: Option<Amount>,
+    /// The project's expected annual output value.
+    pub expected_annual_output: Option<Amount>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +81,9 @@ pub struct Lot {
     pub region: RegionCode,
     pub vintage_year: u16,
     pub valid_years: u16,
+    /// Optional figures for statistics; absent in lots created before they existed.
+    #[serde(default)]
+    pub project: ProjectFacts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,6 +362,7 @@ impl AuctionSpec {
             region: req.region,
             vintage_year,
             valid_years,
+            project: req.project,
         })
     }
 

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use crate::domain::{
-    AuctionId, BidId, CreditCode, DecimalError, IdError, Pollutant, Price, Quantity, Ratio, Reference, RegionCode,
-    Timestamp,
+    Amount, AuctionId, BidId, CreditCode, DecimalError, IdError, Pollutant, Price, Quantity, Ratio, Reference,
+    RegionCode, Timestamp,
 };
 use crate::engine::{
     AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapMode, CapRequest,
-    ClockRequest, ClockView, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, SettlementStatus, TieRule,
-    Undersubscription,
+    ClockRequest, ClockView, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, ProjectFacts, SettlementStatus,
+    TieRule, Undersubscription,
 };
 use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind};
@@ -37,6 +37,11 @@ pub fn price(field: &str, text: &str) -> Result<Price> {
 
 pub fn quantity(field: &str, text: &str) -> Result<Quantity> {
     Quantity::parse_positive(text).map_err(|e| decimal_error(field, e, "a quantity in tonnes such as \"4.048\""))
+}
+
+/// An amount of money in yuan, two decimals at most, greater than zero.
+pub fn amount(field: &str, text: &str) -> Result<Amount> {
+    Amount::parse_positive(text).map_err(|e| decimal_error(field, e, "an amount in yuan such as \"1200000.00\""))
 }
 
 fn decimal_error(field: &str, e: DecimalError, what: &str) -> FieldError {
@@ -189,6 +194,12 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
             region: region("lot.region_code", &lot.region_code)?,
             vintage_year: lot.vintage_year,
             valid_years: lot.valid_years,
+            project: ProjectFacts {
+                investment: optional_text(&lot.project_investment, |t| amount("lot.project_investment", t))?,
+                expected_annual_output: optional_text(&lot.expected_annual_output, |t| {
+                    amount("lot.expected_annual_output", t)
+                })?,
+            },
         },
         format,
         tie_rule: match known::<pb::TieRule>("tie_rule", req.tie_rule)? {
@@ -319,6 +330,8 @@ fn pb_lot(lot: &Lot) -> pb::Lot {
         region_code: lot.region.to_string(),
         vintage_year: u32::from(lot.vintage_year),
         valid_years: u32::from(lot.valid_years),
+        project_investment: lot.project.investment.map(|a| a.to_string()).unwrap_or_default(),
+        expected_annual_output: lot.project.expected_annual_output.map(|a| a.to_string()).unwrap_or_default(),
     }
 }
 

@@ -119,6 +119,7 @@ pub async fn serve(
     builder
         .layer(conn::InFlightLayer)
         .layer(tower::util::MapResponseLayer::new(rewrite_transport_status))
+        .layer(crate::metrics::GrpcLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(InterceptedService::new(operator, with_auth(&auth)))

@@ -401,6 +401,7 @@ where
 {
     async_stream(move |tx| async move {
         let Relay { mut next, sequence, last, ended, too_slow } = ends;
+        let _watching = crate::metrics::Watching::relay(too_slow.0);
         for item in backlog {
             next = sequence(&item).saturating_add(1);
             if tx.send(Ok(to_pb(&item))).await.is_err() || last(&item) {

@@ -150,6 +150,7 @@ impl<S: SegmentStore> Writer<S> {
         match outcome {
             Ok(()) => {
                 self.stats.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                crate::metrics::journal_batch(batch.len());
                 for (job, appended) in batch.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(appended));
                 }
@@ -214,7 +215,9 @@ impl<S: SegmentStore> Writer<S> {
             if self.options.faults.as_ref().is_some_and(|f| f.fail_syncs.load(Ordering::SeqCst)) {
                 return Err("sync: injected I/O error".into());
             }
+            let started = std::time::Instant::now();
             self.store.sync().map_err(|e| format!("sync: {e}"))?;
+            crate::metrics::journal_fsync(started.elapsed());
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
             // Every record encoded so far is written, and earlier segments were synced before
             // their roll (this is the only policy that syncs): all of them are durable now.

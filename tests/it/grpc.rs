@@ -136,6 +136,7 @@ pub fn reserve_lot(lot_id: &str, quantity: &str, fill: &str) -> pb::Lot {
         region_code: "140100".into(),
         vintage_year: 2025,
         valid_years: 5,
+        ..Default::default()
     }
 }
 
@@ -151,6 +152,7 @@ pub fn erc_lot(lot_id: &str, pollutant: pb::Pollutant, quantity: &str) -> pb::Lo
         region_code: "140200".into(),
         vintage_year: 2024,
         valid_years: 5,
+        ..Default::default()
     }
 }
 

@@ -1,6 +1,8 @@
 //! The one integration-test binary: data-driven clearing scenarios, property tests, and the
 //! real gRPC server driven over loopback.
 
+mod board;
+mod cdp;
 mod cli;
 mod crash;
 mod english;

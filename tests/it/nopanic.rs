@@ -130,6 +130,7 @@ fn request(s: &Setup) -> AuctionRequest {
             region: "140100".parse().unwrap(),
             vintage_year: 2025,
             valid_years: 5,
+            project: Default::default(),
         },
         format: s.format,
         tie_rule: s.tie,

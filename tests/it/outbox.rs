@@ -44,6 +44,7 @@ fn request(lot: &str) -> AuctionRequest {
             region: "140100".parse().unwrap(),
             vintage_year: 2025,
             valid_years: 5,
+            project: Default::default(),
         },
         format: Format::SealedUniformPrice,
         tie_rule: TieRule::TimePriority,

@@ -48,6 +48,7 @@ fn request(format: Format) -> AuctionRequest {
             region: "140100".parse().unwrap(),
             vintage_year: 2025,
             valid_years: 5,
+            project: Default::default(),
         },
         format,
         tie_rule: TieRule::TimePriority,

@@ -88,6 +88,7 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
             region: "140100".parse().unwrap(),
             vintage_year: 2025,
             valid_years: 5,
+            project: Default::default(),
         },
         format: case.format,
         tie_rule: case.tie,

@@ -216,6 +216,7 @@ impl Run {
                 region: "140100".parse().unwrap(),
                 vintage_year: 2025,
                 valid_years: 5,
+                project: Default::default(),
             },
             format,
             tie_rule: match get("tie", "time").as_str() {

@@ -678,7 +678,7 @@ impl Exchange {
         quantity: Option<Quantity>,
         origin: Origin,
     ) -> Pending<Receipt> {
-        let command = Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity };
+        let command = Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity, eligibility: None };
         self.bid_command(id, command, origin)
     }
 
@@ -691,7 +691,7 @@ impl Exchange {
         quantity: Option<Quantity>,
         origin: Origin,
     ) -> Result<Receipt, ServiceError> {
-        self.bid_command(id, Command::ReviseBid { bidder, bid, price, quantity }, origin).await
+        self.bid_command(id, Command::ReviseBid { bidder, bid, price, quantity, eligibility: None }, origin).await
     }
 
     pub async fn withdraw_bid(

@@ -10,6 +10,7 @@ mod nopanic;
 mod outbox;
 mod pipeline;
 mod props;
+mod registry;
 mod replay;
 mod rng;
 mod scenarios;

@@ -561,6 +561,28 @@ price = "20000.00"
         assert!(Config::load(Some(&path)).is_err());
     }
 
+    /// The README's worked example loads, and a bad eligibility value names its key.
+    #[test]
+    fn eligibility_policy_is_data_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let readme = include_str!("../README.md");
+        let start = readme.find("\ncheck_eligibility = true").unwrap() + 1;
+        let end = start + readme[start..].find("```").unwrap();
+        std::fs::write(&path, format!("[policy]\n{}", &readme[start..end])).unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert!(c.eligibility.enforce);
+        assert_eq!(c.eligibility.restricted_regions.len(), 3);
+        assert_eq!(c.eligibility.regions.len(), 3);
+        let bad = "[policy]\n[[policy.restricted_regions]]\nregion = \"140200\"\nfrom = \"2026-01-01\"\nscope = \"same_city\"\n";
+        std::fs::write(&path, bad).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("policy.restricted_regions[0].scope"), "{err}");
+        std::fs::write(&path, bad.replace("same_city", "nearby")).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("policy.restricted_regions[0].scope"), "{err}");
+    }
+
     #[test]
     fn tls_and_limits_keys() {
         let dir = tempfile::tempdir().unwrap();

@@ -105,6 +105,7 @@ fn journal_of_bids(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) {
                     bid: BidId::new(i + 1),
                     price: Some(Price::from_units(1_800_000 + (i * 7919 % 2000) as i64 * 50).unwrap()),
                     quantity: Some(Quantity::from_units((i % 5 + 1) as i64 * 1000).unwrap()),
+                    eligibility: None,
                 };
                 // As a terminal sends it: its principal and a UUID-sized request id.
                 let origin = Origin {

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{BenchmarkEntry, BenchmarkSchedule, Pollutant, Price, PricePolicy, Ratio, Timestamp};
+use crate::domain::{
+    BenchmarkEntry, BenchmarkSchedule, EligibilityPolicy, Pollutant, Price, PricePolicy, Ratio, RegionAreas,
+    RegionScope, RestrictedRegion, Timestamp,
+};
 use crate::journal::SyncPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +144,32 @@ struct FilePolicy {
     reserve_markup: Option<String>,
     #[serde(default)]
     benchmarks: Vec<FileBenchmark>,
+    /// Whether bids are checked against the enterprise registry.
+    check_eligibility: Option<bool>,
+    /// GB/T 4754 section letters whose enterprises may bid, e.g. "BCD".
+    admitted_sections: Option<String>,
+    #[serde(default)]
+    restricted_regions: Vec<FileRestrictedRegion>,
+    /// Region code -> its city and river basin.
+    #[serde(default)]
+    regions: std::collections::BTreeMap<String, FileRegionAreas>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRestrictedRegion {
+    region: String,
+    /// YYYY-MM-DD, midnight UTC.
+    from: String,
+    /// own_region, same_city or same_basin.
+    scope: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRegionAreas {
+    city: Option<String>,
+    basin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +193,8 @@ pub struct Config {
     /// Whether journal batches are fdatasynced before they are acknowledged.
     pub journal_sync: SyncPolicy,
     pub policy: PricePolicy,
+    /// Who may bid: the registry check, admitted industries, restricted regions.
+    pub eligibility: EligibilityPolicy,
     /// TLS, or plain text when `None` (loopback, or with `allow_plaintext`).
     pub tls: Option<TlsFiles>,
     pub allow_plaintext: bool,
@@ -210,6 +241,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             journal_sync: SyncPolicy::EveryBatch,
             policy: PricePolicy::default(),
+            eligibility: EligibilityPolicy::default(),
             tls: None,
             allow_plaintext: false,
             principals_poll: Duration::from_secs(1),
@@ -265,6 +297,7 @@ impl Config {
                 .map(|(i, r)| r.resolve(i))
                 .collect::<Result<_, _>>()?;
         }
+        config.eligibility = file.policy.eligibility(config.eligibility)?;
         config.policy = file.policy.apply(config.policy)?;
         if let Some(allow) = file.allow_plaintext {
             config.allow_plaintext = allow;
@@ -385,6 +418,47 @@ impl FileRecorder {
 }
 
 impl FilePolicy {
+    /// The eligibility keys of `[policy]`, each checked with its key named on error.
+    fn eligibility(&self, mut policy: EligibilityPolicy) -> Result<EligibilityPolicy, ConfigError> {
+        if let Some(on) = self.check_eligibility {
+            policy.enforce = on;
+        }
+        if let Some(sections) = &self.admitted_sections {
+            if sections.is_empty() || !sections.chars().all(|c| c.is_ascii_uppercase() && c <= 'T') {
+                return Err(invalid("policy.admitted_sections", "must be GB/T 4754 section letters A-T, e.g. \"BCD\""));
+            }
+            policy.admitted_sections = sections.clone();
+        }
+        for (i, r) in self.restricted_regions.iter().enumerate() {
+            let key = |k: &str| format!("policy.restricted_regions[{i}].{k}");
+            policy.restricted_regions.push(RestrictedRegion {
+                region: r.region.parse().map_err(|e| invalid(&key("region"), e))?,
+                from: parse_date(&r.from).ok_or_else(|| invalid(&key("from"), "must be YYYY-MM-DD"))?,
+                scope: r.scope.parse().map_err(|e| invalid(&key("scope"), e))?,
+            });
+        }
+        for (code, areas) in &self.regions {
+            let region = code.parse().map_err(|e| invalid(&format!("policy.regions.{code}"), e))?;
+            policy.regions.insert(region, RegionAreas { city: areas.city.clone(), basin: areas.basin.clone() });
+        }
+        // A same-city or same-basin rule needs the buyer's area, or no lot would ever do.
+        for (i, r) in policy.restricted_regions.iter().enumerate() {
+            let areas = policy.regions.get(&r.region);
+            let missing = match r.scope {
+                RegionScope::OwnRegion => false,
+                RegionScope::SameCity => areas.and_then(|a| a.city.as_ref()).is_none(),
+                RegionScope::SameBasin => areas.and_then(|a| a.basin.as_ref()).is_none(),
+            };
+            if missing {
+                return Err(invalid(
+                    &format!("policy.restricted_regions[{i}].scope"),
+                    format!("{} needs [policy.regions.\"{}\"] with its area", r.scope.code(), r.region),
+                ));
+            }
+        }
+        Ok(policy)
+    }
+
     fn apply(self, mut policy: PricePolicy) -> Result<PricePolicy, ConfigError> {
         let rate = |field: &str, text: &str| {
             let r = Ratio::parse_factor(text).map_err(|e| invalid(field, e))?;
@@ -493,6 +567,28 @@ price = "20000.00"
         assert!(err.contains("policy.buyer_fee_rate"), "{err}");
         std::fs::write(&path, "nonsense = 1\n").unwrap();
         assert!(Config::load(Some(&path)).is_err());
+    }
+
+    /// The README's worked example loads, and a bad eligibility value names its key.
+    #[test]
+    fn eligibility_policy_is_data_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let readme = include_str!("../README.md");
+        let start = readme.find("\ncheck_eligibility = true").unwrap() + 1;
+        let end = start + readme[start..].find("```").unwrap();
+        std::fs::write(&path, format!("[policy]\n{}", &readme[start..end])).unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert!(c.eligibility.enforce);
+        assert_eq!(c.eligibility.restricted_regions.len(), 3);
+        assert_eq!(c.eligibility.regions.len(), 3);
+        let bad = "[policy]\n[[policy.restricted_regions]]\nregion = \"140200\"\nfrom = \"2026-01-01\"\nscope = \"same_city\"\n";
+        std::fs::write(&path, bad).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("policy.restricted_regions[0].scope"), "{err}");
+        std::fs::write(&path, bad.replace("same_city", "nearby")).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("policy.restricted_regions[0].scope"), "{err}");
     }
 
     #[test]

@@ -97,8 +97,10 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
         tracing::warn!(segment = %segment.display(), offset, seq, "journal had a torn tail (a batch cut short by a crash); it was cut off");
     }
     let replayed = recovered.records.len();
-    let exchange =
-        Arc::new(Exchange::recover(config.policy.clone(), clock, Arc::new(journal), recordings, &recovered).await?);
+    let mut exchange =
+        Exchange::recover(config.policy.clone(), clock, Arc::new(journal), recordings, &recovered).await?;
+    exchange.set_eligibility(config.eligibility.clone());
+    let exchange = Arc::new(exchange);
     if replayed > 0 {
         tracing::info!(entries = replayed, head = ?recovered.head.map(|h| (h.seq, hex::encode(h.hash))), "journal replayed");
     }

@@ -1,6 +1,7 @@
 //! Domain vocabulary shared by every layer: exact units, identifiers, pollutants and price
 //! policy. Nothing here does I/O or knows about protobuf.
 
+mod enterprise;
 mod ids;
 mod policy;
 mod reason;
@@ -75,6 +76,10 @@ macro_rules! serde_as_text_or_integer {
     )*};
 }
 
+pub use enterprise::{
+    EligibilityPolicy, Enterprise, EnterpriseStatus, IndustryCode, Permit, RegionAreas, RegionScope, RestrictedRegion,
+    date_of,
+};
 pub use ids::{AuctionId, BidId, BidderId, CreditCode, IdError, LotId, Reference, RegionCode, Timestamp};
 pub use policy::{BenchmarkEntry, BenchmarkSchedule, Pollutant, PricePolicy};
 pub use reason::Reason;

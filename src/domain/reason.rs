@@ -109,6 +109,20 @@ reasons! {
         "Bids in this auction cannot be revised or withdrawn (irrevocable terms, open bids, clock statements).";
     BidWithdrawn = "BID_WITHDRAWN", FAILED_PRECONDITION,
         "The bid was withdrawn and can no longer change.";
+    NotRegistered = "NOT_REGISTERED", FAILED_PRECONDITION,
+        "The bidder's enterprise is not in the registry; an operator registers it (AddEnterprise).";
+    EnterpriseSuspended = "ENTERPRISE_SUSPENDED", FAILED_PRECONDITION,
+        "The enterprise is suspended from trading (`status_reason`); bids it made before stand.";
+    EnterpriseBlacklisted = "ENTERPRISE_BLACKLISTED", FAILED_PRECONDITION,
+        "The enterprise is blacklisted (`status_reason`).";
+    PermitMissing = "PERMIT_MISSING", FAILED_PRECONDITION,
+        "The enterprise has no discharge permit on record.";
+    PermitNotValid = "PERMIT_NOT_VALID", FAILED_PRECONDITION,
+        "The discharge permit (`valid_from`, `valid_until`) does not cover the time from the bid to the close (`close_date`).";
+    IndustryNotAdmitted = "INDUSTRY_NOT_ADMITTED", FAILED_PRECONDITION,
+        "The enterprise's industry (`industry`) is not in an admitted GB/T 4754 section (`admitted_sections`).";
+    RegionRestricted = "REGION_RESTRICTED", FAILED_PRECONDITION,
+        "Buyers in the enterprise's region may not buy this lot (`buyer_region`, `lot_region`, `rule`: own_region, same_city or same_basin).";
     BidsSealed = "BIDS_SEALED", FAILED_PRECONDITION,
         "Bids stay sealed until the auction concludes (`closes_at`).";
     BookFull = "BOOK_FULL", FAILED_PRECONDITION,
@@ -122,10 +136,14 @@ reasons! {
         "No auction has this id (`auction_id`).";
     BidNotFound = "BID_NOT_FOUND", NOT_FOUND,
         "The caller has no bid with this id in this auction (another bidder's bid looks the same).";
+    EnterpriseNotFound = "ENTERPRISE_NOT_FOUND", NOT_FOUND,
+        "No enterprise with this credit code is in the registry (`enterprise`).";
     LotOnSale = "LOT_ON_SALE", ALREADY_EXISTS,
         "The lot is on sale in another auction that has not concluded (`auction_id`).";
     LotSold = "LOT_SOLD", ALREADY_EXISTS,
         "The lot was sold in a settled auction and cannot be offered again (`auction_id`).";
+    EnterpriseExists = "ENTERPRISE_EXISTS", ALREADY_EXISTS,
+        "An enterprise with this credit code is already registered (`enterprise`); update it instead.";
     RequestIdReused = "REQUEST_ID_REUSED", ALREADY_EXISTS,
         "The request id was used before for a different request (`request_id`).";
     // Identity and role.

@@ -221,6 +221,11 @@ impl QuantityTotal {
         self.0.checked_add(i128::from(quantity.0)).map(QuantityTotal)
     }
 
+    /// The sum of two totals; `None` only past `i128`.
+    pub fn plus_total(self, other: QuantityTotal) -> Option<QuantityTotal> {
+        self.0.checked_add(other.0).map(QuantityTotal)
+    }
+
     /// The total with `quantity` taken off; `None` below zero.
     pub fn minus(self, quantity: Quantity) -> Option<QuantityTotal> {
         self.0.checked_sub(i128::from(quantity.0)).filter(|kg| *kg >= 0).map(QuantityTotal)

@@ -2,6 +2,8 @@
 //!
 //! 1. the window: the auction is open and bidding has not ended for a bid stamped now
 //!    ([`super::Auction`] checks it, since only it knows the phase);
+//! 2. the bidder's eligibility: registered, active, a valid permit, an admitted industry, an
+//!    allowed region ([`super::eligibility`], from the facts the command carries);
 //! 2. a default for what the bid left out: the posted price, the clock price, the whole lot;
 //! 3. the amount: price x quantity within what the engine accepts;
 //! 4. the quantity: positive (or zero to drop out of a clock auction), whole fill units, at

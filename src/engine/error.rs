@@ -72,6 +72,22 @@ pub enum EngineError {
     LotOnSale { auction: AuctionId },
     #[error("the lot was sold in auction {auction} and cannot be offered again")]
     LotSold { auction: AuctionId },
+    #[error("the enterprise is not in the trading centre's registry")]
+    NotRegistered,
+    #[error("the enterprise is suspended from trading: {reason}")]
+    EnterpriseSuspended { reason: String },
+    #[error("the enterprise is blacklisted: {reason}")]
+    EnterpriseBlacklisted { reason: String },
+    #[error("the enterprise has no discharge permit on record")]
+    PermitMissing,
+    #[error(
+        "the discharge permit, valid {valid_from} to {valid_until}, does not cover bidding until the close on {close_date}"
+    )]
+    PermitNotValid { valid_from: String, valid_until: String, close_date: String },
+    #[error("industry {industry} is not admitted; admitted sections: {admitted}")]
+    IndustryNotAdmitted { industry: String, admitted: String },
+    #[error("buyers in region {buyer_region} may buy only under rule {rule}; the lot is in {lot_region}")]
+    RegionRestricted { buyer_region: String, lot_region: String, rule: &'static str },
 }
 
 impl EngineError {
@@ -110,6 +126,13 @@ impl EngineError {
             BookFull => Reason::BookFull,
             LotOnSale { .. } => Reason::LotOnSale,
             LotSold { .. } => Reason::LotSold,
+            NotRegistered => Reason::NotRegistered,
+            EnterpriseSuspended { .. } => Reason::EnterpriseSuspended,
+            EnterpriseBlacklisted { .. } => Reason::EnterpriseBlacklisted,
+            PermitMissing => Reason::PermitMissing,
+            PermitNotValid { .. } => Reason::PermitNotValid,
+            IndustryNotAdmitted { .. } => Reason::IndustryNotAdmitted,
+            RegionRestricted { .. } => Reason::RegionRestricted,
         }
     }
 
@@ -163,6 +186,22 @@ impl EngineError {
             BidderTotalTooLarge { limit, room_left } => {
                 vec![("limit", limit.to_string()), ("room_left", room_left.to_string())]
             }
+            EnterpriseSuspended { reason } | EnterpriseBlacklisted { reason } => {
+                vec![("status_reason", reason.clone())]
+            }
+            PermitNotValid { valid_from, valid_until, close_date } => vec![
+                ("valid_from", valid_from.clone()),
+                ("valid_until", valid_until.clone()),
+                ("close_date", close_date.clone()),
+            ],
+            IndustryNotAdmitted { industry, admitted } => {
+                vec![("industry", industry.clone()), ("admitted_sections", admitted.clone())]
+            }
+            RegionRestricted { buyer_region, lot_region, rule } => vec![
+                ("buyer_region", buyer_region.clone()),
+                ("lot_region", lot_region.clone()),
+                ("rule", rule.to_string()),
+            ],
             _ => Vec::new(),
         }
     }

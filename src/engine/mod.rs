@@ -19,6 +19,7 @@ mod book;
 mod checks;
 mod clearing;
 mod clock;
+pub mod eligibility;
 mod english;
 mod error;
 mod sealed;
@@ -28,6 +29,7 @@ mod spec;
 pub use book::{BidState, BidView, SealedBook};
 pub use clearing::Seed;
 pub use clock::ClockView;
+pub use eligibility::Eligibility;
 pub use english::AscendingView;
 pub use error::EngineError;
 pub use settlement::{Allocation, Settlement, SettlementStatus, TieBreak};
@@ -57,11 +59,16 @@ pub enum Command {
     /// A new bid, or a clock auction's demand statement. An empty price means the posted price
     /// (fixed price) or the clock price at the moment the bid is applied (clock auctions); an
     /// empty quantity means the whole lot (single-lot formats). Other formats refuse them.
+    ///
+    /// `eligibility` is what the registry and policy said of the bidder when the shell took
+    /// the bid (journaled with it, so replay decides the same); `None` when the exchange does
+    /// not check eligibility.
     PlaceBid {
         bidder: BidderId,
         bid: BidId,
         price: Option<Price>,
         quantity: Option<Quantity>,
+        eligibility: Option<Box<Eligibility>>,
     },
     /// Replaces one of the bidder's active bids; empty fields resolve as for a new bid.
     ReviseBid {
@@ -69,6 +76,7 @@ pub enum Command {
         bid: BidId,
         price: Option<Price>,
         quantity: Option<Quantity>,
+        eligibility: Option<Box<Eligibility>>,
     },
     WithdrawBid {
         bidder: BidderId,
@@ -357,11 +365,11 @@ impl Auction {
             Command::Open => self.open(at).map(events),
             Command::Close => self.close(at).map(events),
             Command::Cancel { note } => self.cancel(at, note).map(events),
-            Command::PlaceBid { bidder, bid, price, quantity } => {
-                self.place_bid(at, bidder, bid, price, quantity).map(Applied::Bid)
+            Command::PlaceBid { bidder, bid, price, quantity, eligibility } => {
+                self.take_bid(at, bidder, bid, price, quantity, eligibility.as_deref()).map(Applied::Bid)
             }
-            Command::ReviseBid { bidder, bid, price, quantity } => {
-                self.revise_bid(at, bidder, bid, price, quantity).map(Applied::Bid)
+            Command::ReviseBid { bidder, bid, price, quantity, eligibility } => {
+                self.take_revision(at, bidder, bid, price, quantity, eligibility.as_deref()).map(Applied::Bid)
             }
             Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid).map(Applied::Bid),
             Command::AdvanceRound => self.advance_round(at).map(events),
@@ -478,6 +486,18 @@ impl Auction {
         Ok(self.phase == Phase::Scheduled)
     }
 
+    /// Step 2 of the shared checks: the bidder's eligibility, from the facts its command
+    /// carries ([`eligibility::check`]). Returns its affiliates, who share its per-bidder cap.
+    fn eligible<'e>(&self, at: Timestamp, eligibility: Option<&'e Eligibility>) -> Result<&'e [BidderId], EngineError> {
+        match eligibility {
+            Some(facts) => {
+                eligibility::check(&self.spec, facts, at)?;
+                Ok(&facts.affiliates)
+            }
+            None => Ok(&[]),
+        }
+    }
+
     /// Commits the implicit open of a bid that arrived at `opens_at` before the timer.
     fn open_for_bid(&mut self, opening: bool, at: Timestamp) -> Option<Timestamp> {
         opening.then(|| {
@@ -486,7 +506,8 @@ impl Auction {
         })
     }
 
-    /// A new bid: a sealed bid or request, an English raise, or a clock demand statement.
+    /// A new bid: a sealed bid or request, an English raise, or a clock demand statement,
+    /// without eligibility facts (see [`Command::PlaceBid`]).
     pub fn place_bid(
         &mut self,
         at: Timestamp,
@@ -495,9 +516,22 @@ impl Auction {
         price: Option<Price>,
         quantity: Option<Quantity>,
     ) -> Result<BidChange, EngineError> {
+        self.take_bid(at, bidder, bid, price, quantity, None)
+    }
+
+    fn take_bid(
+        &mut self,
+        at: Timestamp,
+        bidder: BidderId,
+        bid: BidId,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
+        eligibility: Option<&Eligibility>,
+    ) -> Result<BidChange, EngineError> {
         let opening = self.window(at)?;
+        let affiliates = self.eligible(at, eligibility)?;
         let rules = match &self.mechanism {
-            Mechanism::Sealed(sealed) => sealed.rules(&self.spec, bidder, bid, None),
+            Mechanism::Sealed(sealed) => sealed.rules(&self.spec, bidder, bid, None, affiliates),
             Mechanism::English(english) => english.rules(&self.spec, bidder, bid),
             Mechanism::Clock(book) => book.rules(&self.spec, bidder, bid),
         };
@@ -542,9 +576,22 @@ impl Auction {
         price: Option<Price>,
         quantity: Option<Quantity>,
     ) -> Result<BidChange, EngineError> {
+        self.take_revision(at, bidder, bid, price, quantity, None)
+    }
+
+    fn take_revision(
+        &mut self,
+        at: Timestamp,
+        bidder: BidderId,
+        bid: BidId,
+        price: Option<Price>,
+        quantity: Option<Quantity>,
+        eligibility: Option<&Eligibility>,
+    ) -> Result<BidChange, EngineError> {
         let opening = self.window(at)?;
+        let affiliates = self.eligible(at, eligibility)?;
         let (sealed, current) = self.own_active_bid(bidder, bid)?;
-        let checked = sealed.rules(&self.spec, bidder, bid, Some(&current)).check(price, quantity)?;
+        let checked = sealed.rules(&self.spec, bidder, bid, Some(&current), affiliates).check(price, quantity)?;
         let opened_at = self.open_for_bid(opening, at);
         let Mechanism::Sealed(sealed) = &mut self.mechanism else { return Err(EngineError::BidIrrevocable) };
         let view = sealed.book.revise(bid, checked.price, checked.quantity, at).ok_or(EngineError::BidNotFound)?;

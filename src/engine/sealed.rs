@@ -3,7 +3,7 @@
 //! may be revised or withdrawn (unless the auction says irrevocable), and clear in
 //! [`super::clearing`].
 
-use crate::domain::{BidId, BidderId, Timestamp};
+use crate::domain::{BidId, BidderId, Quantity, QuantityTotal, Timestamp};
 
 use super::book::{BidView, SealedBook};
 use super::checks::{BidRules, BidderCap, BookRoom, Holdings, PriceRule, QuantityRule};
@@ -23,6 +23,7 @@ impl Sealed {
         bidder: BidderId,
         bid: BidId,
         revising: Option<&BidView>,
+        affiliates: &[BidderId],
     ) -> BidRules {
         let lot = &spec.lot;
         let band = &spec.prices;
@@ -31,7 +32,13 @@ impl Sealed {
             _ => PriceRule::Band { floor: band.floor, cap: band.cap },
         };
         let (quantity, holdings) = if spec.format.is_divisible() {
-            let held = self.book.active_quantity_of(bidder);
+            // Affiliates share one cap: what the group holds counts as the bidder's own.
+            let held = affiliates
+                .iter()
+                .try_fold(self.book.active_quantity_of(bidder), |held, a| {
+                    held.plus_total(self.book.active_quantity_of(*a))
+                })
+                .unwrap_or(QuantityTotal::of(Quantity::MAX));
             // A revision replaces its bid: what the bidder holds besides it is what counts.
             let held = revising.and_then(|old| held.minus(old.quantity)).unwrap_or(held);
             let cap = spec.per_bidder_cap.zip(spec.bidder_cap_quantity());

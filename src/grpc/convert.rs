@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::domain::{
-    Amount, AuctionId, BidId, CreditCode, DecimalError, IdError, Pollutant, Price, Quantity, Ratio, Reference,
-    RegionCode, Timestamp,
+    Amount, AuctionId, BidId, CreditCode, DecimalError, Enterprise, EnterpriseStatus, IdError, IndustryCode, Permit,
+    Pollutant, Price, Quantity, Ratio, Reference, RegionCode, Timestamp, date_of,
 };
 use crate::engine::{
     AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapMode, CapRequest,
@@ -146,6 +146,77 @@ pub fn phase(field: &str, raw: i32) -> Result<Option<Phase>> {
             return Err(FieldError::new(field, "CLOSED is never a resting phase of a sealed auction"));
         }
     })
+}
+
+/// An enterprise record as an operator sends it.
+pub fn enterprise(e: Option<&pb::Enterprise>) -> Result<Enterprise> {
+    let e = required("enterprise", e)?;
+    let date = |field: &str, text: &str| {
+        crate::config::parse_date(text).ok_or_else(|| FieldError::new(field, "must be YYYY-MM-DD"))
+    };
+    let permit = if e.permit_number.is_empty() {
+        None
+    } else {
+        if e.permit_number.len() > 64 {
+            return Err(FieldError::new("enterprise.permit_number", "must be at most 64 bytes"));
+        }
+        let valid_from = date("enterprise.permit_valid_from", &e.permit_valid_from)?;
+        let valid_until = date("enterprise.permit_valid_until", &e.permit_valid_until)?;
+        if valid_until < valid_from {
+            return Err(FieldError::new("enterprise.permit_valid_until", "must not be before permit_valid_from"));
+        }
+        Some(Permit { number: e.permit_number.clone(), valid_from, valid_until })
+    };
+    if e.name.is_empty() || e.name.len() > 200 {
+        return Err(FieldError::new("enterprise.name", "is required, at most 200 bytes"));
+    }
+    if e.affiliate_group.len() > 64 {
+        return Err(FieldError::new("enterprise.affiliate_group", "must be at most 64 bytes"));
+    }
+    let status =
+        enterprise_status("enterprise.status", e.status, &e.status_reason)?.unwrap_or(EnterpriseStatus::Active);
+    Ok(Enterprise {
+        code: id("enterprise.credit_code", e.credit_code.parse::<CreditCode>())?,
+        name: e.name.clone(),
+        region: id("enterprise.region_code", e.region_code.parse())?,
+        industry: id("enterprise.industry_code", e.industry_code.parse::<IndustryCode>())?,
+        permit,
+        status,
+        group: (!e.affiliate_group.is_empty()).then(|| e.affiliate_group.clone()),
+    })
+}
+
+/// A status with its reason; `None` when unspecified.
+pub fn enterprise_status(field: &str, raw: i32, reason: &str) -> Result<Option<EnterpriseStatus>> {
+    if reason.len() > 1000 {
+        return Err(FieldError::new("reason", "must be at most 1000 bytes"));
+    }
+    Ok(match known::<pb::EnterpriseStatus>(field, raw)? {
+        None | Some(pb::EnterpriseStatus::Unspecified) => None,
+        Some(pb::EnterpriseStatus::Active) => Some(EnterpriseStatus::Active),
+        Some(pb::EnterpriseStatus::Suspended) => Some(EnterpriseStatus::Suspended { reason: reason.to_owned() }),
+        Some(pb::EnterpriseStatus::Blacklisted) => Some(EnterpriseStatus::Blacklisted { reason: reason.to_owned() }),
+    })
+}
+
+pub fn pb_enterprise(e: &Enterprise) -> pb::Enterprise {
+    let (status, status_reason) = match &e.status {
+        EnterpriseStatus::Active => (pb::EnterpriseStatus::Active, String::new()),
+        EnterpriseStatus::Suspended { reason } => (pb::EnterpriseStatus::Suspended, reason.clone()),
+        EnterpriseStatus::Blacklisted { reason } => (pb::EnterpriseStatus::Blacklisted, reason.clone()),
+    };
+    pb::Enterprise {
+        credit_code: e.code.to_string(),
+        name: e.name.clone(),
+        region_code: e.region.to_string(),
+        industry_code: e.industry.to_string(),
+        permit_number: e.permit.as_ref().map(|p| p.number.clone()).unwrap_or_default(),
+        permit_valid_from: e.permit.as_ref().map(|p| date_of(p.valid_from)).unwrap_or_default(),
+        permit_valid_until: e.permit.as_ref().map(|p| date_of(p.valid_until)).unwrap_or_default(),
+        status: status as i32,
+        status_reason,
+        affiliate_group: e.group.clone().unwrap_or_default(),
+    }
 }
 
 pub fn region(field: &str, text: &str) -> Result<RegionCode> {

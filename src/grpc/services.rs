@@ -7,10 +7,11 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Role;
-use crate::domain::{AuctionId, Reason};
+use crate::domain::{AuctionId, CreditCode, Reason};
 use crate::engine::Command;
 use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind, Watch};
+use crate::service::registry::RegistryChange;
 use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, RecordedSettlement};
 
 use super::auth::{admit_change, bidder, require};
@@ -63,7 +64,9 @@ change!(
     pb::CancelAuctionRequest,
     pb::PlaceBidRequest,
     pb::ReviseBidRequest,
-    pb::WithdrawBidRequest
+    pb::WithdrawBidRequest,
+    pb::EnterpriseRequest,
+    pb::SetEnterpriseStatusRequest
 );
 
 /// Who sent a change (from authentication) under which request id, and a fingerprint of
@@ -163,6 +166,42 @@ impl pb::auction_operator_server::AuctionOperator for OperatorService {
         }))
     }
 
+    async fn add_enterprise(&self, request: Request<pb::EnterpriseRequest>) -> Reply<pb::Enterprise> {
+        require(&request, &[Role::Operator])?;
+        let origin = origin(&request, "AddEnterprise")?;
+        let record = convert::enterprise(request.get_ref().enterprise.as_ref())?;
+        let record = self.exchange.change_registry(RegistryChange::Add(record), origin).await?;
+        Ok(Response::new(convert::pb_enterprise(&record)))
+    }
+
+    async fn update_enterprise(&self, request: Request<pb::EnterpriseRequest>) -> Reply<pb::Enterprise> {
+        require(&request, &[Role::Operator])?;
+        let origin = origin(&request, "UpdateEnterprise")?;
+        let record = convert::enterprise(request.get_ref().enterprise.as_ref())?;
+        let record = self.exchange.change_registry(RegistryChange::Update(record), origin).await?;
+        Ok(Response::new(convert::pb_enterprise(&record)))
+    }
+
+    async fn suspend_enterprise(&self, request: Request<pb::SetEnterpriseStatusRequest>) -> Reply<pb::Enterprise> {
+        require(&request, &[Role::Operator])?;
+        let origin = origin(&request, "SuspendEnterprise")?;
+        let req = request.get_ref();
+        let code = req.credit_code.parse::<CreditCode>().map_err(|e| FieldError::new("credit_code", e))?;
+        let status = convert::enterprise_status("status", req.status, &req.reason)?
+            .ok_or_else(|| FieldError::new("status", "is required"))?;
+        let record = self.exchange.change_registry(RegistryChange::SetStatus { code, status }, origin).await?;
+        Ok(Response::new(convert::pb_enterprise(&record)))
+    }
+
+    async fn list_enterprises(
+        &self,
+        request: Request<pb::ListEnterprisesRequest>,
+    ) -> Reply<pb::ListEnterprisesResponse> {
+        require(&request, &[Role::Operator, Role::Auditor])?;
+        let enterprises = self.exchange.enterprises()?.iter().map(convert::pb_enterprise).collect();
+        Ok(Response::new(pb::ListEnterprisesResponse { enterprises }))
+    }
+
     async fn list_bids(&self, request: Request<pb::ListBidsRequest>) -> Reply<pb::ListBidsResponse> {
         require(&request, &[Role::Operator, Role::Auditor])?;
         let id = convert::auction_id(&request.get_ref().auction_id)?;
@@ -173,6 +212,21 @@ impl pb::auction_operator_server::AuctionOperator for OperatorService {
 
 #[tonic::async_trait]
 impl pb::trading_server::Trading for TradingService {
+    async fn check_eligibility(
+        &self,
+        request: Request<pb::CheckEligibilityRequest>,
+    ) -> Reply<pb::CheckEligibilityResponse> {
+        let bidder = bidder(&request)?;
+        let id = convert::auction_id(&request.get_ref().auction_id)?;
+        let reasons: Vec<pb::BidRefusal> = self
+            .exchange
+            .check_eligibility(id, bidder)?
+            .into_iter()
+            .map(|e| refusal(&Status::from(crate::service::ServiceError::Engine(e))))
+            .collect();
+        Ok(Response::new(pb::CheckEligibilityResponse { eligible: reasons.is_empty(), reasons }))
+    }
+
     async fn list_auctions(&self, request: Request<pb::ListAuctionsRequest>) -> Reply<pb::ListAuctionsResponse> {
         require(&request, ANY_ROLE)?;
         let req = request.get_ref();

@@ -103,6 +103,10 @@ impl From<ServiceError> for Status {
                 status(reason, &e, vec![("request_id", request_id.clone())], Some("request_id"))
             }
             ServiceError::ShuttingDown | ServiceError::Unavailable(_) => status(reason, &e, Vec::new(), None),
+            ServiceError::Registry(
+                crate::service::registry::RegistryError::Exists(code)
+                | crate::service::registry::RegistryError::NotFound(code),
+            ) => status(reason, &e, vec![("enterprise", code.to_string())], Some("enterprise.credit_code")),
         }
     }
 }

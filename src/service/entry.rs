@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{AuctionId, Timestamp};
 use crate::engine::{AuctionSpec, Command, Seed};
 
+use super::registry::RegistryChange;
 use super::requests::{Fingerprint, Origin};
 
 /// One journal entry. `O` is how the request's origin is held: owned ([`Origin`]) when
@@ -28,6 +29,8 @@ pub enum Entry<O = Origin> {
     /// Time alone changed the auction at `at` (its open or close, a round's end); `settled` as
     /// for `Apply`.
     Tick { at: Timestamp, auction: AuctionId, settled: Option<u64> },
+    /// An operator changed the enterprise registry at `at`.
+    Registry { at: Timestamp, change: Box<RegistryChange>, origin: Option<O> },
 }
 
 /// An [`Origin`] read in place from a journal record.
@@ -54,6 +57,7 @@ impl<O> Entry<O> {
                 Entry::Apply { at, auction, command, origin: origin.map(f), settled }
             }
             Entry::Tick { at, auction, settled } => Entry::Tick { at, auction, settled },
+            Entry::Registry { at, change, origin } => Entry::Registry { at, change, origin: origin.map(f) },
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod hub;
 pub mod outbox;
 pub mod recorder;
+pub mod registry;
 pub mod requests;
 
 use std::collections::BTreeMap;
@@ -30,13 +31,16 @@ pub use recorder::{JournalPosition, RecordedSettlement};
 pub use requests::{Fingerprint, Origin, Receipt};
 
 use crate::domain::{
-    AuctionId, BidId, BidderId, LotId, Pollutant, Price, PricePolicy, Quantity, Reason, RegionCode, Timestamp,
+    AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, LotId, Pollutant, Price, PricePolicy,
+    Quantity, Reason, RegionCode, Timestamp,
 };
 use crate::engine::{
-    Applied, Auction, AuctionRequest, BidView, Command, EngineError, Event, Phase, Seed, lot_offerable,
+    Applied, Auction, AuctionRequest, BidView, Command, Eligibility, EngineError, Event, Phase, Seed, eligibility,
+    lot_offerable,
 };
 use crate::journal::{Appended, Journal, Recovered};
 use entry::Entry;
+use registry::{Registry, RegistryChange, RegistryError};
 use requests::{Admission, Outcome, ReplayedRequests, Requests};
 
 /// The outcome of a request handed to its auction, still on its way.
@@ -70,6 +74,8 @@ pub enum ServiceError {
     /// The journal failed; nothing more is accepted until the server restarts.
     #[error("journal unavailable: {0}")]
     Unavailable(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 impl ServiceError {
@@ -84,6 +90,8 @@ impl ServiceError {
             ServiceError::AuctionFailed(_) => Reason::AuctionFailed,
             ServiceError::RequestIdReused { .. } => Reason::RequestIdReused,
             ServiceError::Unavailable(_) => Reason::JournalUnavailable,
+            ServiceError::Registry(RegistryError::Exists(_)) => Reason::EnterpriseExists,
+            ServiceError::Registry(RegistryError::NotFound(_)) => Reason::EnterpriseNotFound,
         }
     }
 }
@@ -151,6 +159,11 @@ pub struct Exchange {
     journal_failed: Arc<std::sync::atomic::AtomicBool>,
     /// Client requests seen, for idempotent retries.
     requests: Arc<Requests>,
+    /// The enterprise registry. A `std` lock: nothing awaits while holding it. Changed only
+    /// by [`Exchange::change_registry`], which journals each change under the write lock.
+    registry: std::sync::RwLock<Registry>,
+    /// Who may bid (config); bids carry the facts gathered under it.
+    eligibility: EligibilityPolicy,
     /// Every auction task, awaited by [`Exchange::shutdown`].
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The recorders' delivery tasks.
@@ -166,6 +179,8 @@ pub struct Replayed {
     /// order: exactly what the recorders hold (`journal replay --out` writes these).
     pub settlements: Vec<RecordedSettlement>,
     requests: ReplayedRequests,
+    /// The enterprise registry as the journal leaves it.
+    pub registry: Registry,
 }
 
 /// How many decoded entries travel together from the decoding thread to the applying one.
@@ -225,6 +240,7 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
     let mut settlements = Vec::new();
     // Nearly every record is a client's request.
     let mut requests = ReplayedRequests::with_capacity(expected);
+    let mut registry = Registry::default();
     for (index, decoded) in decoded.enumerate() {
         let (position, entry) = decoded?;
         let fail = |reason: String| ReplayError { index, reason };
@@ -267,6 +283,16 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
                 *last = (*last).max(at);
                 (a.tick(at), settled)
             }
+            Entry::Registry { change, origin, .. } => {
+                let code = registry
+                    .apply(*change)
+                    .map_err(|e| fail(format!("the registry refused a journaled change: {e}")))?
+                    .code;
+                if let Some(key) = origin {
+                    requests.record(key.digest, key.fingerprint, Outcome::Registry(code));
+                }
+                continue;
+            }
         };
         for event in events {
             if let Event::Concluded(settlement) = event {
@@ -282,7 +308,7 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
         }
     }
     settlements.sort_by_key(|s| s.sequence);
-    Ok(Replayed { auctions, settlements, requests })
+    Ok(Replayed { auctions, settlements, requests, registry })
 }
 
 impl Exchange {
@@ -299,7 +325,7 @@ impl Exchange {
         recordings: Vec<Recording>,
         records: &Recovered,
     ) -> Result<Exchange, ReplayError> {
-        let Replayed { auctions, settlements, requests } = replay(records.entries())?;
+        let Replayed { auctions, settlements, requests, registry } = replay(records.entries())?;
         let derived = settlements.last().map_or(0, |s| s.sequence);
         for recording in &recordings {
             // A recorder that cannot answer now catches up later; one that answers must not be
@@ -338,6 +364,8 @@ impl Exchange {
             hub,
             clock,
             journal,
+            registry: std::sync::RwLock::new(registry),
+            eligibility: EligibilityPolicy::default(),
             tasks: Mutex::new(Vec::new()),
             delivery: Mutex::new(Vec::new()),
         };
@@ -482,7 +510,7 @@ impl Exchange {
         let request_id = origin.request_id.clone();
         let id = match self.once(origin, |origin| self.create_now(request, origin)).await? {
             Outcome::Auction(id) => id,
-            Outcome::Bid(_) => return Err(ServiceError::RequestIdReused { request_id }),
+            _ => return Err(ServiceError::RequestIdReused { request_id }),
         };
         let snapshot = self.get(id)?;
         let spec = &snapshot.spec;
@@ -617,7 +645,7 @@ impl Exchange {
         Box::pin(async move {
             match outcome.await? {
                 Outcome::Bid(receipt) => Ok(receipt),
-                Outcome::Auction(_) => Err(ServiceError::RequestIdReused { request_id }),
+                _ => Err(ServiceError::RequestIdReused { request_id }),
             }
         })
     }
@@ -678,7 +706,11 @@ impl Exchange {
         quantity: Option<Quantity>,
         origin: Origin,
     ) -> Pending<Receipt> {
-        let command = Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity };
+        let eligibility = match self.eligibility_of(id, bidder) {
+            Ok(facts) => facts,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let command = Command::PlaceBid { bidder, bid: actor::fresh_bid_id(), price, quantity, eligibility };
         self.bid_command(id, command, origin)
     }
 
@@ -691,7 +723,8 @@ impl Exchange {
         quantity: Option<Quantity>,
         origin: Origin,
     ) -> Result<Receipt, ServiceError> {
-        self.bid_command(id, Command::ReviseBid { bidder, bid, price, quantity }, origin).await
+        let eligibility = self.eligibility_of(id, bidder)?;
+        self.bid_command(id, Command::ReviseBid { bidder, bid, price, quantity, eligibility }, origin).await
     }
 
     pub async fn withdraw_bid(
@@ -702,6 +735,97 @@ impl Exchange {
         origin: Origin,
     ) -> Result<Receipt, ServiceError> {
         self.bid_command(id, Command::WithdrawBid { bidder, bid }, origin).await
+    }
+
+    /// The eligibility facts a bid by `bidder` in auction `id` carries: the registry and
+    /// policy as they stand now. `None` when the exchange does not enforce eligibility.
+    fn eligibility_of(&self, id: AuctionId, bidder: BidderId) -> Result<Option<Box<Eligibility>>, ServiceError> {
+        if !self.eligibility.enforce {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(self.gather(id, bidder)?)))
+    }
+
+    fn gather(&self, id: AuctionId, bidder: BidderId) -> Result<Eligibility, ServiceError> {
+        let spec = self.get(id)?.spec;
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        Ok(Eligibility::gather(bidder, registry.all(), &spec, &self.eligibility))
+    }
+
+    /// Every reason `bidder` may not bid in auction `id` now (empty: it may), whether or not
+    /// the exchange enforces eligibility.
+    pub fn check_eligibility(&self, id: AuctionId, bidder: BidderId) -> Result<Vec<EngineError>, ServiceError> {
+        let facts = self.gather(id, bidder)?;
+        let spec = self.get(id)?.spec;
+        Ok(eligibility::check_all(&spec, &facts, self.clock.now()))
+    }
+
+    /// Sets who may bid (from the config), before the exchange serves.
+    pub fn set_eligibility(&mut self, policy: EligibilityPolicy) {
+        self.eligibility = policy;
+    }
+
+    pub fn eligibility_policy(&self) -> &EligibilityPolicy {
+        &self.eligibility
+    }
+
+    /// Every registered enterprise, by credit code.
+    pub fn enterprises(&self) -> Result<Vec<Enterprise>, ServiceError> {
+        self.serving()?;
+        Ok(self.registry.read().unwrap_or_else(|p| p.into_inner()).all().cloned().collect())
+    }
+
+    pub fn enterprise(&self, code: CreditCode) -> Result<Enterprise, ServiceError> {
+        self.serving()?;
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        registry.get(code).cloned().ok_or(ServiceError::Registry(RegistryError::NotFound(code)))
+    }
+
+    /// Changes the registry, at most once per request id; returns once the change is
+    /// durable, with the enterprise as it then stands. The change is checked, journaled and
+    /// applied under the registry's write lock, so the journal holds changes in the order
+    /// they were made; a bid gathered after it sees it, and journals what it saw.
+    pub async fn change_registry(&self, change: RegistryChange, origin: Origin) -> Result<Enterprise, ServiceError> {
+        let request_id = origin.request_id.clone();
+        let code = match self.once(origin, |origin| self.registry_now(change, origin)).await? {
+            Outcome::Registry(code) => code,
+            _ => return Err(ServiceError::RequestIdReused { request_id }),
+        };
+        self.enterprise(code)
+    }
+
+    fn registry_now(
+        &self,
+        change: RegistryChange,
+        origin: Origin,
+    ) -> Result<impl Future<Output = Result<Outcome, ServiceError>> + Send + 'static, ServiceError> {
+        self.serving()?;
+        let mut registry = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        registry.check(&change)?;
+        let slot = self
+            .journal
+            .try_reserve()
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?
+            .ok_or_else(|| ServiceError::Unavailable("the journal queue is full; retry shortly".into()))?;
+        let at = self.clock.now();
+        let entry = Entry::Registry { at, change: Box::new(change.clone()), origin: Some(origin) };
+        let encoded = entry.encode().map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        let pending = slot.submit(encoded);
+        let code = registry.apply(change)?.code;
+        drop(registry);
+        tracing::info!(enterprise = %code, "registry changed");
+        let (journal_failed, health) = (Arc::clone(&self.journal_failed), Arc::clone(&self.health));
+        Ok(async move {
+            match pending.wait().await {
+                Ok(_) => Ok(Outcome::Registry(code)),
+                Err(e) => {
+                    // Memory is now ahead of the journal: nothing more is answered.
+                    journal_failed.store(true, std::sync::atomic::Ordering::Release);
+                    health.set("journal", format!("the journal failed: {e}"));
+                    Err(ServiceError::Unavailable(e.to_string()))
+                }
+            }
+        })
     }
 
     pub async fn bids_of(&self, id: AuctionId, bidder: BidderId) -> Result<Vec<BidView>, ServiceError> {

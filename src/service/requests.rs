@@ -66,6 +66,8 @@ pub enum Outcome {
     Auction(AuctionId),
     /// A bid was placed, revised or withdrawn; a retry gets this very receipt.
     Bid(Receipt),
+    /// The registry changed this enterprise; a retry answers with it as it is now.
+    Registry(crate::domain::CreditCode),
 }
 
 type Finished = Option<Result<Outcome, ServiceError>>;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use emission_auction::auth::{Principal, Principals, Role};
 use emission_auction::cli::client::Terminal;
 use emission_auction::config::Config;
-use emission_auction::domain::{CreditCode, Timestamp};
+use emission_auction::domain::{CreditCode, EligibilityPolicy, Timestamp};
 use emission_auction::grpc::convert::to_timestamp;
 use emission_auction::proto as pb;
 use emission_auction::service::clock::{Clock, ManualClock, SystemClock};
@@ -29,6 +29,8 @@ pub struct TestServer {
     pub tokens: HashMap<String, String>,
     pub clock: Option<Arc<ManualClock>>,
     pub dir: tempfile::TempDir,
+    /// Who may bid; kept across restarts.
+    eligibility: EligibilityPolicy,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), emission_auction::server::ServerError>>>,
 }
@@ -45,7 +47,17 @@ impl TestServer {
         Self::start_with(None).await
     }
 
+    /// [`TestServer::start`] with bids checked against the enterprise registry under `policy`.
+    pub async fn start_enforcing(policy: EligibilityPolicy) -> TestServer {
+        let clock = Some(Arc::new(ManualClock::new(Timestamp::from_micros(T0))));
+        Self::start_configured(clock, EligibilityPolicy { enforce: true, ..policy }).await
+    }
+
     async fn start_with(clock: Option<Arc<ManualClock>>) -> TestServer {
+        Self::start_configured(clock, EligibilityPolicy::default()).await
+    }
+
+    async fn start_configured(clock: Option<Arc<ManualClock>>, eligibility: EligibilityPolicy) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut principals = Principals::default();
         let mut tokens = HashMap::new();
@@ -63,7 +75,7 @@ impl TestServer {
             tokens.insert(name, token);
         }
         principals.save(&dir.path().join("principals.json")).unwrap();
-        Self::boot(dir, tokens, clock).await
+        Self::boot(dir, tokens, clock, eligibility).await
     }
 
     /// Starts a server on `dir` as it is: its principals, journal and settlements.
@@ -71,9 +83,11 @@ impl TestServer {
         dir: tempfile::TempDir,
         tokens: HashMap<String, String>,
         clock: Option<Arc<ManualClock>>,
+        eligibility: EligibilityPolicy,
     ) -> TestServer {
         let mut config = Config::default();
         config.set_data_dir(dir.path().to_owned());
+        config.eligibility = eligibility.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let wall: Arc<dyn Clock> = match &clock {
@@ -86,7 +100,7 @@ impl TestServer {
             let _ = stopped.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        TestServer { channel, tokens, clock, dir, stop: Some(stop), task: Some(task) }
+        TestServer { channel, tokens, clock, dir, eligibility, stop: Some(stop), task: Some(task) }
     }
 
     pub fn as_(&self, who: &str) -> Terminal {
@@ -108,8 +122,9 @@ impl TestServer {
     /// Stops the server and starts a new one on the same data directory, with a manual clock
     /// now at `at`.
     pub async fn restart(self, at: Timestamp) -> TestServer {
+        let eligibility = self.eligibility.clone();
         let (dir, tokens) = self.halt().await;
-        Self::boot(dir, tokens, Some(Arc::new(ManualClock::new(at)))).await
+        Self::boot(dir, tokens, Some(Arc::new(ManualClock::new(at))), eligibility).await
     }
 
     async fn halt(mut self) -> (tempfile::TempDir, HashMap<String, String>) {
@@ -183,7 +198,7 @@ pub fn bid(auction: &str, price: &str, quantity: &str) -> pb::PlaceBidRequest {
     }
 }
 
-fn aref(auction: &str) -> pb::AuctionRef {
+pub fn aref(auction: &str) -> pb::AuctionRef {
     pb::AuctionRef { request_id: format!("ref-{auction}-{}", rand_suffix()), auction_id: auction.into() }
 }
 

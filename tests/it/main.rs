@@ -12,6 +12,7 @@ mod nopanic;
 mod outbox;
 mod pipeline;
 mod props;
+mod registry;
 mod replay;
 mod rng;
 mod scenarios;

@@ -215,6 +215,7 @@ proptest! {
                         bid: id,
                         price: p(price),
                         quantity: q(quantity),
+                        eligibility: None,
                     });
                     if result.is_ok() {
                         bids.push((who, id));
@@ -224,7 +225,7 @@ proptest! {
                 Op::Revise { pick, price, quantity } if !bids.is_empty() => {
                     let (who, id) = bids[pick % bids.len()];
                     let who = bidder(&((b'A' + who) as char).to_string());
-                    auction.apply(at, Command::ReviseBid { bidder: who, bid: id, price: p(price), quantity: q(quantity) })
+                    auction.apply(at, Command::ReviseBid { bidder: who, bid: id, price: p(price), quantity: q(quantity), eligibility: None })
                 }
                 Op::Withdraw { pick } if !bids.is_empty() => {
                     let (who, id) = bids[pick % bids.len()];

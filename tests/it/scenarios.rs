@@ -26,19 +26,30 @@
 //!   max_ext, timed_min. Clock auctions (format=clock): start, increment, round (s),
 //!   silent=keep|zero.
 //!
+//! - Registry and eligibility: `enterprise A region=140100 industry=C2511
+//!   permit=2026-01-01..2027-12-31|none status=active|suspended|blacklisted group=G1` registers
+//!   or replaces A's record (from the first such line on, every bid and revision carries the
+//!   eligibility facts gathered from this registry, as the service does);
+//!   `policy sections=BCD`, `restrict REGION scope=own_region|same_city|same_basin
+//!   from=YYYY-MM-DD`, `area REGION city=X basin=Y` set the eligibility policy; an auction's
+//!   `region=` is its lot's region (default 140100); `eligible BIDDER` lists every refusal.
+//!
 //! Bidders are single letters mapped to valid credit codes; bid ids print as plain numbers.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use emission_auction::config::parse_date;
 use emission_auction::domain::{
-    AuctionId, BidId, BidderId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, Timestamp,
+    AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, EnterpriseStatus, Permit, Pollutant, Price,
+    PricePolicy, Quantity, Ratio, Reference, RegionAreas, RestrictedRegion, Timestamp,
 };
 use emission_auction::engine::{
     AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapMode, CapRequest, ClockRequest, Command,
     EngineError, Event, Format, LotRequest, OriginKind, Settlement, TieRule, Undersubscription, lot_offerable,
 };
+use emission_auction::engine::{Eligibility, eligibility};
 use sha2::{Digest, Sha256};
 
 /// 2026-01-01T00:00:00Z: scenario time zero.
@@ -64,6 +75,9 @@ struct Run {
     auctions: u32,
     next_id: u64,
     now: i64,
+    /// `None` until the first `enterprise` line: bids then carry no eligibility facts.
+    registry: Option<BTreeMap<String, Enterprise>>,
+    policy: EligibilityPolicy,
 }
 
 impl Run {
@@ -87,13 +101,23 @@ impl Run {
         if verb == "auction" {
             return self.create(&opts);
         }
+        if let Some(out) = self.registry_command(verb, args, &opts) {
+            return out;
+        }
         let result = match verb {
             "bid" => {
                 let id = opts.get("id").map_or(self.next_id, |i| i.parse().unwrap());
                 let (p, q) = (optional(args.get(1), price), optional(args.get(2), qty));
+                let eligibility = self.facts(args[0]);
                 let result = self.auction().apply(
                     now,
-                    Command::PlaceBid { bidder: bidder(args[0]), bid: BidId::new(id), price: p, quantity: q },
+                    Command::PlaceBid {
+                        bidder: bidder(args[0]),
+                        bid: BidId::new(id),
+                        price: p,
+                        quantity: q,
+                        eligibility,
+                    },
                 );
                 if result.is_ok() {
                     self.next_id = id + 1;
@@ -103,7 +127,8 @@ impl Run {
             "revise" => {
                 let (b, id) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()));
                 let (p, q) = (optional(args.get(2), price), optional(args.get(3), qty));
-                self.auction().apply(now, Command::ReviseBid { bidder: b, bid: id, price: p, quantity: q })
+                let eligibility = self.facts(args[0]);
+                self.auction().apply(now, Command::ReviseBid { bidder: b, bid: id, price: p, quantity: q, eligibility })
             }
             "withdraw" => {
                 let (b, id) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()));
@@ -164,6 +189,80 @@ impl Run {
         }
     }
 
+    /// The eligibility facts a bid by `who` carries, as the service gathers them.
+    fn facts(&self, who: &str) -> Option<Box<Eligibility>> {
+        let registry = self.registry.as_ref()?;
+        let spec = self.auction.as_ref().expect("`auction` must come first").spec();
+        Some(Box::new(Eligibility::gather(bidder(who), registry.values(), spec, &self.policy)))
+    }
+
+    fn registry_command(&mut self, verb: &str, args: &[&str], o: &BTreeMap<String, String>) -> Option<String> {
+        let date = |d: &str| parse_date(d).unwrap_or_else(|| panic!("scenario date {d}"));
+        match verb {
+            "enterprise" => {
+                let permit = match o.get("permit").map(String::as_str) {
+                    None | Some("none") => None,
+                    Some(range) => {
+                        let (from, until) = range.split_once("..").expect("permit=FROM..UNTIL");
+                        Some(Permit {
+                            number: format!("PERMIT-{}", args[0]),
+                            valid_from: date(from),
+                            valid_until: date(until),
+                        })
+                    }
+                };
+                let status = match o.get("status").map_or("active", String::as_str) {
+                    "active" => EnterpriseStatus::Active,
+                    "suspended" => EnterpriseStatus::Suspended { reason: o.get("reason").cloned().unwrap_or_default() },
+                    "blacklisted" => {
+                        EnterpriseStatus::Blacklisted { reason: o.get("reason").cloned().unwrap_or_default() }
+                    }
+                    s => panic!("status {s}"),
+                };
+                let record = Enterprise {
+                    code: bidder(args[0]),
+                    name: format!("enterprise {}", args[0]),
+                    region: o.get("region").map_or("140100", String::as_str).parse().unwrap(),
+                    industry: o.get("industry").map_or("C2511", String::as_str).parse().unwrap(),
+                    permit,
+                    status,
+                    group: o.get("group").cloned(),
+                };
+                self.registry.get_or_insert_default().insert(args[0].to_owned(), record);
+                Some("ok".into())
+            }
+            "policy" => {
+                if let Some(sections) = o.get("sections") {
+                    self.policy.admitted_sections = sections.clone();
+                }
+                Some("ok".into())
+            }
+            "restrict" => {
+                self.policy.restricted_regions.push(RestrictedRegion {
+                    region: args[0].parse().unwrap(),
+                    from: date(o.get("from").map_or("2026-01-01", String::as_str)),
+                    scope: o.get("scope").map_or("own_region", String::as_str).parse().unwrap(),
+                });
+                Some("ok".into())
+            }
+            "area" => {
+                let areas = RegionAreas { city: o.get("city").cloned(), basin: o.get("basin").cloned() };
+                self.policy.regions.insert(args[0].parse().unwrap(), areas);
+                Some("ok".into())
+            }
+            "eligible" => {
+                let facts = self.facts(args[0]).expect("`enterprise` lines must come first");
+                let now = at(self.now);
+                let refusals = eligibility::check_all(self.auction().spec(), &facts, now);
+                if refusals.is_empty() {
+                    return Some("eligible".into());
+                }
+                Some(refusals.iter().map(render_error).collect::<Vec<_>>().join("\n"))
+            }
+            _ => None,
+        }
+    }
+
     fn create(&mut self, o: &BTreeMap<String, String>) -> String {
         let get = |k: &str, d: &str| o.get(k).cloned().unwrap_or_else(|| d.to_owned());
         let format = match get("format", "uniform").as_str() {
@@ -213,7 +312,7 @@ impl Run {
                 seller: bidder("S"),
                 certificate_id: (origin == OriginKind::ErcCertified).then(|| "ERC-2026-001".parse().unwrap()),
                 origin,
-                region: "140100".parse().unwrap(),
+                region: get("region", "140100").parse().unwrap(),
                 vintage_year: 2025,
                 valid_years: 5,
                 project: Default::default(),
@@ -407,7 +506,8 @@ fn render_settlement(s: &Settlement) -> String {
 /// Runs one scenario file; returns a description of every block whose output differed.
 pub fn check(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut run = Run { auction: None, auctions: 0, next_id: 1, now: 0 };
+    let mut run =
+        Run { auction: None, auctions: 0, next_id: 1, now: 0, registry: None, policy: EligibilityPolicy::default() };
     let mut failures = Vec::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((n, line)) = lines.next() {

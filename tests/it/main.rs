@@ -6,6 +6,7 @@ mod crash;
 mod english;
 mod grpc;
 mod journal;
+mod loadgen;
 mod nopanic;
 mod props;
 mod replay;

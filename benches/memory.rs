@@ -108,7 +108,7 @@ fn main() {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let (live_before, rss_before, started) = (live(), rss(), Instant::now());
     let mut book = lobster::OrderBook::default();
-    for i in 0..BIDS {
+    for _ in 0..BIDS {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -31,6 +32,79 @@ struct FileConfig {
     journal_sync: Option<String>,
     #[serde(default)]
     policy: FilePolicy,
+    /// Serve without TLS on an address that is not loopback (behind a TLS-terminating proxy).
+    allow_plaintext: Option<bool>,
+    /// How often the principals file is checked for changes, in milliseconds.
+    principals_poll_ms: Option<u64>,
+    tls: Option<FileTls>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    require_client_cert: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    rate_per_second: Option<f64>,
+    rate_burst: Option<u32>,
+    max_streams_per_connection: Option<u32>,
+    max_connections: Option<usize>,
+    idle_timeout_seconds: Option<u64>,
+    keepalive_interval_seconds: Option<u64>,
+    keepalive_timeout_seconds: Option<u64>,
+    /// Reserved for the engine's per-bidder, per-auction bid limit; refused until it exists.
+    max_bids_per_bidder_per_auction: Option<u32>,
+}
+
+/// TLS for the server: its certificate chain and key, and for mutual TLS the CA that signs
+/// client certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates signed by this CA are verified and may map to a principal.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate signed by `client_ca`.
+    pub require_client_cert: bool,
+}
+
+/// Limits that keep one caller from crowding out the others. None slows a normal terminal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Changing calls (create, open, close, cancel, advance, bid, revise, withdraw) per
+    /// principal: sustained rate and burst.
+    pub rate: crate::grpc::limits::RateLimit,
+    /// HTTP/2 streams (calls, watches included) one connection may have open at once.
+    pub max_streams_per_connection: u32,
+    /// Connections open at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// A connection with no call in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 pings on each connection find dead peers: every `keepalive_interval`, dropped
+    /// after `keepalive_timeout` without an answer.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rate: crate::grpc::limits::RateLimit::default(),
+            max_streams_per_connection: 128,
+            max_connections: 2048,
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +138,12 @@ pub struct Config {
     /// Whether journal batches are fdatasynced before they are acknowledged.
     pub journal_sync: SyncPolicy,
     pub policy: PricePolicy,
+    /// TLS, or plain text when `None` (loopback, or with `allow_plaintext`).
+    pub tls: Option<TlsFiles>,
+    pub allow_plaintext: bool,
+    /// How often the principals file is checked for changes.
+    pub principals_poll: Duration,
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -76,6 +156,10 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             journal_sync: SyncPolicy::EveryBatch,
             policy: PricePolicy::default(),
+            tls: None,
+            allow_plaintext: false,
+            principals_poll: Duration::from_secs(1),
+            limits: Limits::default(),
         }
     }
 }
@@ -116,6 +200,30 @@ impl Config {
             };
         }
         config.policy = file.policy.apply(config.policy)?;
+        if let Some(allow) = file.allow_plaintext {
+            config.allow_plaintext = allow;
+        }
+        if let Some(ms) = file.principals_poll_ms {
+            if ms < 50 {
+                return Err(invalid("principals_poll_ms", "must be at least 50"));
+            }
+            config.principals_poll = Duration::from_millis(ms);
+        }
+        if let Some(tls) = file.tls {
+            let (Some(cert), Some(key)) = (tls.cert, tls.key) else {
+                return Err(invalid("tls", "needs both cert and key"));
+            };
+            if tls.require_client_cert == Some(true) && tls.client_ca.is_none() {
+                return Err(invalid("tls.require_client_cert", "needs tls.client_ca"));
+            }
+            config.tls = Some(TlsFiles {
+                cert,
+                key,
+                client_ca: tls.client_ca,
+                require_client_cert: tls.require_client_cert.unwrap_or(false),
+            });
+        }
+        config.limits = file.limits.apply(config.limits)?;
         Ok(config)
     }
 
@@ -133,6 +241,54 @@ impl Config {
 
     pub fn settlements_file(&self) -> PathBuf {
         self.data_dir.join("settlements.jsonl")
+    }
+}
+
+impl FileLimits {
+    fn apply(self, mut limits: Limits) -> Result<Limits, ConfigError> {
+        if self.max_bids_per_bidder_per_auction.is_some() {
+            return Err(invalid(
+                "limits.max_bids_per_bidder_per_auction",
+                "is reserved for the engine's bid limit, which is not implemented yet",
+            ));
+        }
+        if let Some(r) = self.rate_per_second {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(invalid("limits.rate_per_second", "must be a positive number"));
+            }
+            limits.rate.rate_per_second = r;
+        }
+        if let Some(b) = self.rate_burst {
+            if b == 0 {
+                return Err(invalid("limits.rate_burst", "must be at least 1"));
+            }
+            limits.rate.burst = b;
+        }
+        if let Some(n) = self.max_streams_per_connection {
+            if n == 0 {
+                return Err(invalid("limits.max_streams_per_connection", "must be at least 1"));
+            }
+            limits.max_streams_per_connection = n;
+        }
+        if let Some(n) = self.max_connections {
+            if n == 0 {
+                return Err(invalid("limits.max_connections", "must be at least 1"));
+            }
+            limits.max_connections = n;
+        }
+        let seconds = |field: &str, v: Option<u64>, target: &mut Duration| {
+            if let Some(s) = v {
+                if s == 0 {
+                    return Err(invalid(field, "must be at least 1"));
+                }
+                *target = Duration::from_secs(s);
+            }
+            Ok(())
+        };
+        seconds("limits.idle_timeout_seconds", self.idle_timeout_seconds, &mut limits.idle_timeout)?;
+        seconds("limits.keepalive_interval_seconds", self.keepalive_interval_seconds, &mut limits.keepalive_interval)?;
+        seconds("limits.keepalive_timeout_seconds", self.keepalive_timeout_seconds, &mut limits.keepalive_timeout)?;
+        Ok(limits)
     }
 }
 
@@ -245,6 +401,43 @@ price = "20000.00"
         assert!(err.contains("policy.buyer_fee_rate"), "{err}");
         std::fs::write(&path, "nonsense = 1\n").unwrap();
         assert!(Config::load(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn tls_and_limits_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+allow_plaintext = true
+[tls]
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+require_client_cert = true
+[limits]
+rate_per_second = 5
+rate_burst = 10
+max_streams_per_connection = 16
+idle_timeout_seconds = 60
+"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!((tls.client_ca.unwrap(), tls.require_client_cert), (PathBuf::from("ca.pem"), true));
+        assert!(c.allow_plaintext);
+        assert_eq!((c.limits.rate.rate_per_second, c.limits.rate.burst), (5.0, 10));
+        assert_eq!(c.limits.max_streams_per_connection, 16);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.max_connections, Limits::default().max_connections);
+
+        std::fs::write(&path, "[tls]\ncert = \"a.pem\"\n").unwrap();
+        assert!(Config::load(Some(&path)).unwrap_err().to_string().contains("tls"));
+        std::fs::write(&path, "[limits]\nmax_bids_per_bidder_per_auction = 10\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("reserved"), "{err}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Top::Principal(command) => return report(cli::principal_add(command)),
+        Top::Principal(command) => return report(cli::principal(command)),
         Top::Journal(command) => return report(cli::journal(command)),
         _ => {}
     }
@@ -51,15 +51,44 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: cli::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    // Installed first, so that a signal during start-up (a long journal replay) does not take
+    // the default action (SIGHUP would end the process).
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let config = args.config()?;
     let parts = emission_auction::server::assemble(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    eprintln!("emission-auction listening on {} (data in {})", listener.local_addr()?, config.data_dir.display());
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("ctrl-c: draining and stopping");
+    eprintln!(
+        "emission-auction listening on {} ({}; data in {})",
+        listener.local_addr()?,
+        if config.tls.is_some() { "TLS" } else { "plain text" },
+        config.data_dir.display()
+    );
+    // SIGHUP reloads the principals file; SIGTERM and SIGINT both stop gracefully: no new
+    // connections, calls in flight finish, auction tasks stop, then the journal closes.
+    let principals = std::sync::Arc::clone(&parts.principals);
+    let shutdown = async move {
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    let principals = std::sync::Arc::clone(&principals);
+                    let _ = tokio::task::spawn_blocking(move || principals.reload_logged("SIGHUP")).await;
+                }
+                _ = terminate.recv() => {
+                    tracing::info!("SIGTERM: draining and stopping");
+                    break;
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT: draining and stopping");
+                    break;
+                }
+            }
+        }
     };
     emission_auction::server::run(parts, listener, shutdown).await?;
     Ok(())

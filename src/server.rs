@@ -3,11 +3,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::auth::{AuthError, Principals};
-use crate::config::Config;
+use crate::auth::{AuthError, PrincipalStore};
+use crate::config::{Config, TlsFiles};
+use crate::grpc::ServeOptions;
 use crate::journal::{Journal, JournalError, Options};
 use crate::service::Exchange;
 use crate::service::clock::{Clock, SystemClock};
@@ -28,13 +31,24 @@ pub enum ServerError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Replay(#[from] crate::service::ReplayError),
+    #[error("TLS file {path}: {source}")]
+    TlsFile { path: String, source: std::io::Error },
+    #[error(
+        "refusing to serve plain text on {0}, which is not a loopback address: configure [tls] cert and key, or set allow_plaintext = true behind a TLS-terminating proxy"
+    )]
+    Plaintext(std::net::SocketAddr),
 }
 
 /// Everything a running server is made of, before it listens.
 pub struct Parts {
     pub exchange: Arc<Exchange>,
-    pub principals: Principals,
-    pub max_message_bytes: usize,
+    /// The principals file as the server sees it; reload it through this handle (SIGHUP).
+    pub principals: Arc<PrincipalStore>,
+    /// TLS (read from the configured files), limits and the message size.
+    pub serve: ServeOptions,
+    pub allow_plaintext: bool,
+    /// How often the principals file is checked for changes.
+    pub principals_poll: Duration,
 }
 
 /// Opens the data directory and builds the exchange with the wall clock.
@@ -45,8 +59,8 @@ pub async fn assemble(config: &Config) -> Result<Parts, ServerError> {
 pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Parts, ServerError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
-    let principals = Principals::load(&config.principals_file)?;
-    if principals.is_empty() {
+    let principals = Arc::new(PrincipalStore::open(&config.principals_file)?);
+    if principals.current().is_empty() {
         tracing::warn!(file = %config.principals_file.display(), "no principals: every call will be refused; add one with `emission-auction principal add`");
     }
     let settlements = config.settlements_file();
@@ -65,7 +79,30 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
     if replayed > 0 {
         tracing::info!(entries = replayed, head = ?recovered.head.map(|h| (h.seq, hex::encode(h.hash))), "journal replayed");
     }
-    Ok(Parts { exchange, principals, max_message_bytes: config.max_message_bytes })
+    let serve = ServeOptions {
+        max_message_bytes: config.max_message_bytes,
+        tls: config.tls.as_ref().map(tls_config).transpose()?,
+        limits: config.limits.clone(),
+    };
+    Ok(Parts {
+        exchange,
+        principals,
+        serve,
+        allow_plaintext: config.allow_plaintext,
+        principals_poll: config.principals_poll,
+    })
+}
+
+/// Reads the server's certificate, key and client CA.
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServerError::TlsFile { path: path.display().to_string(), source })
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+    if let Some(ca) = &files.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?)).client_auth_optional(!files.require_client_cert);
+    }
+    Ok(tls)
 }
 
 /// Serves on an already bound listener until `shutdown` resolves.
@@ -75,9 +112,40 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, principals = parts.principals.len(), "serving emission_auction.v1");
+    match (&parts.serve.tls, addr) {
+        (Some(_), _) => {}
+        (None, Some(addr)) if !addr.ip().is_loopback() && !parts.allow_plaintext => {
+            return Err(ServerError::Plaintext(addr));
+        }
+        (None, _) if parts.allow_plaintext => {
+            tracing::warn!(
+                ?addr,
+                "serving plain text (allow_plaintext): tokens and sealed bids cross the network unencrypted unless a proxy terminates TLS"
+            );
+        }
+        (None, _) => {
+            tracing::warn!(
+                ?addr,
+                "serving plain text on loopback, for development only; configure [tls] to serve other hosts"
+            );
+        }
+    }
+    tracing::info!(
+        ?addr,
+        principals = parts.principals.current().len(),
+        tls = parts.serve.tls.is_some(),
+        "serving emission_auction.v1"
+    );
     let exchange = Arc::clone(&parts.exchange);
-    crate::grpc::serve(listener, parts.exchange, parts.principals, parts.max_message_bytes, shutdown).await?;
+    // The principals file is polled for changes while the server runs.
+    let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(Arc::clone(&parts.principals).watch(parts.principals_poll, async {
+        let _ = watch_stopped.await;
+    }));
+    let served = crate::grpc::serve(listener, parts.exchange, parts.principals, parts.serve, shutdown).await;
+    let _ = stop_watch.send(());
+    let _ = watcher.await;
+    served?;
     // Auction tasks stop before the journal closes: nothing is written after this returns.
     exchange.shutdown().await;
     drop(exchange);

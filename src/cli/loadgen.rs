@@ -42,6 +42,7 @@ use crate::auth::{Principal, Principals, Role};
 use crate::config::Config;
 use crate::domain::{CreditCode, Price, Timestamp};
 use crate::grpc::convert::to_timestamp;
+use crate::grpc::limits::RateLimit;
 use crate::journal::SyncPolicy;
 use crate::proto as pb;
 use crate::proto::trading_client::TradingClient;
@@ -61,7 +62,9 @@ const SYNC_WRITE_BYTES: usize = 4096;
 #[derive(Debug, Clone, Args)]
 pub struct LoadgenArgs {
     /// A running server's URL. Without it, a server is started on 127.0.0.1 with a temporary
-    /// data directory and its own operator and bidders.
+    /// data directory and its own operator and bidders, with no per-principal rate limit. A
+    /// running server's limits apply: raise `limits.rate_per_second`, `rate_burst` and
+    /// `max_streams_per_connection` in its configuration for a load test.
     #[arg(long)]
     pub server: Option<String>,
     /// With --server: an operator token, to create and open the auctions (not needed with
@@ -531,6 +534,11 @@ async fn host(args: &LoadgenArgs) -> Result<(String, String, Vec<String>, Hosted
         JournalSyncArg::EveryBatch => SyncPolicy::EveryBatch,
         JournalSyncArg::Never => SyncPolicy::Never,
     };
+    // The generator's bidders are machines, not people: no per-principal rate limit, and
+    // enough streams on one connection for every request in flight.
+    config.limits.rate = RateLimit { rate_per_second: 1e12, burst: u32::MAX };
+    config.limits.max_streams_per_connection =
+        u32::try_from(args.in_flight.div_ceil(args.connections).max(args.streams) + 16).unwrap_or(u32::MAX);
     let server_error = |e: &dyn std::fmt::Display| LoadgenError::Server(e.to_string());
     let mut principals = Principals::default();
     let operator = principals

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `principal add`, `journal verify|replay`, and client
+//! The command line: `serve`, `demo`, `principal add|list|remove|rotate`, `journal verify|replay`, and client
 //! subcommands that make every RPC of the API from a shell:
 //!
 //! - `auction` (AuctionOperator, plus `list` and `watch` from Trading): `create` in all six
@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{Principal, Principals, Role};
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::domain::{CreditCode, Timestamp};
 use crate::proto as pb;
 use crate::service::DerivedSettlement;
@@ -103,9 +103,38 @@ pub struct ServeArgs {
     /// Directory for the principals file and settlements.jsonl.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The server's certificate chain (PEM); with --tls-key, serves TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates are verified and may stand for a principal (mTLS).
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate signed by the client CA.
+    #[arg(long, requires = "client_ca")]
+    pub require_client_cert: bool,
+    /// Serve plain text on an address that is not loopback (behind a TLS-terminating proxy).
+    #[arg(long)]
+    pub allow_plaintext: bool,
 }
 
 impl ServeArgs {
+    /// Arguments that only locate the configuration and data directory.
+    pub fn files(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> ServeArgs {
+        ServeArgs {
+            config,
+            listen: None,
+            data_dir,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            require_client_cert: false,
+            allow_plaintext: false,
+        }
+    }
+
     pub fn config(&self) -> Result<Config, crate::config::ConfigError> {
         let mut config = Config::load(self.config.as_deref())?;
         if let Some(listen) = self.listen {
@@ -114,13 +143,36 @@ impl ServeArgs {
         if let Some(dir) = &self.data_dir {
             config.set_data_dir(dir.clone());
         }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca.clone(),
+                require_client_cert: self.require_client_cert,
+            });
+        }
+        if self.allow_plaintext {
+            config.allow_plaintext = true;
+        }
         Ok(config)
     }
 }
 
+/// Where the principals file is: the configuration file's `principals_file`, or
+/// `<data-dir>/principals.json`.
+#[derive(Debug, Args)]
+pub struct PrincipalsFileArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Commands that change the principals file. A running server picks the change up within a
+/// second (it polls the file) or at once on SIGHUP.
 #[derive(Debug, Subcommand)]
 pub enum PrincipalCommand {
-    /// Add a principal and print its token once.
+    /// Add a principal under a new id (never reused) and print its token once.
     Add {
         #[arg(long)]
         name: String,
@@ -129,10 +181,40 @@ pub enum PrincipalCommand {
         /// Bidders: the unified social credit code of the enterprise they bid for.
         #[arg(long)]
         enterprise: Option<CreditCode>,
+        /// The token is refused from this date on (YYYY-MM-DD, midnight UTC).
         #[arg(long)]
-        config: Option<PathBuf>,
+        expires: Option<String>,
+        /// A client certificate (PEM) that also identifies this principal over mutual TLS.
         #[arg(long)]
-        data_dir: Option<PathBuf>,
+        client_cert: Option<PathBuf>,
+        #[command(flatten)]
+        file: PrincipalsFileArgs,
+    },
+    /// List principals: id, name, role, enterprise, expiry, whether a client certificate maps.
+    List {
+        #[command(flatten)]
+        file: PrincipalsFileArgs,
+    },
+    /// Remove a principal: its token and certificate are refused from the next call on, and its
+    /// id is retired (a new principal of the same name gets a new id and inherits nothing).
+    Remove {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        file: PrincipalsFileArgs,
+    },
+    /// Give a principal a new token (printed once); the old one is refused from the next call on.
+    Rotate {
+        #[arg(long)]
+        name: String,
+        /// The new token is refused from this date on (YYYY-MM-DD); `never` clears an expiry.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Also map a new client certificate (PEM) to the principal.
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
+        #[command(flatten)]
+        file: PrincipalsFileArgs,
     },
 }
 
@@ -155,9 +237,21 @@ pub struct ClientArgs<C: Subcommand> {
     /// Server URL.
     #[arg(long, env = "EA_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
     pub server: String,
-    /// Bearer token (from `principal add`).
+    /// Bearer token (from `principal add`); not needed when --cert maps to a principal.
     #[arg(long, env = "EA_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) that signed the server's certificate; needed for https:// servers.
+    #[arg(long, env = "EA_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "EA_CERT", global = true, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "EA_KEY", global = true, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name the server's certificate must carry, when it differs from the server URL's host.
+    #[arg(long, env = "EA_TLS_DOMAIN", global = true)]
+    pub tls_domain: Option<String>,
     #[command(subcommand)]
     pub command: C,
 }
@@ -434,15 +528,92 @@ pub enum ClientError {
     Output(#[from] OutputError),
 }
 
-pub fn principal_add(command: PrincipalCommand) -> Result<(), Box<dyn std::error::Error>> {
-    let PrincipalCommand::Add { name, role, enterprise, config, data_dir } = command;
-    let serve = ServeArgs { config, listen: None, data_dir };
-    let config = serve.config()?;
-    let mut principals = Principals::load(&config.principals_file)?;
-    let token = principals.add(Principal { name: name.clone(), role, enterprise })?;
-    principals.save(&config.principals_file)?;
-    eprintln!("added {role} {name:?} to {}; the token is shown only this once:", config.principals_file.display());
-    out!("{token}")?;
+/// `principal add|list|remove|rotate`, on the principals file.
+pub fn principal(command: PrincipalCommand) -> Result<(), Box<dyn std::error::Error>> {
+    let file = match &command {
+        PrincipalCommand::Add { file, .. }
+        | PrincipalCommand::List { file }
+        | PrincipalCommand::Remove { file, .. }
+        | PrincipalCommand::Rotate { file, .. } => file,
+    };
+    let config = ServeArgs::files(file.config.clone(), file.data_dir.clone()).config()?;
+    let path = &config.principals_file;
+    let mut principals = Principals::load(path)?;
+    let expiry = |text: &Option<String>| -> Result<Option<Option<i64>>, ClientError> {
+        match text.as_deref() {
+            None => Ok(None),
+            Some("never") => Ok(Some(None)),
+            Some(date) => crate::config::parse_date(date)
+                .map(|t| Some(Some(t.as_micros() / 1_000_000)))
+                .ok_or_else(|| ClientError::Usage(format!("--expires {date:?}: expected YYYY-MM-DD or never"))),
+        }
+    };
+    let read_cert = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let reload_note = "a running server picks this up within a second, or at once on SIGHUP";
+    match &command {
+        PrincipalCommand::Add { name, role, enterprise, expires, client_cert, .. } => {
+            let expires = expiry(expires)?;
+            let token = principals.add(Principal { name: name.clone(), role: *role, enterprise: *enterprise })?;
+            if let Some(expires) = expires {
+                principals.set_expiry(name, expires)?;
+            }
+            if let Some(cert) = client_cert {
+                principals.set_client_cert(name, &read_cert(cert)?)?;
+            }
+            principals.save(path)?;
+            let id = principals.list().into_iter().find(|p| &p.principal.name == name).map(|p| p.id);
+            let id = id.map_or_else(String::new, |id| format!(" as {id}"));
+            eprintln!("added {role} {name:?}{id} to {}; the token is shown only this once:", path.display());
+            out!("{token}")?;
+        }
+        PrincipalCommand::List { .. } => {
+            if principals.legacy_count() > 0 {
+                // Store the ids given at load, so that they stay what they are now.
+                principals.save(path)?;
+                eprintln!(
+                    "{} principals had no id; their ids are now stored in {}",
+                    principals.legacy_count(),
+                    path.display()
+                );
+            }
+            for p in principals.list() {
+                let expires = p.expires_at_unix.map_or_else(
+                    || "-".to_owned(),
+                    |s| Timestamp::from_micros(s.saturating_mul(1_000_000)).to_string(),
+                );
+                out!(
+                    "{}\t{}\t{}\t{}\texpires={}\tclient_cert={}",
+                    p.id,
+                    p.principal.name,
+                    p.principal.role,
+                    p.principal.enterprise.map_or_else(|| "-".to_owned(), |e| e.to_string()),
+                    expires,
+                    if p.client_cert { "yes" } else { "no" }
+                )?;
+            }
+        }
+        PrincipalCommand::Remove { name, .. } => {
+            let id = principals.remove(name)?;
+            principals.save(path)?;
+            eprintln!("removed {name:?} ({id}) from {}; {reload_note}", path.display());
+        }
+        PrincipalCommand::Rotate { name, expires, client_cert, .. } => {
+            let expires = expiry(expires)?;
+            let token = principals.rotate(name)?;
+            if let Some(expires) = expires {
+                principals.set_expiry(name, expires)?;
+            }
+            if let Some(cert) = client_cert {
+                principals.set_client_cert(name, &read_cert(cert)?)?;
+            }
+            principals.save(path)?;
+            eprintln!(
+                "rotated {name:?} in {}: the old token is revoked ({reload_note}); the new one is shown only this once:",
+                path.display()
+            );
+            out!("{token}")?;
+        }
+    }
     Ok(())
 }
 
@@ -454,7 +625,7 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
         JournalCommand::Verify { config, data_dir } => (config, data_dir, None),
         JournalCommand::Replay { config, data_dir, out } => (config, data_dir, Some(out)),
     };
-    let config = ServeArgs { config, listen: None, data_dir }.config()?;
+    let config = ServeArgs::files(config, data_dir).config()?;
     let dir = config.journal_dir();
     let verified = crate::journal::verify(&dir)?;
     // Reports go to stderr when the settlements go to stdout.
@@ -504,9 +675,18 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
 }
 
 async fn terminal<C: Subcommand>(args: &ClientArgs<C>) -> Result<Terminal, ClientError> {
-    let token =
-        args.token.as_deref().ok_or_else(|| ClientError::Usage("no token: pass --token or set EA_TOKEN".into()))?;
-    Ok(Terminal::connect(&args.server, token).await?)
+    if args.token.is_none() && args.cert.is_none() {
+        return Err(ClientError::Usage(
+            "no token: pass --token or set EA_TOKEN (or a client certificate with --cert)".into(),
+        ));
+    }
+    let tls = client::ClientTls {
+        ca: args.ca.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        domain: args.tls_domain.clone(),
+    };
+    Ok(Terminal::connect_with(&args.server, args.token.as_deref(), &tls).await?)
 }
 
 fn pollutant_filter(text: Option<&str>) -> Result<i32, ClientError> {

@@ -56,6 +56,8 @@ reasons! {
     // Malformed requests.
     InvalidField = "INVALID_FIELD", INVALID_ARGUMENT,
         "A request field is malformed or missing; `field` names it.";
+    MalformedMessage = "MALFORMED_MESSAGE", INVALID_ARGUMENT,
+        "The request is not a valid protobuf message of its type (invalid UTF-8, a wrong wire type, truncated).";
     InvalidSpec = "INVALID_SPEC", INVALID_ARGUMENT,
         "The auction's terms contradict each other or policy; `field` names the term.";
     NotFillMultiple = "NOT_FILL_MULTIPLE", INVALID_ARGUMENT,
@@ -134,6 +136,8 @@ reasons! {
     NoEnterprise = "NO_ENTERPRISE", PERMISSION_DENIED,
         "A bidder token that acts for no enterprise cannot bid.";
     // Load, streams and the server's own trouble.
+    RateLimited = "RATE_LIMITED", RESOURCE_EXHAUSTED,
+        "The principal made changing calls faster than its rate limit; retry after `retry_after_ms` with the same request id.";
     AuctionBusy = "AUCTION_BUSY", RESOURCE_EXHAUSTED,
         "Too many requests wait for this auction; retry shortly with the same request id.";
     WatcherTooSlow = "WATCHER_TOO_SLOW", RESOURCE_EXHAUSTED,
@@ -206,6 +210,12 @@ mod tests {
             doc.contains(&Reason::markdown_table()),
             "docs/API.md is out of step with Reason; regenerate its table"
         );
+    }
+
+    #[test]
+    #[ignore = "prints the table for docs/API.md"]
+    fn print_markdown_table() {
+        print!("{}", Reason::markdown_table());
     }
 
     #[test]

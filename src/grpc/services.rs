@@ -13,7 +13,7 @@ use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind, Watch};
 use crate::service::{AuctionFilter, Exchange, Fingerprint, Origin, RecordedSettlement};
 
-use super::auth::{bidder, require};
+use super::auth::{admit_change, bidder, require};
 use super::convert::{self, FieldError};
 use super::status::status;
 
@@ -69,17 +69,17 @@ change!(
 /// Who sent a change (from authentication) under which request id, and a fingerprint of
 /// everything else in it: the method and the message with its request id cleared.
 fn origin<T: Change>(request: &Request<T>, method: &str) -> Result<Origin, Status> {
-    let principal = require(request, ANY_ROLE)?;
-    origin_of(principal, request.get_ref(), method)
+    let caller = admit_change(request, ANY_ROLE)?;
+    origin_of(&caller.id.to_string(), request.get_ref(), method)
 }
 
-/// [`origin`] for one message of a stream, from its already authenticated principal.
-fn origin_of<T: Change>(principal: Principal, message: &T, method: &str) -> Result<Origin, Status> {
+/// [`origin`] for one message of a stream, from its already admitted principal's stable id.
+fn origin_of<T: Change>(principal: &str, message: &T, method: &str) -> Result<Origin, Status> {
     convert::request_id(message.request_id())?;
     let mut payload = message.clone();
     payload.clear_request_id();
     Ok(Origin {
-        principal: principal.name,
+        principal: principal.to_owned(),
         request_id: message.request_id().to_owned(),
         fingerprint: Fingerprint::of(method, &payload.encode_to_vec()),
     })
@@ -161,7 +161,7 @@ impl pb::trading_server::Trading for TradingService {
             },
             phase: convert::phase("phase", req.phase)?,
         };
-        let auctions = self.exchange.list(&filter).iter().map(convert::pb_auction).collect();
+        let auctions = self.exchange.list(&filter)?.iter().map(convert::pb_auction).collect();
         Ok(Response::new(pb::ListAuctionsResponse { auctions }))
     }
 
@@ -210,7 +210,9 @@ impl pb::trading_server::Trading for TradingService {
         request: Request<tonic::Streaming<pb::PlaceBidRequest>>,
     ) -> Reply<Self::PlaceBidsStream> {
         let bidder = bidder(&request)?;
-        let principal = require(&request, ANY_ROLE)?;
+        // A stream is admitted once by the rate limit, as one changing call: it is the way
+        // for gateways to send many bids.
+        let principal = admit_change(&request, ANY_ROLE)?.id.to_string();
         let exchange = Arc::clone(&self.exchange);
         let mut incoming = request.into_inner();
         // The reader hands each bid to its auction in the order received and passes the
@@ -220,7 +222,7 @@ impl pb::trading_server::Trading for TradingService {
         tokio::spawn(async move {
             while let Ok(Some(message)) = incoming.message().await {
                 let request_id = message.request_id.clone();
-                let receipt = submit_bid(&exchange, principal.clone(), bidder, &message);
+                let receipt = submit_bid(&exchange, &principal, bidder, &message);
                 if submitted.send((request_id, receipt)).await.is_err() {
                     return;
                 }
@@ -275,7 +277,7 @@ type Pending<T> = Pin<Box<dyn std::future::Future<Output = Result<T, Status>> + 
 /// Hands one bid of a stream to its auction now; the future resolves to its receipt.
 fn submit_bid(
     exchange: &Exchange,
-    principal: Principal,
+    principal: &str,
     bidder: crate::domain::BidderId,
     message: &pb::PlaceBidRequest,
 ) -> Pending<pb::BidReceipt> {

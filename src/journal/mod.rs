@@ -261,7 +261,17 @@ pub struct Pending(oneshot::Receiver<Result<Appended, JournalError>>);
 
 impl Pending {
     pub async fn wait(self) -> Result<Appended, JournalError> {
-        self.0.await.map_err(|_| JournalError::Closed)?
+        self.await
+    }
+}
+
+/// A pending record is itself a future, so a pipelined appender can hold many in a queue and
+/// await the oldest by reference.
+impl std::future::Future for Pending {
+    type Output = Result<Appended, JournalError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| answer.map_err(|_| JournalError::Closed)?)
     }
 }
 

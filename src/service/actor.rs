@@ -1,17 +1,28 @@
 //! The single writer of one auction. A task owns the [`Auction`], takes requests from a
 //! bounded channel, stamps each with the server clock, applies it, and fires the auction's
 //! open and close timers itself. Nobody else ever touches the book.
+//!
+//! Durability is pipelined: the task applies a change, submits its journal entry and goes on to
+//! the next request without waiting. Changes wait in a queue, in journal order; as the journal
+//! confirms each, the task answers its caller and publishes what it did (settlement, public
+//! snapshot, watchers' feed), as of that change. A read that could show a change (a bidder's own
+//! bids, every bid after the close) is computed when it arrives and answered only once every
+//! change before it is durable (a read barrier), so nobody ever sees what a crash could take
+//! back. If the journal fails, every waiting caller gets UNAVAILABLE, nothing waiting is
+//! published, and the task answers nothing more until the server restarts from the journal.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{AuctionId, BidId, BidderId, Timestamp};
 use crate::engine::{
-    Applied, AscendingView, Auction, AuctionSpec, BidView, ClockView, Command, EngineError, Event, Phase,
+    Applied, AscendingView, Auction, AuctionSpec, BidView, ClockView, Command, EngineError, Event, Phase, Settlement,
 };
-use crate::journal::{Journal, Reservation};
+use crate::journal::{self, Journal};
 
 use super::ServiceError;
 use super::clock::Clock;
@@ -44,34 +55,60 @@ pub(crate) enum Request {
     },
     BidsOf {
         bidder: BidderId,
-        reply: Reply<Vec<BidView>>,
+        reply: Reply<Result<Vec<BidView>, ServiceError>>,
     },
     AllBids {
-        reply: Reply<Result<Vec<BidView>, EngineError>>,
+        reply: Reply<Result<Vec<BidView>, ServiceError>>,
     },
 }
 
 /// What can change an auction.
 enum Change {
-    Command(Command, Origin),
+    Command(Command, Origin, Reply<Result<Applied, ServiceError>>),
     /// Time reached one of the auction's deadlines.
     Tick(Timestamp),
+}
+
+/// Most changes one auction keeps waiting for the journal; past it the task stops reading
+/// requests until the oldest is durable.
+const PIPELINE_DEPTH: usize = 8192;
+
+/// Something waiting, in journal order, for every change before it (and itself) to be durable.
+enum Waiting {
+    /// An applied change: its journal entry on its way, and what to do once it is durable.
+    Change { durable: journal::Pending, done: Done },
+    /// A read computed when it arrived, answered once everything before it is durable.
+    Read(Box<dyn FnOnce(Result<(), ServiceError>) + Send>),
+}
+
+/// What an applied change does once its entry is durable: answer its caller, publish.
+struct Done {
+    reply: Option<Reply<Result<Applied, ServiceError>>>,
+    applied: Applied,
+    settlement: Option<Box<Settlement>>,
+    /// Boxed, like the settlement: most changes (sealed bids) carry none of them.
+    snapshot: Option<Box<AuctionSnapshot>>,
+    update: Option<Box<AuctionUpdate>>,
 }
 
 pub(crate) struct AuctionActor {
     auction: Auction,
     requests: mpsc::Receiver<Request>,
     snapshot: watch::Sender<AuctionSnapshot>,
+    /// The public state as of the last change applied (the snapshot shows it once durable).
+    shown: (Phase, Option<AscendingView>, Option<ClockView>),
     hub: Arc<SettlementHub>,
     clock: Arc<dyn Clock>,
     /// Every accepted change goes here, and is durable, before anyone hears of it.
     journal: Arc<Journal>,
-    /// Set to why the exchange cannot serve (here: the journal failed).
+    /// Changes and reads waiting for the journal, oldest first.
+    waiting: VecDeque<Waiting>,
+    /// Set to why the exchange cannot serve (an auction failed, or the journal).
     health: Arc<watch::Sender<Option<String>>>,
+    /// Set once the journal failed: from then on nothing is answered from memory.
+    journal_failed: Arc<AtomicBool>,
     /// The latest stamp given; stamps never go backwards even if the wall clock does.
     last_stamp: Timestamp,
-    /// Set when the journal failed under a timer: timers stop until restart.
-    stalled: bool,
     /// Public changes, for watchers.
     feed: Arc<AuctionFeed>,
 }
@@ -89,17 +126,11 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub journal: Arc<Journal>,
     pub health: Arc<watch::Sender<Option<String>>>,
+    pub journal_failed: Arc<AtomicBool>,
 }
 
-/// Takes a place in the journal's queue before a change is made.
-async fn reserve(journal: &Journal) -> Result<Reservation<'_>, ServiceError> {
-    journal.reserve().await.map_err(|e| ServiceError::Unavailable(e.to_string()))
-}
-
-/// Journals an accepted change and waits until it is durable; returns where it landed.
-async fn persist(slot: Reservation<'_>, entry: &Entry) -> Result<JournalPosition, ServiceError> {
-    let encoded = entry.encode().map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-    slot.submit(encoded).wait().await.map(JournalPosition::from).map_err(|e| ServiceError::Unavailable(e.to_string()))
+fn unavailable(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Unavailable(e.to_string())
 }
 
 impl AuctionActor {
@@ -111,8 +142,22 @@ impl AuctionActor {
         shared: Shared,
     ) -> AuctionActor {
         let Outlets { snapshot, feed } = outlets;
-        let Shared { hub, clock, journal, health } = shared;
-        AuctionActor { auction, requests, snapshot, hub, clock, journal, health, last_stamp, stalled: false, feed }
+        let Shared { hub, clock, journal, health, journal_failed } = shared;
+        let shown = (auction.phase(), auction.ascending_view(), auction.clock_view());
+        AuctionActor {
+            auction,
+            requests,
+            snapshot,
+            shown,
+            hub,
+            clock,
+            journal,
+            waiting: VecDeque::new(),
+            health,
+            journal_failed,
+            last_stamp,
+            feed,
+        }
     }
 
     /// The feed's starting state for `auction`.
@@ -147,23 +192,32 @@ impl AuctionActor {
         self.last_stamp
     }
 
+    fn failed(&self) -> bool {
+        self.journal_failed.load(Ordering::Acquire)
+    }
+
     pub(crate) async fn run(mut self) {
         // A hand-moved clock (tests) wakes the timers; the wall clock needs nothing.
         let mut moves = self.clock.moves();
         loop {
-            let deadline = self.auction.next_deadline().filter(|_| !self.stalled);
+            // Timers stop once the journal failed: nothing more may change.
+            let deadline = self.auction.next_deadline().filter(|_| !self.failed());
             let wait = deadline.map(|deadline| {
                 let micros = deadline.as_micros().saturating_sub(self.clock.now().as_micros()).max(0);
                 Duration::from_micros(micros as u64)
             });
+            let room = self.waiting.len() < PIPELINE_DEPTH;
             tokio::select! {
-                request = self.requests.recv() => match request {
+                biased;
+                // The oldest change's entry became durable (or the journal failed).
+                durable = oldest(&mut self.waiting), if !self.waiting.is_empty() => self.durable(durable).await,
+                request = self.requests.recv(), if room => match request {
                     Some(request) => self.handle(request).await,
                     None => break,
                 },
-                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {
+                () = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() && room => {
                     if let Some(deadline) = deadline.filter(|d| self.clock.now() >= *d) {
-                        self.fire(deadline).await;
+                        self.change(Change::Tick(deadline)).await;
                     }
                 }
                 moved = async {
@@ -178,62 +232,204 @@ impl AuctionActor {
                 }
             }
         }
+        // The server is stopping: let what was submitted finish, answering its callers.
+        while !self.waiting.is_empty() {
+            let durable = oldest(&mut self.waiting).await;
+            self.durable(durable).await;
+        }
     }
 
-    /// Opens or closes the auction as of `deadline`, however late the timer fired (after a
-    /// restart, an auction whose close passed while the server was down closes as of its
-    /// scheduled close).
-    async fn fire(&mut self, deadline: Timestamp) {
-        if let Err(e) = self.change(Change::Tick(deadline)).await {
-            tracing::error!(auction = %self.id(), error = %e, "journal failed; timers stop until restart");
-            self.stalled = true;
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::Apply { command, origin, reply } => self.change(Change::Command(command, origin, reply)).await,
+            Request::BidsOf { bidder, reply } => {
+                let bids = self.auction.bids_of(bidder);
+                self.read(move |ready| {
+                    let _ = reply.send(ready.map(|()| bids));
+                });
+            }
+            Request::AllBids { reply } => {
+                let bids = self.auction.all_bids();
+                self.read(move |ready| {
+                    let _ = reply.send(ready.and(bids.map_err(ServiceError::from)));
+                });
+            }
+        }
+    }
+
+    /// Answers a read at once when nothing waits for the journal, otherwise behind what waits.
+    fn read(&mut self, answer: impl FnOnce(Result<(), ServiceError>) + Send + 'static) {
+        if self.failed() {
+            answer(Err(unavailable("the journal failed; the server answers nothing more until it restarts")));
+        } else if self.waiting.is_empty() {
+            answer(Ok(()));
+        } else {
+            self.waiting.push_back(Waiting::Read(Box::new(answer)));
         }
     }
 
     /// The one way an auction changes: take a place in the journal's queue, apply the change
-    /// to the core, journal it, and publish its events only once the journal entry is durable.
-    async fn change(&mut self, change: Change) -> Result<Applied, ServiceError> {
+    /// to the core, and submit its entry; answering and publishing wait until it is durable.
+    async fn change(&mut self, change: Change) {
+        if self.failed() {
+            if let Change::Command(_, _, reply) = change {
+                let _ = reply.send(Err(unavailable("the journal failed; nothing more is accepted until restart")));
+            }
+            return;
+        }
         let journal = Arc::clone(&self.journal);
-        let slot = reserve(&journal).await?;
+        let slot = match journal.reserve().await {
+            Ok(slot) => slot,
+            Err(e) => {
+                if let Change::Command(_, _, reply) = change {
+                    let _ = reply.send(Err(unavailable(e)));
+                }
+                return;
+            }
+        };
         let seq_before = self.auction.public_seq();
-        let (applied, entry, at) = match change {
+        let (applied, entry, at, reply) = match change {
             Change::Tick(deadline) => {
                 self.last_stamp = self.last_stamp.max(deadline);
                 let events = self.auction.tick(deadline);
-                (Applied::Events(events), Entry::Tick { at: deadline, auction: self.id() }, deadline)
+                (Applied::Events(events), Entry::Tick { at: deadline, auction: self.id() }, deadline, None)
             }
-            Change::Command(mut command, origin) => {
+            Change::Command(mut command, origin, reply) => {
                 let at = self.stamp();
                 let applied = loop {
                     match (self.auction.apply_command(at, command.clone()), &mut command) {
                         // Bid ids are drawn at random; on the rare collision, draw again.
                         (Err(EngineError::DuplicateBidId), Command::PlaceBid { bid, .. }) => *bid = fresh_bid_id(),
-                        (result, _) => break result?,
+                        (result, _) => break result,
                     }
                 };
-                (applied, Entry::Apply { at, auction: self.id(), command, origin: Some(origin) }, at)
+                let applied = match applied {
+                    Ok(applied) => applied,
+                    // A refusal changed nothing and needs no journal, but its numbers (the
+                    // current price, the room left) may reflect changes not yet durable: it
+                    // waits behind them like a read.
+                    Err(e) => {
+                        self.read(move |ready| {
+                            let _ = reply.send(ready.and(Err(e.into())));
+                        });
+                        return;
+                    }
+                };
+                (applied, Entry::Apply { at, auction: self.id(), command, origin: Some(origin) }, at, Some(reply))
             }
         };
-        let changed = match &applied {
-            Applied::Bid(_) => true,
-            Applied::Events(events) => !events.is_empty(),
-        };
-        if changed {
-            let position = persist(slot, &entry).await.inspect_err(|e| self.journal_failed(e))?;
-            let events = match &applied {
-                Applied::Bid(change) => std::borrow::Cow::Owned(change.events()),
-                Applied::Events(events) => std::borrow::Cow::Borrowed(events),
-            };
-            self.after(&events, position).await;
-            if self.auction.public_seq() != seq_before {
-                self.feed.publish(self.update(&events, at));
+        let public = self.auction.public_seq() != seq_before;
+        let (settlement, update) = match &applied {
+            // The hot path: a sealed bid shows nothing to anyone but its bidder.
+            Applied::Bid(_) if !public => (None, None),
+            Applied::Bid(change) => (None, Some(self.update(&change.events(), at))),
+            Applied::Events(events) if events.is_empty() => {
+                // A tick that changed nothing: nothing to journal.
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(applied));
+                }
+                return;
             }
-        }
-        Ok(applied)
+            Applied::Events(events) => {
+                let settlement = events.iter().find_map(|e| match e {
+                    Event::Concluded(s) => Some(s.clone()),
+                    _ => None,
+                });
+                (settlement, public.then(|| self.update(events, at)))
+            }
+        };
+        let snapshot = self.snapshot_if_changed();
+        let durable = match entry.encode() {
+            Ok(encoded) => slot.submit(encoded),
+            Err(e) => {
+                // Cannot happen for entries of in-range values; treated as a journal failure,
+                // since the state already moved on.
+                self.fail_journal(&unavailable(e));
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(unavailable("the journal failed")));
+                }
+                return;
+            }
+        };
+        let done = Done { reply, applied, settlement, snapshot: snapshot.map(Box::new), update: update.map(Box::new) };
+        self.waiting.push_back(Waiting::Change { durable, done });
     }
 
-    /// After a journal failure the exchange no longer serves: say so where health is read.
-    fn journal_failed(&self, error: &ServiceError) {
+    /// The public snapshot after the change just applied, if it differs from the last one.
+    fn snapshot_if_changed(&mut self) -> Option<AuctionSnapshot> {
+        let now = (self.auction.phase(), self.auction.ascending_view(), self.auction.clock_view());
+        if now == self.shown {
+            return None;
+        }
+        self.shown = now;
+        let spec = Arc::clone(&self.snapshot.borrow().spec);
+        Some(Self::snapshot_of(&self.auction, &spec))
+    }
+
+    /// The oldest waiting change is durable (or the journal failed): answer and publish it,
+    /// then every read that waited only for it.
+    async fn durable(&mut self, result: Result<journal::Appended, journal::JournalError>) {
+        let done = match self.waiting.pop_front() {
+            Some(Waiting::Change { done, .. }) => done,
+            Some(Waiting::Read(answer)) => return answer(Ok(())),
+            None => return,
+        };
+        match result {
+            Ok(appended) => {
+                let Done { reply, applied, settlement, snapshot, update } = done;
+                let position = JournalPosition::from(appended);
+                if let Some(settlement) = settlement {
+                    let (auction, status) = (settlement.auction_id, settlement.status);
+                    let sequence = self.hub.publish(*settlement, Some(position)).await;
+                    tracing::info!(auction = %auction, status = ?status, sequence, "auction concluded");
+                }
+                if let Some(snapshot) = snapshot {
+                    self.snapshot.send_replace(*snapshot);
+                }
+                if let Some(update) = update {
+                    self.feed.publish(*update);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(applied));
+                }
+                self.release_reads();
+            }
+            Err(e) => {
+                let error = unavailable(&e);
+                self.fail_journal(&error);
+                if let Some(reply) = done.reply {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                // Everything after it fails too: the journal acknowledges nothing more.
+                for waiting in self.waiting.drain(..) {
+                    match waiting {
+                        Waiting::Change { done, .. } => {
+                            if let Some(reply) = done.reply {
+                                let _ = reply.send(Err(error.clone()));
+                            }
+                        }
+                        Waiting::Read(answer) => answer(Err(error.clone())),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers the reads at the front of the queue: everything before them is durable.
+    fn release_reads(&mut self) {
+        while let Some(Waiting::Read(_)) = self.waiting.front() {
+            if let Some(Waiting::Read(answer)) = self.waiting.pop_front() {
+                answer(Ok(()));
+            }
+        }
+    }
+
+    /// After a journal failure the exchange answers nothing from memory, and says so where
+    /// health is read.
+    fn fail_journal(&self, error: &ServiceError) {
+        if !self.journal_failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(auction = %self.id(), error = %error, "journal failed; nothing more is answered until restart");
+        }
         self.health.send_replace(Some(format!("the journal failed: {error}")));
     }
 
@@ -276,45 +472,15 @@ impl AuctionActor {
             conclusion,
         }
     }
+}
 
-    async fn handle(&mut self, request: Request) {
-        match request {
-            Request::Apply { command, origin, reply } => {
-                let _ = reply.send(self.change(Change::Command(command, origin)).await);
-            }
-            Request::BidsOf { bidder, reply } => {
-                let _ = reply.send(self.auction.bids_of(bidder));
-            }
-            Request::AllBids { reply } => {
-                let _ = reply.send(self.auction.all_bids());
-            }
-        }
-    }
-
-    /// Publishes what changed: settlements to the hub (recorded before anyone is answered),
-    /// phase changes to the public snapshot.
-    async fn after(&mut self, events: &[Event], position: JournalPosition) {
-        for event in events {
-            if let Event::Concluded(settlement) = event {
-                let sequence = self.hub.publish((**settlement).clone(), Some(position.clone())).await;
-                tracing::info!(
-                    auction = %settlement.auction_id,
-                    status = ?settlement.status,
-                    sequence,
-                    "auction concluded"
-                );
-            }
-        }
-        let changed = {
-            let shown = self.snapshot.borrow();
-            shown.phase != self.auction.phase()
-                || shown.ascending != self.auction.ascending_view()
-                || shown.clock != self.auction.clock_view()
-        };
-        if changed {
-            let spec = Arc::clone(&self.snapshot.borrow().spec);
-            self.snapshot.send_replace(Self::snapshot_of(&self.auction, &spec));
-        }
+/// Waits for the oldest waiting change's entry. Reads at the front are released by
+/// [`AuctionActor::release_reads`] as soon as what precedes them is durable, so the front is
+/// a change whenever this is polled.
+async fn oldest(waiting: &mut VecDeque<Waiting>) -> Result<journal::Appended, journal::JournalError> {
+    match waiting.front_mut() {
+        Some(Waiting::Change { durable, .. }) => durable.await,
+        _ => std::future::pending().await,
     }
 }
 

@@ -116,10 +116,10 @@ pub struct AuctionFilter {
 
 /// The registry of auctions and the front door to each auction's task.
 pub struct Exchange {
-    auctions: DashMap<AuctionId, AuctionHandle>,
+    auctions: Arc<DashMap<AuctionId, AuctionHandle>>,
     /// The latest auction of each (pollutant, lot). Its phase says what that means for the lot:
     /// on sale while scheduled or open, sold once settled, free again once failed or cancelled.
-    lots: DashMap<(Pollutant, LotId), AuctionId>,
+    lots: Arc<DashMap<(Pollutant, LotId), AuctionId>>,
     /// The number the next auction gets. Creating holds this lock, so numbers have no gaps
     /// and the lot check and insertion are one step.
     next_auction: Mutex<u64>,
@@ -130,6 +130,10 @@ pub struct Exchange {
     /// Why the exchange cannot serve, when it cannot (an auction's task failed, or the
     /// journal); the gRPC layer turns it into health NOT_SERVING.
     health: Arc<watch::Sender<Option<String>>>,
+    /// Set once the journal failed. In-memory state may then be ahead of the journal, so
+    /// nothing about an auction is answered any more until a restart returns to exactly what
+    /// the journal holds.
+    journal_failed: Arc<std::sync::atomic::AtomicBool>,
     /// Client requests seen, for idempotent retries.
     requests: Arc<Requests>,
     /// Every auction task, awaited by [`Exchange::shutdown`].
@@ -296,9 +300,10 @@ impl Exchange {
         let after_journal = auctions.keys().next_back().map_or(1, |id| id.get() + 1);
         let after_recorded = hub.max_auction_id().await.map_or(1, |id| id.get() + 1);
         let exchange = Exchange {
-            auctions: DashMap::new(),
-            lots: DashMap::new(),
+            auctions: Arc::default(),
+            lots: Arc::default(),
             health: Arc::new(watch::channel(None).0),
+            journal_failed: Arc::default(),
             next_auction: Mutex::new(after_journal.max(after_recorded)),
             requests: Arc::new(requests.into_table()),
             policy,
@@ -308,19 +313,22 @@ impl Exchange {
             tasks: Mutex::new(Vec::new()),
         };
         for (auction, last_stamp) in auctions.into_values() {
-            exchange.start(auction, last_stamp);
+            let (id, key) = (auction.spec().id, (auction.spec().lot.pollutant, auction.spec().lot.id.clone()));
+            let handle = exchange.spawn(auction, last_stamp);
+            exchange.auctions.insert(id, handle);
+            exchange.lots.insert(key, id);
         }
         Ok(exchange)
     }
 
-    /// Registers an auction and starts its task, under a supervisor that turns a panic into
-    /// AUCTION_FAILED for the auction's callers and NOT_SERVING for the exchange.
-    fn start(&self, auction: Auction, last_stamp: Timestamp) -> AuctionSnapshot {
+    /// Starts an auction's task, under a supervisor that turns a panic into AUCTION_FAILED
+    /// for the auction's callers and NOT_SERVING for the exchange, and returns its handle. The
+    /// auction is reachable once its handle is registered.
+    fn spawn(&self, auction: Auction, last_stamp: Timestamp) -> AuctionHandle {
         let id = auction.spec().id;
-        let key = (auction.spec().lot.pollutant, auction.spec().lot.id.clone());
         let spec = Arc::new(auction.spec().clone());
         let snapshot = AuctionActor::snapshot_of(&auction, &spec);
-        let (snapshot_tx, snapshot_rx) = watch::channel(snapshot.clone());
+        let (snapshot_tx, snapshot_rx) = watch::channel(snapshot);
         let (tx, rx) = mpsc::channel(AUCTION_QUEUE_DEPTH);
         let feed = Arc::new(feed::AuctionFeed::new(AuctionActor::state_of(&auction, last_stamp)));
         let shared = Shared {
@@ -328,6 +336,7 @@ impl Exchange {
             clock: Arc::clone(&self.clock),
             journal: Arc::clone(&self.journal),
             health: Arc::clone(&self.health),
+            journal_failed: Arc::clone(&self.journal_failed),
         };
         let outlets = Outlets { snapshot: snapshot_tx, feed: Arc::clone(&feed) };
         let actor = AuctionActor::new(auction, last_stamp, rx, outlets, shared);
@@ -335,9 +344,7 @@ impl Exchange {
         let task =
             tokio::spawn(supervise(id, tokio::spawn(actor.run()), Arc::clone(&failed), Arc::clone(&self.health)));
         self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
-        self.auctions.insert(id, AuctionHandle { requests: tx, snapshot: snapshot_rx, feed, failed });
-        self.lots.insert(key, id);
-        snapshot
+        AuctionHandle { requests: tx, snapshot: snapshot_rx, feed, failed }
     }
 
     /// Why the exchange cannot serve right now (`None` while it can). The gRPC layer reports
@@ -441,10 +448,30 @@ impl Exchange {
         let encoded = entry.encode().map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         *next += 1;
         let pending = slot.submit(encoded);
-        self.start(auction, at);
+        // The lot is held from now on, so that no other auction offers it meanwhile; the
+        // auction itself becomes reachable (listed, open to commands) once its creation is
+        // durable. Its task starts now, so that its first change follows its creation in the
+        // journal.
+        let key = (auction.spec().lot.pollutant, auction.spec().lot.id.clone());
+        self.lots.insert(key.clone(), id);
+        let handle = self.spawn(auction, at);
+        let (auctions, lots) = (Arc::clone(&self.auctions), Arc::clone(&self.lots));
+        let (journal_failed, health) = (Arc::clone(&self.journal_failed), Arc::clone(&self.health));
         Ok(async move {
-            pending.wait().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-            Ok(Outcome::Auction(id))
+            match pending.wait().await {
+                Ok(_) => {
+                    auctions.insert(id, handle);
+                    Ok(Outcome::Auction(id))
+                }
+                Err(e) => {
+                    // Never durable, so never was: the lot is free again and the task, whose
+                    // handle is dropped here, stops.
+                    lots.remove_if(&key, |_, holder| *holder == id);
+                    journal_failed.store(true, std::sync::atomic::Ordering::Release);
+                    health.send_replace(Some(format!("the journal failed: {e}")));
+                    Err(ServiceError::Unavailable(e.to_string()))
+                }
+            }
         })
     }
 
@@ -460,7 +487,18 @@ impl Exchange {
     }
 
     fn handle(&self, id: AuctionId) -> Result<AuctionHandle, ServiceError> {
+        self.serving()?;
         self.auctions.get(&id).map(|h| h.clone()).ok_or(ServiceError::AuctionNotFound(id))
+    }
+
+    /// UNAVAILABLE once the journal failed: memory may hold changes the journal does not.
+    fn serving(&self) -> Result<(), ServiceError> {
+        if self.journal_failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ServiceError::Unavailable(
+                "the journal failed; nothing is answered until the server restarts".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Hands a request to the auction's task without waiting for room in its queue.
@@ -521,7 +559,8 @@ impl Exchange {
         Ok(self.handle(id)?.snapshot.borrow().clone())
     }
 
-    pub fn list(&self, filter: &AuctionFilter) -> Vec<AuctionSnapshot> {
+    pub fn list(&self, filter: &AuctionFilter) -> Result<Vec<AuctionSnapshot>, ServiceError> {
+        self.serving()?;
         let mut out: Vec<AuctionSnapshot> = self
             .auctions
             .iter()
@@ -533,7 +572,7 @@ impl Exchange {
             })
             .collect();
         out.sort_by_key(|s| s.spec.id);
-        out
+        Ok(out)
     }
 
     /// Applies an operator command and returns the auction as it is afterwards.
@@ -599,7 +638,7 @@ impl Exchange {
     }
 
     pub async fn bids_of(&self, id: AuctionId, bidder: BidderId) -> Result<Vec<BidView>, ServiceError> {
-        self.ask(id, |reply| Request::BidsOf { bidder, reply }).await
+        self.ask(id, |reply| Request::BidsOf { bidder, reply }).await?
     }
 
     /// Watches an auction's public changes after `after` (0: from its current state).
@@ -608,11 +647,12 @@ impl Exchange {
     }
 
     pub async fn all_bids(&self, id: AuctionId) -> Result<Vec<BidView>, ServiceError> {
-        Ok(self.ask(id, |reply| Request::AllBids { reply }).await??)
+        self.ask(id, |reply| Request::AllBids { reply }).await?
     }
 
     /// The settlement of a concluded auction; NOT_SETTLED, with when bidding ends, before that.
     pub async fn settlement(&self, id: AuctionId) -> Result<Arc<RecordedSettlement>, ServiceError> {
+        self.serving()?;
         if let Some(recorded) = self.hub.get(id).await {
             return Ok(recorded);
         }

@@ -6,7 +6,9 @@
 //! - every acknowledged bid is present and identical (id, price, quantity, time);
 //! - no bid appears that was never sent, and an unacknowledged bid appears at most once;
 //! - retrying each unacknowledged request with its request id answers with the bid that is
-//!   there, or places it now, never a second copy.
+//!   there, or places it now, never a second copy;
+//! - every bid that ListMyBids showed before the kill (every tenth terminal reads its own bids
+//!   over and over during the load) is still there: reads show only durable changes.
 //!
 //! Each terminal's bids are told apart by price: terminal c's k-th bid is at floor + k fen.
 //! The quick variant runs by default; `cargo test -- --ignored crash` runs the long one. Both
@@ -215,6 +217,56 @@ async fn reconcile(addr: &str, token: &str, terminal: usize, ledger: &mut Ledger
     (acked, found, placed)
 }
 
+/// Bids seen through ListMyBids while the load runs, by terminal: (auction, bid id).
+type Seen = Arc<Mutex<BTreeMap<usize, BTreeSet<(String, String)>>>>;
+
+/// Every tenth terminal reads its own bids over and over while the load runs, and records
+/// every bid it was shown. A read shows only durable bids, so each must survive the kill.
+async fn observe(
+    addr: String,
+    tokens: Vec<(usize, String)>,
+    auctions: Arc<Vec<String>>,
+    seen: Seen,
+    stop: Arc<AtomicBool>,
+) {
+    let mut terminals = Vec::new();
+    for (n, token) in tokens {
+        let Ok(t) = Terminal::connect(&addr, &token).await else { return };
+        terminals.push((n, t));
+    }
+    while !stop.load(Ordering::SeqCst) {
+        for (n, t) in &mut terminals {
+            for auction in auctions.iter() {
+                let request = pb::ListMyBidsRequest { auction_id: auction.clone() };
+                let Ok(bids) = t.trading.list_my_bids(request).await else { return };
+                let mut seen = seen.lock().await;
+                let mine = seen.entry(*n).or_default();
+                mine.extend(bids.into_inner().bids.into_iter().map(|b| (auction.clone(), b.bid_id)));
+            }
+        }
+    }
+}
+
+/// Every bid a terminal was shown before the kill is still there.
+async fn check_seen(addr: &str, tokens: &[String], seen: &Seen) -> usize {
+    let mut checked = 0;
+    for (n, bids) in seen.lock().await.iter() {
+        let mut t = Terminal::connect(addr, &tokens[*n]).await.unwrap();
+        let auctions: BTreeSet<&String> = bids.iter().map(|(auction, _)| auction).collect();
+        let mut present = BTreeSet::new();
+        for auction in auctions {
+            let request = pb::ListMyBidsRequest { auction_id: auction.clone() };
+            for bid in t.trading.list_my_bids(request).await.unwrap().into_inner().bids {
+                present.insert((auction.clone(), bid.bid_id));
+            }
+        }
+        let lost: Vec<_> = bids.difference(&present).collect();
+        assert!(lost.is_empty(), "terminal {n}: bids shown by ListMyBids before the kill are gone: {lost:?}");
+        checked += bids.len();
+    }
+    checked
+}
+
 fn verify_journal(binary: &Path, data: &Path) -> String {
     let out = Command::new(binary).args(["journal", "verify", "--data-dir"]).arg(data).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -267,6 +319,15 @@ async fn crash_test(kills: usize, min_bids: u64, max_bids: u64) {
         let live = server.take().unwrap();
         let kill_after = rng.between(min_bids, max_bids);
         let (sent, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let seen: Seen = Arc::default();
+        let observers: Vec<(usize, String)> = (0..TERMINALS).step_by(10).map(|n| (n, tokens[n].clone())).collect();
+        let observer = tokio::spawn(observe(
+            live.addr.clone(),
+            observers,
+            Arc::clone(&auctions),
+            Arc::clone(&seen),
+            Arc::clone(&stop),
+        ));
         let mut load = Vec::new();
         for (n, ledger) in ledgers.iter().enumerate() {
             load.push(tokio::spawn(terminal_load(
@@ -287,11 +348,13 @@ async fn crash_test(kills: usize, min_bids: u64, max_bids: u64) {
         for task in load {
             task.await.unwrap();
         }
+        observer.await.unwrap();
         total_sent += sent.load(Ordering::SeqCst);
         let report = verify_journal(&binary, data.path());
 
         let (restarted, took) = Server::start(&binary, data.path(), &operator).await;
         assert!(took < SERVE_WITHIN, "round {round}: the server took {took:?} to serve again");
+        let shown = check_seen(&restarted.addr, &tokens, &seen).await;
         let (mut acked, mut found, mut placed) = (0, 0, 0);
         for (n, ledger) in ledgers.iter().enumerate() {
             let (a, f, p) = reconcile(&restarted.addr, &tokens[n], n, &mut *ledger.lock().await).await;
@@ -300,7 +363,8 @@ async fn crash_test(kills: usize, min_bids: u64, max_bids: u64) {
         let head = report.lines().find(|l| l.starts_with("head:")).unwrap_or("").to_owned();
         println!(
             "round {round}: killed after {kill_after} bids sent; serving again in {took:?}; \
-             {acked} acknowledged bids intact; unacknowledged: {found} had landed, {placed} had not; {head}"
+             {acked} acknowledged bids intact; unacknowledged: {found} had landed, {placed} had not; \
+             {shown} bids shown by ListMyBids before the kill still there; {head}"
         );
         server = Some(restarted);
     }

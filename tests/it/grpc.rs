@@ -1106,8 +1106,8 @@ async fn a_failed_lot_is_offered_again_and_a_sold_one_is_not() {
     assert_eq!((early.code(), reason(&early).0.as_str()), (Code::FailedPrecondition, "NOT_SETTLED"));
     let attempts = std::sync::atomic::AtomicU32::new(0);
     let request = || {
-        let mut request =
-            create(lot(), pb::AuctionFormat::SealedUniformPrice, server.now(), server.now().plus_micros(HOUR));
+        let (opens, closes) = (server.now().plus_micros(HOUR / 6), server.now().plus_micros(HOUR));
+        let mut request = create(lot(), pb::AuctionFormat::SealedUniformPrice, opens, closes);
         // Each offer is a new request.
         request.request_id = format!("offer-{}", attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         request

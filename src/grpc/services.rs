@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Principal, Role};
+use crate::auth::Role;
 use crate::domain::{AuctionId, Reason};
 use crate::engine::Command;
 use crate::proto as pb;

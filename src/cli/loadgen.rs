@@ -830,11 +830,12 @@ async fn unary_load(plan: &Plan, target: &Target, call: Call) -> Result<Load, Lo
                     let (channel, target, budget) = (channel.clone(), Arc::clone(&target), Arc::clone(&budget));
                     tasks.spawn(async move {
                         let mut tally = Tally::new();
+                        let mut clients = Clients::on(&channel);
                         while Instant::now() < window.until {
                             let Some(n) = budget.take() else { break };
                             tally.sent += 1;
                             let sent = Instant::now();
-                            let outcome = target.unary(&channel, call, n).await;
+                            let outcome = target.unary(&mut clients, call, n).await;
                             tally.record(&window, sent, sent, outcome);
                         }
                         tally
@@ -843,7 +844,7 @@ async fn unary_load(plan: &Plan, target: &Target, call: Call) -> Result<Load, Lo
             }
             Mode::Rate(rate) => {
                 let per_connection = rate / plan.connections as f64;
-                let (channel, target, budget) = (channel.clone(), Arc::clone(&target), Arc::clone(&budget));
+                let (clients, target, budget) = (Clients::on(channel), Arc::clone(&target), Arc::clone(&budget));
                 let offset = Duration::from_secs_f64(c as f64 / rate);
                 tasks.spawn(async move {
                     let tally = Arc::new(Mutex::new(Tally::new()));
@@ -861,10 +862,10 @@ async fn unary_load(plan: &Plan, target: &Target, call: Call) -> Result<Load, Lo
                         // Past the bound on outstanding requests the schedule slips, and the
                         // slip shows in the latency measured from `intended`.
                         let permit = Arc::clone(&outstanding).acquire_owned().await.expect("never closed");
-                        let (channel, target, tally) = (channel.clone(), Arc::clone(&target), Arc::clone(&tally));
+                        let (mut clients, target, tally) = (clients.clone(), Arc::clone(&target), Arc::clone(&tally));
                         requests.spawn(async move {
                             let sent = Instant::now();
-                            let outcome = target.unary(&channel, call, n).await;
+                            let outcome = target.unary(&mut clients, call, n).await;
                             drop(permit);
                             let mut tally = tally.lock().expect("tally lock");
                             tally.sent += 1;
@@ -1041,18 +1042,31 @@ impl Workload {
         }
     }
 
-    async fn unary(&self, channel: &Channel, call: Call, n: u64) -> Result<(), String> {
+    async fn unary(&self, clients: &mut Clients, call: Call, n: u64) -> Result<(), String> {
         match call {
             Call::PlaceBid => {
                 let mut request = Request::new(self.bid(n));
                 request.metadata_mut().insert("authorization", self.bidders[n as usize % self.bidders.len()].clone());
-                TradingClient::new(channel.clone()).place_bid(request).await.map(drop).map_err(|s| kind_of(&s))
+                clients.trading.place_bid(request).await.map(drop).map_err(|s| kind_of(&s))
             }
             Call::HealthCheck => {
                 let request = HealthCheckRequest { service: String::new() };
-                HealthClient::new(channel.clone()).check(request).await.map(drop).map_err(|s| kind_of(&s))
+                clients.health.check(request).await.map(drop).map_err(|s| kind_of(&s))
             }
         }
+    }
+}
+
+/// The generated clients on one connection; the bidder's token goes on each request.
+#[derive(Clone)]
+struct Clients {
+    trading: TradingClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
+impl Clients {
+    fn on(channel: &Channel) -> Clients {
+        Clients { trading: TradingClient::new(channel.clone()), health: HealthClient::new(channel.clone()) }
     }
 }
 

@@ -69,7 +69,7 @@ pub struct LoadgenArgs {
     pub server: Option<String>,
     /// With --server: an operator token, to create and open the auctions (not needed with
     /// --auction).
-    #[arg(long, env = "EA_OPERATOR_TOKEN", hide_env_values = true, requires = "server")]
+    #[arg(long, requires = "server")]
     pub operator_token: Option<String>,
     /// With --server: a file of bidder tokens, one per line (`#` comments and blank lines
     /// skipped); each is one bidder.

@@ -4,9 +4,13 @@
 //! "ceiling" in the same run — the cheapest thing the benchmarked work must at least do
 //! (writing the same number of bids into a plain Vec, or sorting the same keys) — so figures
 //! can be read as ratios on shared, noisy machines.
+//!
+//! The insert group also has a peer: the same bids placed into `lobster`, a well-known
+//! single-threaded limit order book from crates.io (every bid rests: there are no asks), and
+//! after the group it prints the ratio of the two, timed alternately in the same process.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod support;
 
@@ -75,7 +79,71 @@ fn insert(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // Peer: the same bids into lobster's book. It checks nothing (no phase, floor, fill unit,
+    // amount or per-bidder totals) and keeps no bidder: it is what a bare price-time book costs.
+    g.bench_function("peer_lobster_1m_bids", |b| {
+        b.iter_batched(
+            lobster::OrderBook::default,
+            |mut book| {
+                lobster_insert(&mut book, &stream);
+                book
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
+    if selected("sealed_book/peer_ratio") {
+        peer_ratio(&stream);
+    }
+}
+
+fn lobster_insert(book: &mut lobster::OrderBook, stream: &[(BidId, CreditCode, Price, Quantity)]) {
+    for (id, _, price, qty) in stream {
+        let event = book.execute(lobster::OrderType::Limit {
+            id: u128::from(id.get()),
+            side: lobster::Side::Bid,
+            qty: qty.units() as u64,
+            price: price.units() as u64,
+        });
+        black_box(matches!(event, lobster::OrderEvent::Placed { .. }));
+    }
+}
+
+/// Times the engine's insert and lobster's alternately, 7 rounds each, and prints the medians
+/// and their ratio (above 1: the engine is faster).
+fn peer_ratio(stream: &[(BidId, CreditCode, Price, Quantity)]) {
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        let mut a = reserve_auction(Format::SealedUniformPrice, TieRule::TimePriority, 500_000);
+        let t = Instant::now();
+        for (i, (id, who, price, qty)) in stream.iter().enumerate() {
+            black_box(
+                a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *who, *id, Some(*price), Some(*qty)).is_ok(),
+            );
+        }
+        ours.push(t.elapsed());
+        drop(a);
+        let mut book = lobster::OrderBook::default();
+        let t = Instant::now();
+        lobster_insert(&mut book, stream);
+        peer.push(t.elapsed());
+        drop(book);
+    }
+    ours.sort();
+    peer.sort();
+    let (ours, peer) = (ours[ours.len() / 2], peer[peer.len() / 2]);
+    println!(
+        "sealed_book/peer_ratio: engine insert {ours:.1?}, lobster {peer:.1?} (medians of 7, alternating): \
+         ratio lobster/engine {:.2}",
+        peer.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+/// Whether the command line's benchmark filter (if any) selects `name`: criterion's filters are
+/// regular expressions, approximated here by `|`-separated substrings.
+fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty() || filters.iter().any(|f| f.split('|').any(|part| name.contains(part)))
 }
 
 /// An ascending auction's hot book: 1,000,000 bids from 2,000 bidders racing in pairs, each

@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod loadgen;
 pub mod render;
 
 use std::net::SocketAddr;
@@ -74,6 +75,9 @@ pub enum Top {
     /// The write-ahead journal.
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Load a server with bids (unary or streamed, closed loop or fixed rate) and measure it
+    /// against the health-check and fdatasync ceilings of the same run.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 #[derive(Debug, Subcommand)]

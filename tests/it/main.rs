@@ -8,6 +8,7 @@ mod crash;
 mod english;
 mod grpc;
 mod journal;
+mod loadgen;
 mod nopanic;
 mod outbox;
 mod pipeline;

@@ -1,4 +1,15 @@
-//! Instruction counts of the core's hot paths, for callgrind (not part of the product).
+//! The core's hot paths on a fixed stream of 200,000 bids, for instruction counts under
+//! callgrind (stable on a shared, noisy machine, unlike wall time):
+//!
+//! ```sh
+//! cargo build --release --example count_core
+//! valgrind --tool=callgrind target/release/examples/count_core setup      # the stream alone
+//! valgrind --tool=callgrind target/release/examples/count_core insert     # + sealed inserts
+//! valgrind --tool=callgrind target/release/examples/count_core clear      # + the close
+//! valgrind --tool=callgrind target/release/examples/count_core ascending  # English raises
+//! ```
+//!
+//! Subtract `setup` from each; BENCHMARKS.md compares the figures across versions.
 use emission_auction::domain::*;
 use emission_auction::engine::*;
 

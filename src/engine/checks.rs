@@ -22,7 +22,8 @@ use crate::domain::{Amount, MAX_BID_AMOUNT_FEN, Price, Quantity, QuantityTotal, 
 use super::EngineError;
 
 /// What one mechanism requires of one bid, given the auction's state and the bidder's holdings.
-#[derive(Debug, Clone)]
+/// A small `Copy` value: it is built for every bid on the hot path.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct BidRules {
     pub price: PriceRule,
     pub quantity: QuantityRule,
@@ -31,7 +32,7 @@ pub(super) struct BidRules {
 }
 
 /// What the price must be.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum PriceRule {
     /// Sealed bids: from the floor up to the cap, both included.
     Band { floor: Price, cap: Option<Price> },
@@ -42,7 +43,16 @@ pub(super) enum PriceRule {
     /// A clock auction: exactly the round's clock price, which an empty price means.
     Clock { price: Price, round: u32 },
     /// No price is acceptable from this bidder now (it leads, or the cap was reached).
-    Barred(EngineError),
+    Barred(Barrier),
+}
+
+/// Why an English bidder may not bid now.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Barrier {
+    /// It holds the highest bid already (or its place in the lottery at the cap).
+    AlreadyLeading { current: Price },
+    /// The first bidder to reach the cap wins; nothing can follow.
+    CapReached { cap: Price },
 }
 
 /// What the quantity must be.
@@ -93,6 +103,7 @@ pub(super) struct Checked {
 
 impl BidRules {
     /// Applies steps 2 to 7 of the module's order to a bid's price and quantity.
+    #[inline(always)]
     pub(super) fn check(&self, price: Option<Price>, quantity: Option<Quantity>) -> Result<Checked, EngineError> {
         let quantity = self.quantity.resolve(quantity)?;
         let price = self.price.resolve(price)?;
@@ -108,6 +119,7 @@ impl BidRules {
 }
 
 impl PriceRule {
+    #[inline(always)]
     fn resolve(&self, price: Option<Price>) -> Result<Price, EngineError> {
         match (price, self) {
             (Some(price), _) => Ok(price),
@@ -117,6 +129,7 @@ impl PriceRule {
         }
     }
 
+    #[inline(always)]
     fn check(&self, price: Price) -> Result<(), EngineError> {
         match self {
             PriceRule::Band { floor, cap } => {
@@ -137,11 +150,15 @@ impl PriceRule {
                 Err(EngineError::NotClockPrice { clock_price: *clock_price, round: *round })
             }
             PriceRule::Clock { .. } => Ok(()),
-            PriceRule::Barred(refusal) => Err(refusal.clone()),
+            PriceRule::Barred(Barrier::AlreadyLeading { current }) => {
+                Err(EngineError::AlreadyLeading { current: *current })
+            }
+            PriceRule::Barred(Barrier::CapReached { cap }) => Err(EngineError::CapReached { cap: *cap }),
         }
     }
 }
 
+#[inline(always)]
 fn within_cap(price: Price, cap: Option<Price>) -> Result<(), EngineError> {
     match cap {
         Some(cap) if price > cap => Err(EngineError::AboveCap { cap }),
@@ -150,6 +167,7 @@ fn within_cap(price: Price, cap: Option<Price>) -> Result<(), EngineError> {
 }
 
 impl QuantityRule {
+    #[inline(always)]
     fn resolve(self, quantity: Option<Quantity>) -> Result<Quantity, EngineError> {
         match (quantity, self) {
             (Some(quantity), _) => Ok(quantity),
@@ -158,6 +176,7 @@ impl QuantityRule {
         }
     }
 
+    #[inline(always)]
     fn check(self, quantity: Quantity) -> Result<(), EngineError> {
         match self {
             QuantityRule::WholeLot(_) | QuantityRule::FillUnits { .. } if quantity.is_zero() => {
@@ -183,6 +202,7 @@ impl QuantityRule {
 }
 
 impl Holdings {
+    #[inline(always)]
     fn check(self, quantity: Quantity) -> Result<(), EngineError> {
         match self {
             Holdings::Unbounded => Ok(()),
@@ -210,6 +230,7 @@ impl Holdings {
 }
 
 impl BookRoom {
+    #[inline(always)]
     fn check(self) -> Result<(), EngineError> {
         if self.full {
             return Err(EngineError::BookFull);

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use crate::domain::{BidId, BidderId, Price, Quantity, Timestamp};
 
 use super::book::{BidView, SealedBook};
-use super::checks::{BidRules, BookRoom, Holdings, PriceRule, QuantityRule};
+use super::checks::{Barrier, BidRules, BookRoom, Holdings, PriceRule, QuantityRule};
 use super::clearing::{self, Seed};
-use super::{AscendingTerms, AuctionSpec, EngineError, Settlement, TieRule};
+use super::{AscendingTerms, AuctionSpec, Settlement, TieRule};
 
 /// The highest bid so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,15 +125,13 @@ impl English {
             // At the cap under a lottery, every bidder may join the draw, once.
             Some(lead) if Some(lead.price) == cap && lottery => {
                 if self.book.has_active_bid_at(bidder, lead.price) {
-                    PriceRule::Barred(EngineError::AlreadyLeading { current: lead.price })
+                    PriceRule::Barred(Barrier::AlreadyLeading { current: lead.price })
                 } else {
                     PriceRule::AtLeast { current: Some(lead.price), min_next: lead.price, cap }
                 }
             }
-            Some(lead) if Some(lead.price) == cap => PriceRule::Barred(EngineError::CapReached { cap: lead.price }),
-            Some(lead) if lead.bidder == bidder => {
-                PriceRule::Barred(EngineError::AlreadyLeading { current: lead.price })
-            }
+            Some(lead) if Some(lead.price) == cap => PriceRule::Barred(Barrier::CapReached { cap: lead.price }),
+            Some(lead) if lead.bidder == bidder => PriceRule::Barred(Barrier::AlreadyLeading { current: lead.price }),
             Some(lead) => match lead.price.checked_add(self.terms.increment) {
                 Some(next) => PriceRule::AtLeast {
                     current: Some(lead.price),
@@ -141,7 +139,7 @@ impl English {
                     cap,
                 },
                 // The increment would pass the largest price: nothing can outbid the lead.
-                None => PriceRule::Barred(EngineError::CapReached { cap: lead.price }),
+                None => PriceRule::Barred(Barrier::CapReached { cap: lead.price }),
             },
         };
         BidRules {
@@ -153,6 +151,7 @@ impl English {
     }
 
     /// Takes a checked bid: it may lead, and in the timed period it restarts the countdown.
+    /// Returns the bid and its bidder's pseudonym.
     pub(super) fn raise(
         &mut self,
         spec: &AuctionSpec,
@@ -161,9 +160,9 @@ impl English {
         bid: BidId,
         price: Price,
         quantity: Quantity,
-    ) -> BidView {
+    ) -> (BidView, u32) {
         let next = self.bidders().saturating_add(1);
-        self.pseudonyms.entry(bidder).or_insert(next);
+        let pseudonym = *self.pseudonyms.entry(bidder).or_insert(next);
         if at >= spec.closes_at {
             let (deadline, extensions) = match self.period {
                 Period::Timed { deadline, extensions } => (deadline, extensions),
@@ -181,7 +180,7 @@ impl English {
         if self.lead.is_none_or(|lead| price > lead.price) {
             self.lead = Some(Lead { bidder, price });
         }
-        self.book.insert(bid, bidder, price, quantity, at)
+        (self.book.insert(bid, bidder, price, quantity, at), pseudonym)
     }
 
     pub(super) fn pseudonym_of(&self, bidder: BidderId) -> Option<u32> {

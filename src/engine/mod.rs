@@ -539,12 +539,15 @@ impl Auction {
         // Accepted: nothing below may fail.
         let opened_at = self.open_for_bid(opening, at);
         let (price, quantity) = (checked.price, checked.quantity);
-        let view = match &mut self.mechanism {
-            Mechanism::Sealed(sealed) => sealed.book.insert(bid, bidder, price, quantity, at),
-            Mechanism::English(english) => english.raise(&self.spec, at, bidder, bid, price, quantity),
-            Mechanism::Clock(book) => book.state(bidder, bid, quantity, at),
+        let (view, pseudonym) = match &mut self.mechanism {
+            Mechanism::Sealed(sealed) => (sealed.book.insert(bid, bidder, price, quantity, at), None),
+            Mechanism::English(english) => {
+                let (view, pseudonym) = english.raise(&self.spec, at, bidder, bid, price, quantity);
+                (view, Some(pseudonym))
+            }
+            Mechanism::Clock(book) => (book.state(bidder, bid, quantity, at), None),
         };
-        Ok(BidChange { opened_at, bid: view, pseudonym: self.pseudonym_of(bidder) })
+        Ok(BidChange { opened_at, bid: view, pseudonym })
     }
 
     /// The bidder's own active sealed bid, for revision or withdrawal. English bids stand

@@ -17,6 +17,7 @@ pub(super) struct Sealed {
 
 impl Sealed {
     /// The rules for a bid by `bidder`; `revising` is the bid it replaces, if any.
+    #[inline(always)]
     pub(super) fn rules(
         &self,
         spec: &AuctionSpec,

@@ -203,40 +203,44 @@ impl Quantity {
 }
 
 /// A sum of quantities that may exceed the largest single [`Quantity`]: a clock round's total
-/// demand over many bidders, or one bidder's active bids. Kilograms in an `i128`, which holds
-/// the sum of every quantity one book can hold (2^30 bids of at most 10^10 kg), so adding a
-/// quantity never overflows in practice and is still checked.
+/// demand over many bidders, or one bidder's active bids. Kilograms in a `u64`, which holds the
+/// sum of every quantity one book can hold (2^30 bids of less than 10^10 kg is below 1.1 x 10^19,
+/// and `u64` reaches 1.8 x 10^19), so adding a quantity never overflows in practice; it is
+/// checked all the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct QuantityTotal(i128);
+pub struct QuantityTotal(u64);
 
 impl QuantityTotal {
     pub const ZERO: QuantityTotal = QuantityTotal(0);
 
     pub fn of(quantity: Quantity) -> QuantityTotal {
-        QuantityTotal(i128::from(quantity.0))
+        // Quantities are never negative.
+        QuantityTotal(quantity.0.unsigned_abs())
     }
 
-    /// The total with `quantity` added; `None` only past `i128`, which no book reaches.
+    /// The total with `quantity` added; `None` only past `u64`, which no book reaches.
+    #[inline]
     pub fn plus(self, quantity: Quantity) -> Option<QuantityTotal> {
-        self.0.checked_add(i128::from(quantity.0)).map(QuantityTotal)
+        self.0.checked_add(quantity.0.unsigned_abs()).map(QuantityTotal)
     }
 
-    /// The sum of two totals; `None` only past `i128`.
+    /// The sum of two totals; `None` only past `u64`.
     pub fn plus_total(self, other: QuantityTotal) -> Option<QuantityTotal> {
         self.0.checked_add(other.0).map(QuantityTotal)
     }
 
     /// The total with `quantity` taken off; `None` below zero.
+    #[inline]
     pub fn minus(self, quantity: Quantity) -> Option<QuantityTotal> {
-        self.0.checked_sub(i128::from(quantity.0)).filter(|kg| *kg >= 0).map(QuantityTotal)
+        self.0.checked_sub(quantity.0.unsigned_abs()).map(QuantityTotal)
     }
 
     /// This total less `other`; `None` below zero.
     pub fn minus_total(self, other: QuantityTotal) -> Option<QuantityTotal> {
-        self.0.checked_sub(other.0).filter(|kg| *kg >= 0).map(QuantityTotal)
+        self.0.checked_sub(other.0).map(QuantityTotal)
     }
 
-    pub fn kilograms(self) -> i128 {
+    pub fn kilograms(self) -> u64 {
         self.0
     }
 

@@ -204,7 +204,7 @@ impl Auction {
             (Format::AscendingEnglish, None, _) => return Err(EngineError::invalid("ascending", "is required")),
             (Format::AscendingClock, _, Some(terms)) => Mechanism::Clock(ClockBook::new(terms, spec.opens_at)),
             (Format::AscendingClock, _, None) => return Err(EngineError::invalid("clock", "is required")),
-            _ => Mechanism::Sealed(Sealed::default()),
+            _ => Mechanism::Sealed(Sealed::new(&spec)),
         };
         let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
         Ok(Auction { spec, phase: Phase::Scheduled, seed, mechanism, public_seq: 0 })
@@ -531,7 +531,7 @@ impl Auction {
         let opening = self.window(at)?;
         let affiliates = self.eligible(at, eligibility)?;
         let rules = match &self.mechanism {
-            Mechanism::Sealed(sealed) => sealed.rules(&self.spec, bidder, bid, None, affiliates),
+            Mechanism::Sealed(sealed) => sealed.rules(bidder, bid, None, affiliates),
             Mechanism::English(english) => english.rules(&self.spec, bidder, bid),
             Mechanism::Clock(book) => book.rules(&self.spec, bidder, bid),
         };
@@ -594,7 +594,7 @@ impl Auction {
         let opening = self.window(at)?;
         let affiliates = self.eligible(at, eligibility)?;
         let (sealed, current) = self.own_active_bid(bidder, bid)?;
-        let checked = sealed.rules(&self.spec, bidder, bid, Some(&current), affiliates).check(price, quantity)?;
+        let checked = sealed.rules(bidder, bid, Some(&current), affiliates).check(price, quantity)?;
         let opened_at = self.open_for_bid(opening, at);
         let Mechanism::Sealed(sealed) = &mut self.mechanism else { return Err(EngineError::BidIrrevocable) };
         let view = sealed.book.revise(bid, checked.price, checked.quantity, at).ok_or(EngineError::BidNotFound)?;

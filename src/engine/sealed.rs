@@ -10,49 +10,60 @@ use super::checks::{BidRules, BidderCap, BookRoom, Holdings, PriceRule, Quantity
 use super::clearing::{self, Seed};
 use super::{AuctionSpec, Format, Settlement};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Sealed {
     pub book: SealedBook,
+    /// What every bid's price and quantity must be, and the per-bidder cap: fixed by the spec,
+    /// so worked out once rather than for every bid.
+    price: PriceRule,
+    quantity: QuantityRule,
+    cap: Option<BidderCap>,
 }
 
 impl Sealed {
-    /// The rules for a bid by `bidder`; `revising` is the bid it replaces, if any.
+    pub(super) fn new(spec: &AuctionSpec) -> Sealed {
+        let (lot, band) = (&spec.lot, &spec.prices);
+        let price = match spec.format {
+            Format::FixedPrice => PriceRule::Posted(band.floor),
+            _ => PriceRule::Band { floor: band.floor, cap: band.cap },
+        };
+        let quantity = if spec.format.is_divisible() {
+            QuantityRule::FillUnits { fill_unit: lot.fill_unit, lot: lot.quantity }
+        } else {
+            QuantityRule::WholeLot(lot.quantity)
+        };
+        let cap =
+            spec.per_bidder_cap.zip(spec.bidder_cap_quantity()).map(|(ratio, quantity)| BidderCap { ratio, quantity });
+        Sealed { book: SealedBook::default(), price, quantity, cap }
+    }
+
+    /// The rules for a bid by `bidder`; `revising` is the bid it replaces, if any; its
+    /// `affiliates` share its cap.
     #[inline(always)]
     pub(super) fn rules(
         &self,
-        spec: &AuctionSpec,
         bidder: BidderId,
         bid: BidId,
         revising: Option<&BidView>,
         affiliates: &[BidderId],
     ) -> BidRules {
-        let lot = &spec.lot;
-        let band = &spec.prices;
-        let price = match spec.format {
-            Format::FixedPrice => PriceRule::Posted(band.floor),
-            _ => PriceRule::Band { floor: band.floor, cap: band.cap },
-        };
-        let (quantity, holdings) = if spec.format.is_divisible() {
-            // Affiliates share one cap: what the group holds counts as the bidder's own.
-            let held = affiliates
-                .iter()
-                .try_fold(self.book.active_quantity_of(bidder), |held, a| {
-                    held.plus_total(self.book.active_quantity_of(*a))
-                })
-                .unwrap_or(QuantityTotal::of(Quantity::MAX));
-            // A revision replaces its bid: what the bidder holds besides it is what counts.
-            let held = revising.and_then(|old| held.minus(old.quantity)).unwrap_or(held);
-            let cap = spec.per_bidder_cap.zip(spec.bidder_cap_quantity());
-            (
-                QuantityRule::FillUnits { fill_unit: lot.fill_unit, lot: lot.quantity },
-                Holdings::Total { held, cap: cap.map(|(ratio, quantity)| BidderCap { ratio, quantity }) },
-            )
-        } else {
-            let exists = revising.is_none() && self.book.has_active_bid(bidder);
-            (QuantityRule::WholeLot(lot.quantity), Holdings::OneBid { exists })
+        let holdings = match self.quantity {
+            QuantityRule::FillUnits { .. } => {
+                // Affiliates share one cap: what the group holds counts as the bidder's own.
+                let held = affiliates
+                    .iter()
+                    .try_fold(self.book.active_quantity_of(bidder), |held, a| {
+                        held.plus_total(self.book.active_quantity_of(*a))
+                    })
+                    .unwrap_or(QuantityTotal::of(Quantity::MAX));
+                // A revision replaces its bid: what the bidder holds besides it is what counts.
+                let held = revising.and_then(|old| held.minus(old.quantity)).unwrap_or(held);
+                Holdings::Total { held, cap: self.cap }
+            }
+            _ => Holdings::OneBid { exists: revising.is_none() && self.book.has_active_bid(bidder) },
         };
         let book = BookRoom { full: self.book.is_full(), id_taken: revising.is_none() && self.book.contains(bid) };
-        BidRules { price, quantity, holdings, book }
+        BidRules { price: self.price, quantity: self.quantity, holdings, book }
     }
 
     pub(super) fn clear(&self, spec: &AuctionSpec, seed: Option<&Seed>, at: Timestamp) -> Settlement {

@@ -519,6 +519,14 @@ pub struct CreateArgs {
     /// default).
     #[arg(long, value_enum, value_name = "KEEP_OR_DROP", help_heading = "Clock terms")]
     pub silent: Option<SilentArg>,
+    /// A fixed deposit (保证金) every bidder posts, in yuan.
+    #[arg(long, value_name = "YUAN", help_heading = "Deposit", conflicts_with = "deposit_percent")]
+    pub deposit_amount: Option<String>,
+    /// A deposit of this percent x benchmark x lot quantity x --deposit-years.
+    #[arg(long, value_name = "PCT", help_heading = "Deposit", requires = "deposit_years")]
+    pub deposit_percent: Option<String>,
+    #[arg(long, value_name = "N", help_heading = "Deposit", requires = "deposit_percent")]
+    pub deposit_years: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -933,6 +941,15 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
         cap_percent,
         opens_at: Some(after(now, c.opens_in)),
         closes_at: Some(after(now, c.closes_in)),
+        deposit: match (&c.deposit_amount, &c.deposit_percent) {
+            (Some(amount), _) => Some(pb::DepositRule { fixed_amount: amount.clone(), ..Default::default() }),
+            (None, Some(pct)) => Some(pb::DepositRule {
+                percent: pct.clone(),
+                years: c.deposit_years.unwrap_or_default(),
+                ..Default::default()
+            }),
+            (None, None) => None,
+        },
     })
 }
 

@@ -51,7 +51,7 @@ impl Sealed {
             (QuantityRule::WholeLot(lot.quantity), Holdings::OneBid { exists })
         };
         let book = BookRoom { full: self.book.is_full(), id_taken: revising.is_none() && self.book.contains(bid) };
-        BidRules { price, quantity, holdings, book }
+        BidRules { price, quantity, holdings, exposure: Default::default(), book }
     }
 
     pub(super) fn clear(&self, spec: &AuctionSpec, seed: Option<&Seed>, at: Timestamp) -> Settlement {

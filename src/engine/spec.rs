@@ -209,6 +209,33 @@ pub struct PriceBand {
     pub cap: Option<Price>,
 }
 
+/// What each bidder must post before it bids (保证金), as the auction states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepositRule {
+    /// The same amount from every bidder.
+    Fixed(Amount),
+    /// `percent` x benchmark x the lot's quantity x `years` (Quzhou: 10% x benchmark x
+    /// quantity x 5 years). The quantity is the whole lot's, so the amount is one figure known
+    /// before anyone bids, the same for every bidder.
+    Percentage { percent: Ratio, years: u32 },
+}
+
+/// An auction's deposit terms, fixed at creation: the rule and the amount it comes to.
+///
+/// A bid is taken only while the bidder's deposit covers both `required` and its exposure
+/// (the WCI maximum bid value: the largest, over its bid prices p, of p x its total quantity
+/// bid at prices >= p), see [`super::checks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositTerms {
+    pub rule: DepositRule,
+    /// What the rule comes to for this auction, in fen.
+    pub required: Amount,
+}
+
+/// The most years a percentage deposit rule may count (a guard against typos).
+const MAX_DEPOSIT_YEARS: u32 = 100;
+
 /// The rules of an ascending (English) auction beyond the common ones.
 ///
 /// Timeline: bidding is free from `opens_at` to `closes_at` (自由报价期); then the timed period
@@ -290,6 +317,8 @@ pub struct AuctionRequest {
     pub ascending: Option<AscendingRequest>,
     /// Required for ASCENDING_CLOCK, refused for the other formats.
     pub clock: Option<ClockRequest>,
+    /// `None`: the auction asks no deposit, and bids are not checked against one.
+    pub deposit: Option<DepositRule>,
 }
 
 /// Everything fixed about an auction once it is created.
@@ -313,6 +342,8 @@ pub struct AuctionSpec {
     pub ascending: Option<AscendingTerms>,
     /// ASCENDING_CLOCK only.
     pub clock: Option<ClockTerms>,
+    /// `None`: no deposit is asked for (the default).
+    pub deposit: Option<DepositTerms>,
 }
 
 /// At most this many bidders may be required (a guard against typos, not a business rule).
@@ -466,9 +497,14 @@ impl AuctionSpec {
         };
         let ascending = Self::resolve_ascending(&req, floor, cap)?;
         let clock = Self::resolve_clock(&req, floor, cap)?;
+        let deposit = match req.deposit {
+            Some(rule) => Some(Self::resolve_deposit(rule, benchmark, lot.quantity)?),
+            None => None,
+        };
         Ok(AuctionSpec {
             ascending,
             clock,
+            deposit,
             id,
             format: req.format,
             tie_rule: req.tie_rule,
@@ -485,6 +521,30 @@ impl AuctionSpec {
             created_at: at,
             lot: lot.clone(),
         })
+    }
+
+    /// Checks a deposit rule and works out what it comes to: exact in fen, percentages
+    /// rounded half-up once, after benchmark x quantity.
+    fn resolve_deposit(rule: DepositRule, benchmark: Price, quantity: Quantity) -> Result<DepositTerms, EngineError> {
+        let required = match rule {
+            DepositRule::Fixed(amount) if amount.is_zero() => {
+                return Err(EngineError::invalid("deposit.amount", "must be positive"));
+            }
+            DepositRule::Fixed(amount) => amount,
+            DepositRule::Percentage { percent, .. } if percent.ppm() <= 0 || percent > Ratio::ONE => {
+                return Err(EngineError::invalid("deposit.percent", "must be above 0 and at most 100"));
+            }
+            DepositRule::Percentage { years, .. } if years == 0 || years > MAX_DEPOSIT_YEARS => {
+                return Err(EngineError::invalid("deposit.years", format!("must be 1 to {MAX_DEPOSIT_YEARS} years")));
+            }
+            DepositRule::Percentage { percent, years } => Amount::of(benchmark, quantity)
+                .map(|value| value.times(percent))
+                .and_then(|year| i64::from(years).checked_mul(year.units()))
+                .and_then(Amount::from_units)
+                .filter(|a| !a.is_zero())
+                .ok_or_else(|| EngineError::invalid("deposit.percent", "gives no amount the engine can hold"))?,
+        };
+        Ok(DepositTerms { rule, required })
     }
 
     fn resolve_clock(

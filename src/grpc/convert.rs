@@ -9,8 +9,8 @@ use crate::domain::{
 };
 use crate::engine::{
     AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapMode, CapRequest,
-    ClockRequest, ClockView, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, ProjectFacts, SettlementStatus,
-    TieRule, Undersubscription,
+    ClockRequest, ClockView, DepositRule, DepositTerms, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase,
+    ProjectFacts, SettlementStatus, TieRule, Undersubscription,
 };
 use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind};
@@ -307,7 +307,32 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         closes_at: timestamp("closes_at", req.closes_at.as_ref())?,
         ascending: req.ascending.as_ref().map(ascending_request).transpose()?,
         clock: req.clock.as_ref().map(clock_request).transpose()?,
+        deposit: req.deposit.as_ref().map(deposit_rule).transpose()?,
     })
+}
+
+/// A deposit rule: a fixed amount, or a percentage with its years; not both, not neither.
+fn deposit_rule(d: &pb::DepositRule) -> Result<DepositRule> {
+    match (d.fixed_amount.is_empty(), d.percent.is_empty()) {
+        (false, true) if d.years == 0 => Ok(DepositRule::Fixed(amount("deposit.fixed_amount", &d.fixed_amount)?)),
+        (false, true) => Err(FieldError::new("deposit.years", "goes with deposit.percent only")),
+        (true, false) => Ok(DepositRule::Percentage {
+            percent: Ratio::parse_percent(&d.percent, 100)
+                .map_err(|e| FieldError::new("deposit.percent", format!("{e} (a percentage, up to 100)")))?,
+            years: d.years,
+        }),
+        (false, false) => Err(FieldError::new("deposit", "give either fixed_amount or percent, not both")),
+        (true, true) => Err(FieldError::new("deposit", "give fixed_amount, or percent with years")),
+    }
+}
+
+pub fn pb_deposit_rule(terms: &DepositTerms) -> pb::DepositRule {
+    match terms.rule {
+        DepositRule::Fixed(amount) => pb::DepositRule { fixed_amount: amount.to_string(), ..Default::default() },
+        DepositRule::Percentage { percent, years } => {
+            pb::DepositRule { percent: percent.as_percent(), years, ..Default::default() }
+        }
+    }
 }
 
 fn ascending_request(a: &pb::AscendingTerms) -> Result<AscendingRequest> {
@@ -452,6 +477,8 @@ pub fn pb_auction(s: &AuctionSnapshot) -> pb::Auction {
             silent_keeps_demand: c.silent_keeps_demand,
         }),
         clock_state: s.clock.map(pb_clock_state),
+        deposit: spec.deposit.as_ref().map(pb_deposit_rule),
+        deposit_required: spec.deposit.map(|d| d.required.to_string()).unwrap_or_default(),
     }
 }
 
@@ -571,5 +598,15 @@ pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
         floor_price: s.floor.to_string(),
         cap_price: s.cap.map(|c| c.to_string()).unwrap_or_default(),
         note: s.note.clone().unwrap_or_default(),
+        deposits: s
+            .deposits
+            .iter()
+            .map(|d| pb::DepositOutcome {
+                enterprise: d.enterprise.to_string(),
+                deposit: d.deposit.to_string(),
+                applied: d.applied.to_string(),
+                released: d.released.to_string(),
+            })
+            .collect(),
     }
 }

@@ -31,8 +31,8 @@ pub use recorder::{JournalPosition, RecordedSettlement};
 pub use requests::{Fingerprint, Origin, Receipt};
 
 use crate::domain::{
-    AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, LotId, Pollutant, Price, PricePolicy,
-    Quantity, Reason, RegionCode, Timestamp,
+    Amount, AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, LotId, Pollutant, Price,
+    PricePolicy, Quantity, Reason, RegionCode, Timestamp,
 };
 use crate::engine::{
     Applied, Auction, AuctionRequest, BidView, Command, Eligibility, EngineError, Event, Phase, Seed, eligibility,
@@ -735,6 +735,20 @@ impl Exchange {
         origin: Origin,
     ) -> Result<Receipt, ServiceError> {
         self.bid_command(id, Command::WithdrawBid { bidder, bid }, origin).await
+    }
+
+    /// Records a deposit received from `enterprise` for auction `id`, at most once per request
+    /// id; returns all the enterprise has posted for the auction and what the auction requires.
+    pub async fn record_deposit(
+        &self,
+        id: AuctionId,
+        enterprise: BidderId,
+        amount: Amount,
+        origin: Origin,
+    ) -> Result<(Amount, Option<Amount>), ServiceError> {
+        self.command(id, Command::RecordDeposit { enterprise, amount }, origin).await?;
+        let deposit = self.ask(id, |reply| Request::DepositOf { enterprise, reply }).await??;
+        Ok((deposit, self.get(id)?.spec.deposit.map(|d| d.required)))
     }
 
     /// The eligibility facts a bid by `bidder` in auction `id` carries: the registry and

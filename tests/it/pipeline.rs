@@ -70,6 +70,7 @@ fn request(format: Format) -> AuctionRequest {
             timed_min_bidders: 0,
         }),
         clock: None,
+        deposit: None,
     }
 }
 

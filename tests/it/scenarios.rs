@@ -34,6 +34,11 @@
 //!   from=YYYY-MM-DD`, `area REGION city=X basin=Y` set the eligibility policy; an auction's
 //!   `region=` is its lot's region (default 140100); `eligible BIDDER` lists every refusal.
 //!
+//! - Deposits (保证金): an auction's `deposit=AMOUNT` (a fixed deposit, e.g. `deposit=90000.00`)
+//!   or `deposit=PCT%xYEARS` (PCT x benchmark x lot quantity x YEARS, e.g. `deposit=10%x5`);
+//!   `deposit A AMOUNT` records a deposit received from A (it adds to what A posted).
+//!   Settlements list each deposit as `deposit A posted=.. applied=.. released=..`.
+//!
 //! Bidders are single letters mapped to valid credit codes; bid ids print as plain numbers.
 
 use std::collections::BTreeMap;
@@ -47,7 +52,8 @@ use emission_auction::domain::{
 };
 use emission_auction::engine::{
     AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapMode, CapRequest, ClockRequest, Command,
-    EngineError, Event, Format, LotRequest, OriginKind, Settlement, TieRule, Undersubscription, lot_offerable,
+    DepositRule, EngineError, Event, Format, LotRequest, OriginKind, Settlement, TieRule, Undersubscription,
+    lot_offerable,
 };
 use emission_auction::engine::{Eligibility, eligibility};
 use sha2::{Digest, Sha256};
@@ -133,6 +139,10 @@ impl Run {
             "withdraw" => {
                 let (b, id) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()));
                 self.auction().apply(now, Command::WithdrawBid { bidder: b, bid: id })
+            }
+            "deposit" => {
+                let amount = args[1].parse().unwrap_or_else(|e| panic!("scenario deposit {}: {e}", args[1]));
+                self.auction().apply(now, Command::RecordDeposit { enterprise: bidder(args[0]), amount })
             }
             "open" => self.auction().apply(now, Command::Open),
             "close" => self.auction().apply(now, Command::Close),
@@ -344,6 +354,13 @@ impl Run {
             closes_at: at(get("closes", "1000").parse().unwrap()),
             ascending,
             clock,
+            deposit: o.get("deposit").map(|d| match d.split_once("%x") {
+                Some((pct, years)) => DepositRule::Percentage {
+                    percent: Ratio::parse_percent(pct, 100).unwrap(),
+                    years: years.parse().unwrap(),
+                },
+                None => DepositRule::Fixed(d.parse().unwrap()),
+            }),
         };
         let seed = emission_auction::engine::Seed([seed_byte; 32]);
         // A later `auction` offers a lot again: the same lot only once its auction failed or
@@ -361,7 +378,10 @@ impl Run {
             Ok(a) => {
                 let p = &a.spec().prices;
                 let cap = p.cap.map_or("none".to_owned(), |c| c.to_string());
-                let out = format!("ok floor={} cap={cap}", p.floor);
+                let mut out = format!("ok floor={} cap={cap}", p.floor);
+                if let Some(d) = a.spec().deposit {
+                    write!(out, " deposit={}", d.required).unwrap();
+                }
                 self.auction = Some(a);
                 out
             }
@@ -430,6 +450,9 @@ fn render_events(events: &[Event], supply: Quantity) -> String {
                 check_settlement(s, supply);
                 lines.push(render_settlement(s));
             }
+            Event::DepositRecorded { enterprise, total } => {
+                lines.push(format!("deposit {} total={total}", letter(*enterprise)))
+            }
         }
     }
     if lines.is_empty() { "nothing".into() } else { lines.join("\n") }
@@ -442,6 +465,16 @@ fn check_settlement(s: &Settlement, supply: Quantity) {
     assert_eq!(s.sold.units() + s.unsold.units(), supply.units(), "sold + unsold = supply");
     let total: i64 = s.allocations.iter().map(|a| a.amount.units()).sum();
     assert_eq!(total, s.total_amount.units(), "total is the sum of amounts");
+    for d in &s.deposits {
+        assert_eq!(d.applied.units() + d.released.units(), d.deposit.units(), "a deposit is applied or released");
+        let due: i64 = s
+            .allocations
+            .iter()
+            .filter(|a| a.bidder == d.enterprise)
+            .map(|a| a.amount.units() + a.buyer_fee.units())
+            .sum();
+        assert!(d.applied.units() <= due, "applied more than the winner pays");
+    }
     for a in &s.allocations {
         assert!(a.unit_price >= s.floor, "paid below the floor");
         assert!(s.cap.is_none_or(|c| a.unit_price <= c), "paid above the cap");
@@ -499,6 +532,17 @@ fn render_settlement(s: &Settlement) -> String {
         if t.seed.is_some() {
             out.push_str(" seed=revealed");
         }
+    }
+    for d in &s.deposits {
+        write!(
+            out,
+            "\ndeposit {} posted={} applied={} released={}",
+            letter(d.enterprise),
+            d.deposit,
+            d.applied,
+            d.released
+        )
+        .unwrap();
     }
     out
 }

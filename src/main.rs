@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Top::Auction(args) => report(cli::auction(args).await),
             Top::Bid(args) => report(cli::bid(args).await),
             Top::Settlement(args) => report(cli::settlement(args).await),
+            Top::Enterprise(args) => report(cli::enterprise::run(args).await),
             Top::Principal(_) | Top::Journal(_) | Top::Report(_) => unreachable!("handled above"),
         }
     })

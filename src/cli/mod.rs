@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod enterprise;
 pub mod render;
 
 use std::net::SocketAddr;
@@ -71,6 +72,8 @@ pub enum Top {
     Bid(ClientArgs<BidCommand>),
     /// Results: settlements of concluded auctions, one or as they are published.
     Settlement(ClientArgs<SettlementCommand>),
+    /// Operator calls: the enterprise registry (add, update, suspend, reinstate, list, import).
+    Enterprise(ClientArgs<enterprise::EnterpriseCommand>),
     /// The write-ahead journal.
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -402,6 +405,16 @@ pub enum AuctionCommand {
     Bids { auction: String },
     /// Follow an auction's public changes, one line each, until it concludes.
     Watch(WatchArgs),
+    /// Record a deposit (保证金) received from an enterprise for an auction that asks for one.
+    Deposit {
+        auction: String,
+        /// The enterprise's credit code.
+        #[arg(long)]
+        enterprise: String,
+        /// Yuan received; it adds to what the enterprise posted before.
+        #[arg(long, value_name = "YUAN")]
+        amount: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -749,7 +762,7 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
-async fn terminal<C: Subcommand>(args: &ClientArgs<C>) -> Result<Terminal, ClientError> {
+pub(crate) async fn terminal<C: Subcommand>(args: &ClientArgs<C>) -> Result<Terminal, ClientError> {
     if args.token.is_none() && args.cert.is_none() {
         return Err(ClientError::Usage(
             "no token: pass --token or set EA_TOKEN (or a client certificate with --cert)".into(),
@@ -821,6 +834,16 @@ pub async fn auction(args: ClientArgs<AuctionCommand>) -> Result<(), ClientError
             return Ok(());
         }
         AuctionCommand::Watch(w) => return watch(&mut t, w, "auction").await,
+        AuctionCommand::Deposit { auction, enterprise, amount } => {
+            let request = pb::RecordDepositRequest {
+                request_id: request_id(),
+                auction_id: auction.clone(),
+                enterprise: enterprise.clone(),
+                amount: amount.clone(),
+            };
+            out!("{}\n", render::deposit(&op.record_deposit(request).await?.into_inner()))?;
+            return Ok(());
+        }
     };
     out!("{}", render::auction(&shown))?;
     Ok(())

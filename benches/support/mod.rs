@@ -70,5 +70,6 @@ fn request(format: Format, tie: TieRule, lot_tonnes: i64) -> AuctionRequest {
         ascending: None,
         clock: None,
         deposit: None,
+        seller_section: None,
     }
 }

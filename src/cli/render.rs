@@ -168,6 +168,9 @@ pub fn auction(a: &pb::Auction) -> String {
     let cap = if a.cap_price.is_empty() { "none".into() } else { a.cap_price.clone() };
     let _ =
         writeln!(out, "  prices     benchmark {}  floor {}  cap {}  (yuan/t)", a.benchmark_price, a.floor_price, cap);
+    if !a.price_factors.is_empty() {
+        let _ = writeln!(out, "  derived    {}", a.price_derivation);
+    }
     let _ = writeln!(out, "  window     {} .. {}", time(&a.opens_at), time(&a.closes_at));
     let _ = write!(
         out,

@@ -6,8 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Amount, AuctionId, CreditCode, LotId, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, RegionCode,
-    Timestamp,
+    Amount, AuctionId, CreditCode, FactorScope, LotId, Pollutant, Price, PriceFactor, PricePolicy, Quantity, Ratio,
+    Reference, RegionCode, Timestamp,
 };
 
 use super::EngineError;
@@ -203,10 +203,13 @@ pub struct PriceBand {
     pub conversion_factor: Ratio,
     /// 1 for non-reserve lots.
     pub reserve_markup: Ratio,
-    /// benchmark x factor x markup, rounded up to the fen. A bid at exactly the floor is valid.
+    /// benchmark x factor x policy factors x markup, rounded up to the fen. A bid at exactly
+    /// the floor is valid.
     pub floor: Price,
     /// floor x (1 + percent), rounded down to the fen. A bid at exactly the cap is valid.
     pub cap: Option<Price>,
+    /// The percent over the floor the cap was derived from.
+    pub cap_percent: Option<Ratio>,
 }
 
 /// What each bidder must post before it bids (保证金), as the auction states it.
@@ -319,6 +322,10 @@ pub struct AuctionRequest {
     pub clock: Option<ClockRequest>,
     /// `None`: the auction asks no deposit, and bids are not checked against one.
     pub deposit: Option<DepositRule>,
+    /// The GB/T 4754 section of the seller's industry, which the shell fills in from the
+    /// registry (never the client): policy's industry factor for it applies. `None` for the
+    /// trading centre's reserve lots and unregistered sellers.
+    pub seller_section: Option<char>,
 }
 
 /// Everything fixed about an auction once it is created.
@@ -344,6 +351,9 @@ pub struct AuctionSpec {
     pub clock: Option<ClockTerms>,
     /// `None`: no deposit is asked for (the default).
     pub deposit: Option<DepositTerms>,
+    /// Policy's conversion factors (价格折算因子) in force at creation for the lot's region and
+    /// the seller's industry, which the floor multiplies (see [`PriceBand`]).
+    pub factors: Vec<PriceFactor>,
 }
 
 /// At most this many bidders may be required (a guard against typos, not a business rule).
@@ -477,9 +487,19 @@ impl AuctionSpec {
         })?;
         let reserve_markup =
             if lot.origin.is_reserve() { req.reserve_markup.unwrap_or(policy.reserve_markup) } else { Ratio::ONE };
+        let scopes = [
+            Some(FactorScope::Region(lot.region)),
+            req.seller_section.filter(|_| !lot.origin.is_reserve()).map(FactorScope::IndustrySection),
+        ];
+        let factors: Vec<PriceFactor> =
+            scopes.into_iter().flatten().filter_map(|scope| policy.factor_in_force(scope, at)).collect();
+        let mut multipliers = vec![req.conversion_factor];
+        multipliers.extend(factors.iter().map(|f| f.factor));
+        multipliers.push(reserve_markup);
         let floor = benchmark
-            .scaled_up(req.conversion_factor, reserve_markup)
-            .ok_or_else(|| EngineError::invalid("conversion_factor", "makes the floor price too large"))?;
+            .scaled_up_by(&multipliers)
+            .filter(|f| !f.is_zero())
+            .ok_or_else(|| EngineError::invalid("conversion_factor", "makes the floor price too large or zero"))?;
         let cap_pct = match cap_choice {
             _ if req.format == Format::FixedPrice => None,
             CapChoice::PolicyDefault if lot.origin.is_reserve() => None,
@@ -513,7 +533,15 @@ impl AuctionSpec {
             per_bidder_cap: req.per_bidder_cap,
             // Open bids stand: others have already bid against them.
             revision: if req.format.is_open_outcry() { BidRevision::Irrevocable } else { req.revision },
-            prices: PriceBand { benchmark, conversion_factor: req.conversion_factor, reserve_markup, floor, cap },
+            prices: PriceBand {
+                benchmark,
+                conversion_factor: req.conversion_factor,
+                reserve_markup,
+                floor,
+                cap,
+                cap_percent: cap_pct,
+            },
+            factors,
             opens_at: req.opens_at,
             closes_at: req.closes_at,
             buyer_fee: policy.buyer_fee,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::domain::{
-    Amount, AuctionId, BidId, CreditCode, DecimalError, Enterprise, EnterpriseStatus, IdError, IndustryCode, Permit,
-    Pollutant, Price, Quantity, Ratio, Reference, RegionCode, Timestamp, date_of,
+    Amount, AuctionId, BidId, CreditCode, DecimalError, Enterprise, EnterpriseStatus, FactorScope, IdError,
+    IndustryCode, Permit, Pollutant, Price, Quantity, Ratio, Reference, RegionCode, Timestamp, date_of,
 };
 use crate::engine::{
     AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapMode, CapRequest,
@@ -308,6 +308,8 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         ascending: req.ascending.as_ref().map(ascending_request).transpose()?,
         clock: req.clock.as_ref().map(clock_request).transpose()?,
         deposit: req.deposit.as_ref().map(deposit_rule).transpose()?,
+        // Filled in by the exchange from its registry, never by the client.
+        seller_section: None,
     })
 }
 
@@ -323,6 +325,30 @@ fn deposit_rule(d: &pb::DepositRule) -> Result<DepositRule> {
         }),
         (false, false) => Err(FieldError::new("deposit", "give either fixed_amount or percent, not both")),
         (true, true) => Err(FieldError::new("deposit", "give fixed_amount, or percent with years")),
+    }
+}
+
+/// How the floor and cap were derived, in words with their numbers, e.g. "floor = benchmark
+/// 18000.00 x conversion factor 1 x region 140100 factor 1.1 (from 2026-01-01) x reserve
+/// markup 1.5 = 29700.00 (rounded up to the fen); cap = floor x (1 + 20%) = 35640.00 (rounded
+/// down to the fen)".
+pub fn price_derivation(spec: &AuctionSpec) -> String {
+    let p = &spec.prices;
+    let mut floor =
+        format!("floor = benchmark {} x conversion factor {}", p.benchmark, p.conversion_factor.as_factor());
+    for f in &spec.factors {
+        floor.push_str(&format!(" x {} factor {} (from {})", f.scope, f.factor.as_factor(), date_of(f.from)));
+    }
+    if p.reserve_markup != Ratio::ONE || spec.lot.origin.is_reserve() {
+        floor.push_str(&format!(" x reserve markup {}", p.reserve_markup.as_factor()));
+    }
+    floor.push_str(&format!(" = {} (rounded up to the fen)", p.floor));
+    match (p.cap, p.cap_percent) {
+        (Some(cap), Some(pct)) => {
+            format!("{floor}; cap = floor x (1 + {}%) = {cap} (rounded down to the fen)", pct.as_percent())
+        }
+        (Some(cap), None) => format!("{floor}; cap = {cap}"),
+        (None, _) => format!("{floor}; no cap"),
     }
 }
 
@@ -478,6 +504,23 @@ pub fn pb_auction(s: &AuctionSnapshot) -> pb::Auction {
         }),
         clock_state: s.clock.map(pb_clock_state),
         deposit: spec.deposit.as_ref().map(pb_deposit_rule),
+        price_factors: spec
+            .factors
+            .iter()
+            .map(|f| pb::PriceFactor {
+                region: match f.scope {
+                    FactorScope::Region(r) => r.to_string(),
+                    FactorScope::IndustrySection(_) => String::new(),
+                },
+                industry_section: match f.scope {
+                    FactorScope::IndustrySection(c) => c.to_string(),
+                    FactorScope::Region(_) => String::new(),
+                },
+                from: date_of(f.from),
+                factor: f.factor.as_factor(),
+            })
+            .collect(),
+        price_derivation: price_derivation(spec),
         deposit_required: spec.deposit.map(|d| d.required.to_string()).unwrap_or_default(),
     }
 }

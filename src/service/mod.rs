@@ -534,6 +534,9 @@ impl Exchange {
             .ok_or_else(|| ServiceError::Unavailable("the journal queue is full; retry shortly".into()))?;
         let id = AuctionId::new(*next);
         let at = self.clock.now();
+        // Policy's industry factor follows the seller's industry, as the registry has it now.
+        let mut request = request;
+        request.seller_section = self.registry_read().get(request.lot.seller).map(|e| e.industry.section());
         let auction = Auction::create(id, request, &self.policy, at, Seed(actor::random_bytes()))?;
         let entry = Entry::Create {
             spec: Box::new(auction.spec().clone()),
@@ -749,6 +752,10 @@ impl Exchange {
         self.command(id, Command::RecordDeposit { enterprise, amount }, origin).await?;
         let deposit = self.ask(id, |reply| Request::DepositOf { enterprise, reply }).await??;
         Ok((deposit, self.get(id)?.spec.deposit.map(|d| d.required)))
+    }
+
+    fn registry_read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The eligibility facts a bid by `bidder` in auction `id` carries: the registry and

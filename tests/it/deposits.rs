@@ -32,6 +32,13 @@ async fn deposits_bound_exposure_and_settle() {
     let id = created.auction_id;
     assert_eq!(created.deposit_required, "36000.00");
     assert_eq!(created.deposit.unwrap().percent, "10");
+    // No policy factors here: the floor is the benchmark, and GetAuction says so.
+    assert!(created.price_factors.is_empty());
+    assert!(
+        created.price_derivation.starts_with("floor = benchmark 18000.00 x conversion factor 1"),
+        "{}",
+        created.price_derivation
+    );
 
     // Recorded deposits add up; a retry of the same request does not count twice.
     let d = op.operator.record_deposit(deposit(&id, 1, "30000.00", "d-1")).await.unwrap().into_inner();

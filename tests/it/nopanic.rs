@@ -161,6 +161,7 @@ fn request(s: &Setup) -> AuctionRequest {
             silent_keeps_demand: true,
         }),
         deposit: None,
+        seller_section: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn request(lot: &str) -> AuctionRequest {
         ascending: None,
         clock: None,
         deposit: None,
+        seller_section: None,
     }
 }
 

@@ -71,6 +71,7 @@ fn request(format: Format) -> AuctionRequest {
         }),
         clock: None,
         deposit: None,
+        seller_section: None,
     }
 }
 

@@ -107,6 +107,7 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
         ascending: None,
         clock: None,
         deposit: None,
+        seller_section: None,
     };
     let mut auction = Auction::create(
         AuctionId::new(1),

@@ -39,6 +39,11 @@
 //!   `deposit A AMOUNT` records a deposit received from A (it adds to what A posted).
 //!   Settlements list each deposit as `deposit A posted=.. applied=.. released=..`.
 //!
+//! - Price policy: `factor region=140100|section=C from=YYYY-MM-DD value=1.10` adds a dated
+//!   conversion factor (价格折算因子) to the policy later `auction` lines are created under; an
+//!   auction's `seller_section=C` is its seller's industry section (the service takes it from
+//!   the registry); `prices` prints how the floor and cap were derived.
+//!
 //! Bidders are single letters mapped to valid credit codes; bid ids print as plain numbers.
 
 use std::collections::BTreeMap;
@@ -47,8 +52,8 @@ use std::path::Path;
 
 use emission_auction::config::parse_date;
 use emission_auction::domain::{
-    AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, EnterpriseStatus, Permit, Pollutant, Price,
-    PricePolicy, Quantity, Ratio, Reference, RegionAreas, RestrictedRegion, Timestamp,
+    AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, EnterpriseStatus, FactorScope, Permit,
+    Pollutant, Price, PriceFactor, PricePolicy, Quantity, Ratio, Reference, RegionAreas, RestrictedRegion, Timestamp,
 };
 use emission_auction::engine::{
     AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapMode, CapRequest, ClockRequest, Command,
@@ -84,6 +89,7 @@ struct Run {
     /// `None` until the first `enterprise` line: bids then carry no eligibility facts.
     registry: Option<BTreeMap<String, Enterprise>>,
     policy: EligibilityPolicy,
+    prices: PricePolicy,
 }
 
 impl Run {
@@ -106,6 +112,20 @@ impl Run {
         let (verb, args) = (words[0], &words[1..]);
         if verb == "auction" {
             return self.create(&opts);
+        }
+        if verb == "factor" {
+            let scope = match (opts.get("region"), opts.get("section")) {
+                (Some(r), None) => FactorScope::Region(r.parse().unwrap()),
+                (None, Some(s)) => FactorScope::IndustrySection(s.chars().next().unwrap()),
+                _ => panic!("factor needs region= or section="),
+            };
+            let from = parse_date(opts.get("from").map_or("2026-01-01", String::as_str)).unwrap();
+            let factor = Ratio::parse_factor(&opts["value"]).unwrap();
+            self.prices.factors.push(PriceFactor { scope, from, factor });
+            return "ok".into();
+        }
+        if verb == "prices" {
+            return emission_auction::grpc::convert::price_derivation(self.auction().spec());
         }
         if let Some(out) = self.registry_command(verb, args, &opts) {
             return out;
@@ -361,6 +381,7 @@ impl Run {
                 },
                 None => DepositRule::Fixed(d.parse().unwrap()),
             }),
+            seller_section: o.get("seller_section").and_then(|s| s.chars().next()),
         };
         let seed = emission_auction::engine::Seed([seed_byte; 32]);
         // A later `auction` offers a lot again: the same lot only once its auction failed or
@@ -374,7 +395,7 @@ impl Run {
             return render_error(&e);
         }
         self.auctions += 1;
-        match Auction::create(id, request, &PricePolicy::default(), at(-10), seed) {
+        match Auction::create(id, request, &self.prices, at(-10), seed) {
             Ok(a) => {
                 let p = &a.spec().prices;
                 let cap = p.cap.map_or("none".to_owned(), |c| c.to_string());
@@ -550,8 +571,15 @@ fn render_settlement(s: &Settlement) -> String {
 /// Runs one scenario file; returns a description of every block whose output differed.
 pub fn check(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut run =
-        Run { auction: None, auctions: 0, next_id: 1, now: 0, registry: None, policy: EligibilityPolicy::default() };
+    let mut run = Run {
+        auction: None,
+        auctions: 0,
+        next_id: 1,
+        now: 0,
+        registry: None,
+        policy: EligibilityPolicy::default(),
+        prices: PricePolicy::default(),
+    };
     let mut failures = Vec::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((n, line)) = lines.next() {

@@ -6,7 +6,7 @@
 use emission_auction::domain::Timestamp;
 use emission_auction::proto as pb;
 
-use super::grpc::{TestServer, aref, bid, create, firm, reason, reserve_lot, settlement};
+use super::grpc::{TestServer, aref, bid, create, erc_lot, firm, reason, reserve_lot, settlement};
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -93,5 +93,62 @@ async fn deposits_bound_exposure_and_settle() {
             (firm(2).to_string(), "40000.00", "18638.75", "21361.25"),
         ]
     );
+    server.stop().await;
+}
+
+/// Policy's conversion factors apply at creation: the lot's region always, the seller's
+/// industry section as the registry has it; GetAuction shows the factors and the derivation.
+#[tokio::test]
+async fn price_factors_follow_the_region_and_the_sellers_industry() {
+    use emission_auction::domain::{FactorScope, PriceFactor, PricePolicy, Ratio};
+    let from = Timestamp::from_micros(0);
+    let prices = PricePolicy {
+        factors: vec![
+            PriceFactor {
+                scope: FactorScope::Region("140200".parse().unwrap()),
+                from,
+                factor: Ratio::from_ppm(1_100_000),
+            },
+            PriceFactor { scope: FactorScope::IndustrySection('C'), from, factor: Ratio::from_ppm(1_050_000) },
+        ],
+        ..PricePolicy::default()
+    };
+    let server = TestServer::start_priced(prices).await;
+    let mut op = server.as_("operator");
+    let t0 = server.now();
+    let (opens, closes) = (t0.plus_micros(HOUR / 6), t0.plus_micros(HOUR));
+    // The seller (firm 9) is not registered yet: only the region factor, 19000 x 1.1.
+    let lot = erc_lot("SX-ERC-PF-1", pb::Pollutant::Nox, "2.000");
+    let a = op.operator.create_auction(create(lot, pb::AuctionFormat::SealedFirstPrice, opens, closes)).await;
+    let a = a.unwrap().into_inner();
+    assert_eq!((a.floor_price.as_str(), a.cap_price.as_str()), ("20900.00", "25080.00"));
+    assert_eq!(a.price_factors.len(), 1);
+    // Registered as a manufacturer (section C): 19000 x 1.1 x 1.05 = 21945.00.
+    let seller = pb::Enterprise {
+        credit_code: firm(9).to_string(),
+        name: "seller".into(),
+        region_code: "140200".into(),
+        industry_code: "C3011".into(),
+        ..Default::default()
+    };
+    let add = pb::EnterpriseRequest { request_id: "add-9".into(), enterprise: Some(seller) };
+    op.operator.add_enterprise(add).await.unwrap();
+    let lot = erc_lot("SX-ERC-PF-2", pb::Pollutant::Nox, "2.000");
+    let a = op.operator.create_auction(create(lot, pb::AuctionFormat::SealedFirstPrice, opens, closes)).await;
+    let a = a.unwrap().into_inner();
+    assert_eq!((a.floor_price.as_str(), a.cap_price.as_str()), ("21945.00", "26334.00"));
+    let sections: Vec<&str> = a.price_factors.iter().map(|f| f.industry_section.as_str()).collect();
+    assert_eq!(sections, ["", "C"]);
+    assert_eq!(
+        a.price_derivation,
+        "floor = benchmark 19000.00 x conversion factor 1 x region 140200 factor 1.1 (from 1970-01-01) x industry \
+         section C factor 1.05 (from 1970-01-01) = 21945.00 (rounded up to the fen); cap = floor x (1 + 20%) = \
+         26334.00 (rounded down to the fen)"
+    );
+    // The spec is journaled as resolved: a restart shows the same floor.
+    let server = server.restart(t0).await;
+    let mut op = server.as_("operator");
+    let got = op.operator.get_auction(pb::GetAuctionRequest { auction_id: a.auction_id.clone() }).await.unwrap();
+    assert_eq!(got.into_inner().floor_price, "21945.00");
     server.stop().await;
 }

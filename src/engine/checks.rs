@@ -228,6 +228,10 @@ impl Holdings {
 impl Exposure {
     fn check(&self, price: Price, quantity: Quantity) -> Result<(), EngineError> {
         let Exposure::Covered { deposit, required, standing } = self else { return Ok(()) };
+        // A clock bidder dropping out (zero demand) takes on nothing, whatever its deposit.
+        if quantity.is_zero() {
+            return Ok(());
+        }
         let exposure = max_bid_value(standing.iter().copied().chain([(price, quantity)]));
         let needed = exposure.max(*required);
         if needed > *deposit {

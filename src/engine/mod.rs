@@ -448,22 +448,6 @@ impl Auction {
         Exposure::Covered { deposit: self.deposit_of(bidder), required: terms.required, standing }
     }
 
-    /// The bidder's exposure now: the maximum bid value of its active bids (see
-    /// [`checks::max_bid_value`]); zero in ascending formats, where nothing is held.
-    pub fn exposure_of(&self, bidder: BidderId) -> Amount {
-        match &self.mechanism {
-            Mechanism::Sealed(sealed) => checks::max_bid_value(
-                sealed
-                    .book
-                    .bids_of(bidder)
-                    .iter()
-                    .filter(|b| b.state == BidState::Active)
-                    .map(|b| (b.price, b.quantity)),
-            ),
-            _ => Amount::ZERO,
-        }
-    }
-
     fn open(&mut self, at: Timestamp) -> Result<Event, EngineError> {
         if self.phase != Phase::Scheduled {
             return Err(EngineError::InvalidTransition { phase: self.phase, action: "opening" });

@@ -54,6 +54,8 @@ fn request(format: Format, lot_tonnes: i64) -> AuctionRequest {
             timed_min_bidders: 0,
         }),
         clock: None,
+        deposit: None,
+        seller_section: None,
     }
 }
 

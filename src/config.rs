@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{
-    BenchmarkEntry, BenchmarkSchedule, EligibilityPolicy, Pollutant, Price, PricePolicy, Ratio, RegionAreas,
-    RegionScope, RestrictedRegion, Timestamp,
+    BenchmarkEntry, BenchmarkSchedule, EligibilityPolicy, FactorScope, Pollutant, Price, PriceFactor, PricePolicy,
+    Ratio, RegionAreas, RegionScope, RestrictedRegion, Timestamp,
 };
 use crate::journal::SyncPolicy;
 
@@ -153,6 +153,22 @@ struct FilePolicy {
     /// Region code -> its city and river basin.
     #[serde(default)]
     regions: std::collections::BTreeMap<String, FileRegionAreas>,
+    /// Conversion factors (价格折算因子) by region or industry section, dated.
+    #[serde(default)]
+    factors: Vec<FileFactor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFactor {
+    /// A GB/T 2260 region code: the factor applies to lots in it.
+    region: Option<String>,
+    /// A GB/T 4754 section letter: the factor applies to lots whose seller is in it.
+    industry_section: Option<String>,
+    /// YYYY-MM-DD, midnight UTC: auctions created from then on take it.
+    from: String,
+    /// A positive decimal, e.g. "1.10".
+    factor: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -496,6 +512,26 @@ impl FilePolicy {
             }
             policy.benchmarks = BenchmarkSchedule::new(entries);
         }
+        for (i, f) in self.factors.iter().enumerate() {
+            let key = |k: &str| format!("policy.factors[{i}].{k}");
+            let scope = match (&f.region, &f.industry_section) {
+                (Some(region), None) => FactorScope::Region(region.parse().map_err(|e| invalid(&key("region"), e))?),
+                (None, Some(section)) => {
+                    let mut letters = section.chars();
+                    match (letters.next(), letters.next()) {
+                        (Some(c), None) if c.is_ascii_uppercase() && c <= 'T' => FactorScope::IndustrySection(c),
+                        _ => return Err(invalid(&key("industry_section"), "must be one GB/T 4754 section letter A-T")),
+                    }
+                }
+                _ => return Err(invalid(&key("region"), "give either region or industry_section")),
+            };
+            let from = parse_date(&f.from).ok_or_else(|| invalid(&key("from"), "must be YYYY-MM-DD"))?;
+            let factor = Ratio::parse_factor(&f.factor).map_err(|e| invalid(&key("factor"), e))?;
+            if policy.factors.iter().any(|p| p.scope == scope && p.from == from) {
+                return Err(invalid(&key("from"), format!("{scope} already has a factor from {}", f.from)));
+            }
+            policy.factors.push(PriceFactor { scope, from, factor });
+        }
         Ok(policy)
     }
 }
@@ -567,6 +603,36 @@ price = "20000.00"
         assert!(err.contains("policy.buyer_fee_rate"), "{err}");
         std::fs::write(&path, "nonsense = 1\n").unwrap();
         assert!(Config::load(Some(&path)).is_err());
+    }
+
+    /// The README's conversion-factor example loads, and a bad factor names its key.
+    #[test]
+    fn price_factors_are_data_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let readme = include_str!("../README.md");
+        let start = readme.find("\n[[policy.factors]]").unwrap() + 1;
+        let end = start + readme[start..].find("```").unwrap();
+        std::fs::write(&path, &readme[start..end]).unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        let jan = parse_date("2026-01-01").unwrap();
+        let taiyuan = FactorScope::Region("140100".parse().unwrap());
+        assert_eq!(c.policy.factor_in_force(taiyuan, jan).unwrap().factor, Ratio::from_ppm(1_100_000));
+        assert_eq!(
+            c.policy.factor_in_force(FactorScope::IndustrySection('C'), jan).unwrap().factor.as_factor(),
+            "1.05"
+        );
+        assert!(c.policy.factor_in_force(taiyuan, parse_date("2025-12-31").unwrap()).is_none());
+        for (bad, key) in [
+            ("industry_section = \"CD\"\nfrom = \"2026-01-01\"\nfactor = \"1\"", "policy.factors[0].industry_section"),
+            ("region = \"140100\"\nfrom = \"2026-13-01\"\nfactor = \"1\"", "policy.factors[0].from"),
+            ("region = \"140100\"\nfrom = \"2026-01-01\"\nfactor = \"x\"", "policy.factors[0].factor"),
+            ("from = \"2026-01-01\"\nfactor = \"1\"", "policy.factors[0].region"),
+        ] {
+            std::fs::write(&path, format!("[[policy.factors]]\n{bad}\n")).unwrap();
+            let err = Config::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     /// The README's worked example loads, and a bad eligibility value names its key.

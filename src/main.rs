@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Top::Bid(args) => report(cli::bid(args).await),
             Top::Settlement(args) => report(cli::settlement(args).await),
             Top::Loadgen(args) => report(cli::loadgen::main(args).await),
+            Top::Enterprise(args) => report(cli::enterprise::run(args).await),
             Top::Principal(_) | Top::Journal(_) | Top::Report(_) => unreachable!("handled above"),
         }
     })

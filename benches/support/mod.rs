@@ -69,5 +69,7 @@ fn request(format: Format, tie: TieRule, lot_tonnes: i64) -> AuctionRequest {
         closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
         ascending: None,
         clock: None,
+        deposit: None,
+        seller_section: None,
     }
 }

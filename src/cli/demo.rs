@@ -1,9 +1,11 @@
 //! `emission-auction demo`: a whole trading session in a few seconds, over real gRPC.
 //!
-//! It starts a server on a loopback port with a temporary data directory, registers an
-//! operator, an auditor and five enterprises' terminals, and runs two auctions that the
-//! server's own timers close:
-//! - a government-reserve SO2 lot sold by sealed uniform price, with a tie at the margin;
+//! It starts a server on a loopback port with a temporary data directory and eligibility
+//! checks on, registers an operator, an auditor and six enterprises' terminals (and the
+//! enterprises in the registry), and runs two auctions that the server's own timers close:
+//! - a government-reserve SO2 lot sold by sealed uniform price, with a tie at the margin and a
+//!   deposit (保证金) asked of every bidder: a logistics firm is refused as not in an admitted
+//!   industry, and a bidder whose deposit does not cover its bid is told how much is missing;
 //! - an enterprise NOx reduction credit sold by sealed first price, with the +20% band cap
 //!   reached by two bidders.
 //!
@@ -52,23 +54,56 @@ pub struct DemoArgs {
 struct Enterprise {
     name: &'static str,
     code: CreditCode,
+    region: &'static str,
+    /// GB/T 4754-2011 industry: sections B, C and D are admitted by default.
+    industry: &'static str,
 }
 
 fn enterprises() -> Vec<Enterprise> {
-    let make = |name, first17| Enterprise { name, code: CreditCode::with_check_digit(first17).expect("demo code") };
+    let make = |name, first17, region, industry| Enterprise {
+        name,
+        code: CreditCode::with_check_digit(first17).expect("demo code"),
+        region,
+        industry,
+    };
     vec![
-        make("Taiyuan Iron & Steel Works", "91140100MA0DEM001"),
-        make("Datong Thermal Power", "91140200MA0DEM002"),
-        make("Changzhi Coking Co.", "91140400MA0DEM003"),
-        make("Jincheng Cement Plant", "91140500MA0DEM004"),
-        make("Yangquan Aluminium", "91140300MA0DEM005"),
+        make("Taiyuan Iron & Steel Works", "91140100MA0DEM001", "140100", "C3120"),
+        make("Datong Thermal Power", "91140200MA0DEM002", "140200", "D4411"),
+        make("Changzhi Coking Co.", "91140400MA0DEM003", "140400", "C2520"),
+        make("Jincheng Cement Plant", "91140500MA0DEM004", "140500", "C3011"),
+        make("Yangquan Aluminium", "91140300MA0DEM005", "140300", "C3216"),
+        // Road freight (section G) emits no regulated pollutant: not admitted to buy.
+        make("Xinzhou Freight Logistics", "91140900MA0DEM006", "140900", "G5430"),
     ]
+}
+
+/// Registers the demo's enterprises, each with a discharge permit valid through the session.
+async fn register(operator: &mut Terminal, firms: &[Enterprise]) -> Result<(), Box<dyn std::error::Error>> {
+    for (n, firm) in firms.iter().enumerate() {
+        let record = pb::Enterprise {
+            credit_code: firm.code.to_string(),
+            name: firm.name.into(),
+            region_code: firm.region.into(),
+            industry_code: firm.industry.into(),
+            permit_number: format!("{}{:03}P", &firm.code.as_str()[..8], n + 1),
+            permit_valid_from: "2024-01-01".into(),
+            permit_valid_until: "2035-12-31".into(),
+            ..Default::default()
+        };
+        operator
+            .operator
+            .add_enterprise(pb::EnterpriseRequest { request_id: request_id(), enterprise: Some(record) })
+            .await?;
+    }
+    Ok(())
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
     config.set_data_dir(dir.path().to_owned());
+    // Only registered enterprises, in admitted industries, with a valid permit, may bid.
+    config.eligibility.enforce = true;
 
     // Principals, written to the principals file the server reads.
     let mut principals = Principals::default();
@@ -110,26 +145,29 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let terminals: Vec<Terminal> =
         firm_tokens.iter().map(|t| Terminal::on(channel.clone(), t)).collect::<Result<_, _>>()?;
 
+    register(&mut operator, &firms).await?;
+    out!("registered {} enterprises; bids are checked against the registry\n", firms.len())?;
+
     // Watch results from the start, as a downstream recorder would.
     let mut results =
         auditor.results.subscribe_settlements(pb::SubscribeSettlementsRequest { from_sequence: 1 }).await?.into_inner();
 
     let now = SystemClock.now();
     let closes = Timestamp::from_micros(now.as_micros() + WINDOW.as_micros() as i64);
-    let so2 = operator
-        .operator
-        .create_auction(create(
-            "SX-RES-2026-SO2-017",
-            pb::Pollutant::So2,
-            "20.000",
-            "1.000",
-            centre(),
-            pb::AuctionFormat::SealedUniformPrice,
-            now,
-            closes,
-        ))
-        .await?
-        .into_inner();
+    let mut so2_request = create(
+        "SX-RES-2026-SO2-017",
+        pb::Pollutant::So2,
+        "20.000",
+        "1.000",
+        centre(),
+        pb::AuctionFormat::SealedUniformPrice,
+        now,
+        closes,
+    );
+    // Every bidder posts at least 60000.00, and enough to cover its exposure (its largest
+    // price x the quantity it bids at or above that price).
+    so2_request.deposit = Some(pb::DepositRule { fixed_amount: "60000.00".into(), ..Default::default() });
+    let so2 = operator.operator.create_auction(so2_request).await?.into_inner();
     let nox = operator
         .operator
         .create_auction(create(
@@ -146,14 +184,31 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         .into_inner();
     out!("{}\n\n{}\n", render::auction(&so2), render::auction(&nox))?;
 
+    // The operator records the deposits received for the SO2 lot. Yangquan Aluminium posted
+    // only 50000.00, less than the 60000.00 required and its bid's 72400.00.
+    out!("deposits received for the SO2 lot:")?;
+    for (who, amount) in [(0, "120000.00"), (1, "100000.00"), (2, "100000.00"), (3, "120000.00"), (4, "50000.00")] {
+        let request = pb::RecordDepositRequest {
+            request_id: request_id(),
+            auction_id: so2.auction_id.clone(),
+            enterprise: firms[who].code.to_string(),
+            amount: amount.into(),
+        };
+        let recorded = operator.operator.record_deposit(request).await?.into_inner();
+        out!("  {:<28} {:>10} yuan", firms[who].name, recorded.deposit)?;
+    }
+    out!()?;
+
     // The terminals bid concurrently. SO2: 20 t; T1 and T2 take 11 t above the margin, T3 and
-    // T4 tie at 18300.00 for the last 9 t, and time priority serves T3 first.
+    // T4 tie at 18300.00 for the last 9 t, and time priority serves T3 first. T5's deposit
+    // does not cover its bid, and T6 is not in an admitted industry: both are refused.
     let so2_bids = [
         (0, "18800.00", "6.000"),
         (1, "18600.00", "5.000"),
         (2, "18300.00", "5.000"),
         (3, "18300.00", "6.000"),
         (4, "18100.00", "4.000"),
+        (5, "18200.00", "2.000"),
     ];
     let mut tasks = Vec::new();
     for (i, (who, price, qty)) in so2_bids.into_iter().enumerate() {

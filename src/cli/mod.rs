@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod enterprise;
 pub mod loadgen;
 pub mod render;
 
@@ -72,6 +73,8 @@ pub enum Top {
     Bid(ClientArgs<BidCommand>),
     /// Results: settlements of concluded auctions, one or as they are published.
     Settlement(ClientArgs<SettlementCommand>),
+    /// Operator calls: the enterprise registry (add, update, suspend, reinstate, list, import).
+    Enterprise(ClientArgs<enterprise::EnterpriseCommand>),
     /// The write-ahead journal.
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -406,6 +409,16 @@ pub enum AuctionCommand {
     Bids { auction: String },
     /// Follow an auction's public changes, one line each, until it concludes.
     Watch(WatchArgs),
+    /// Record a deposit (保证金) received from an enterprise for an auction that asks for one.
+    Deposit {
+        auction: String,
+        /// The enterprise's credit code.
+        #[arg(long)]
+        enterprise: String,
+        /// Yuan received; it adds to what the enterprise posted before.
+        #[arg(long, value_name = "YUAN")]
+        amount: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -523,6 +536,14 @@ pub struct CreateArgs {
     /// default).
     #[arg(long, value_enum, value_name = "KEEP_OR_DROP", help_heading = "Clock terms")]
     pub silent: Option<SilentArg>,
+    /// A fixed deposit (保证金) every bidder posts, in yuan.
+    #[arg(long, value_name = "YUAN", help_heading = "Deposit", conflicts_with = "deposit_percent")]
+    pub deposit_amount: Option<String>,
+    /// A deposit of this percent x benchmark x lot quantity x --deposit-years.
+    #[arg(long, value_name = "PCT", help_heading = "Deposit", requires = "deposit_years")]
+    pub deposit_percent: Option<String>,
+    #[arg(long, value_name = "N", help_heading = "Deposit", requires = "deposit_percent")]
+    pub deposit_years: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -745,7 +766,7 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
-async fn terminal<C: Subcommand>(args: &ClientArgs<C>) -> Result<Terminal, ClientError> {
+pub(crate) async fn terminal<C: Subcommand>(args: &ClientArgs<C>) -> Result<Terminal, ClientError> {
     if args.token.is_none() && args.cert.is_none() {
         return Err(ClientError::Usage(
             "no token: pass --token or set EA_TOKEN (or a client certificate with --cert)".into(),
@@ -817,6 +838,16 @@ pub async fn auction(args: ClientArgs<AuctionCommand>) -> Result<(), ClientError
             return Ok(());
         }
         AuctionCommand::Watch(w) => return watch(&mut t, w, "auction").await,
+        AuctionCommand::Deposit { auction, enterprise, amount } => {
+            let request = pb::RecordDepositRequest {
+                request_id: request_id(),
+                auction_id: auction.clone(),
+                enterprise: enterprise.clone(),
+                amount: amount.clone(),
+            };
+            out!("{}\n", render::deposit(&op.record_deposit(request).await?.into_inner()))?;
+            return Ok(());
+        }
     };
     out!("{}", render::auction(&shown))?;
     Ok(())
@@ -937,6 +968,15 @@ fn create_request(c: &CreateArgs) -> Result<pb::CreateAuctionRequest, ClientErro
         cap_percent,
         opens_at: Some(after(now, c.opens_in)),
         closes_at: Some(after(now, c.closes_in)),
+        deposit: match (&c.deposit_amount, &c.deposit_percent) {
+            (Some(amount), _) => Some(pb::DepositRule { fixed_amount: amount.clone(), ..Default::default() }),
+            (None, Some(pct)) => Some(pb::DepositRule {
+                percent: pct.clone(),
+                years: c.deposit_years.unwrap_or_default(),
+                ..Default::default()
+            }),
+            (None, None) => None,
+        },
     })
 }
 

@@ -33,6 +33,7 @@ macro_rules! proto_name {
 
 proto_name!(
     pb::AuctionPhase => "AUCTION_PHASE_",
+    pb::EnterpriseStatus => "ENTERPRISE_STATUS_",
     pb::AuctionFormat => "AUCTION_FORMAT_",
     pb::Pollutant => "POLLUTANT_",
     pb::LotOrigin => "LOT_ORIGIN_",
@@ -167,6 +168,9 @@ pub fn auction(a: &pb::Auction) -> String {
     let cap = if a.cap_price.is_empty() { "none".into() } else { a.cap_price.clone() };
     let _ =
         writeln!(out, "  prices     benchmark {}  floor {}  cap {}  (yuan/t)", a.benchmark_price, a.floor_price, cap);
+    if !a.price_factors.is_empty() {
+        let _ = writeln!(out, "  derived    {}", a.price_derivation);
+    }
     let _ = writeln!(out, "  window     {} .. {}", time(&a.opens_at), time(&a.closes_at));
     let _ = write!(
         out,
@@ -180,6 +184,14 @@ pub fn auction(a: &pb::Auction) -> String {
     }
     if a.min_bidders > 1 {
         let _ = write!(out, ", at least {} bidders", a.min_bidders);
+    }
+    if let Some(d) = &a.deposit {
+        let rule = if d.fixed_amount.is_empty() {
+            format!("{}% x benchmark x lot quantity x {} years", d.percent, d.years)
+        } else {
+            "fixed".to_owned()
+        };
+        let _ = write!(out, "\n  deposit    {} yuan ({rule}); bids within the deposit", a.deposit_required);
     }
     if !a.seed_hash.is_empty() {
         let _ = write!(out, "\n  seed hash  {}", a.seed_hash);
@@ -392,6 +404,14 @@ pub fn settlement_named(s: &pb::Settlement, name: &dyn Fn(&str) -> String) -> St
             let _ = write!(out, "; seed {} (sha256 {})", t.seed, t.seed_hash);
         }
     }
+    if !s.deposits.is_empty() {
+        let _ =
+            write!(out, "\n  {:<width$}  {:>13}  {:>13}  {:>13}", "deposit (保证金)", "posted", "applied", "released");
+        for d in &s.deposits {
+            let who = name(&d.enterprise);
+            let _ = write!(out, "\n  {who:<width$}  {:>13}  {:>13}  {:>13}", d.deposit, d.applied, d.released);
+        }
+    }
     if !s.note.is_empty() {
         let _ = write!(out, "\n  note: {}", s.note);
     }
@@ -399,6 +419,40 @@ pub fn settlement_named(s: &pb::Settlement, name: &dyn Fn(&str) -> String) -> St
         let _ = write!(out, "\n  derived from journal record {} (hash {})", s.journal_seq, s.journal_hash);
     }
     out
+}
+
+/// One registered enterprise on one line.
+pub fn enterprise(e: &pb::Enterprise) -> String {
+    let mut out = format!(
+        "{}  {}  region {}  industry {}",
+        e.credit_code,
+        name_of::<pb::EnterpriseStatus>(e.status),
+        e.region_code,
+        e.industry_code
+    );
+    if e.permit_number.is_empty() {
+        out.push_str("  no permit");
+    } else {
+        let _ = write!(out, "  permit {} {}..{}", e.permit_number, e.permit_valid_from, e.permit_valid_until);
+    }
+    if !e.affiliate_group.is_empty() {
+        let _ = write!(out, "  group {}", e.affiliate_group);
+    }
+    if !e.status_reason.is_empty() {
+        let _ = write!(out, "  ({})", e.status_reason);
+    }
+    let _ = write!(out, "  {}", e.name);
+    out
+}
+
+/// A deposit as recorded.
+pub fn deposit(d: &pb::Deposit) -> String {
+    format!("{} {}: deposit {} yuan (the auction requires {})", d.auction_id, d.enterprise, d.deposit, d.required)
+}
+
+/// The reason code in a status's ErrorInfo, if it carries one.
+pub fn reason_of(s: &tonic::Status) -> Option<String> {
+    s.get_details_error_info().map(|info| info.reason)
 }
 
 /// A status as a person should read it: code, message, and the numbers in its ErrorInfo.

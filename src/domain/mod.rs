@@ -81,7 +81,7 @@ pub use enterprise::{
     date_of,
 };
 pub use ids::{AuctionId, BidId, BidderId, CreditCode, IdError, LotId, Reference, RegionCode, Timestamp};
-pub use policy::{BenchmarkEntry, BenchmarkSchedule, Pollutant, PricePolicy};
+pub use policy::{BenchmarkEntry, BenchmarkSchedule, FactorScope, Pollutant, PriceFactor, PricePolicy};
 pub use reason::Reason;
 serde_as_text!(CreditCode, RegionCode, Reference);
 serde_as_text_or_integer! {

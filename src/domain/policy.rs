@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Price, Ratio, Timestamp};
+use super::{Price, Ratio, RegionCode, Timestamp};
 
 /// The six traded pollutants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -117,6 +117,33 @@ impl BenchmarkSchedule {
     }
 }
 
+/// What a price conversion factor (价格折算因子) applies to: the lot's region, or the GB/T 4754
+/// section of the seller's industry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactorScope {
+    Region(RegionCode),
+    IndustrySection(char),
+}
+
+impl fmt::Display for FactorScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FactorScope::Region(r) => write!(f, "region {r}"),
+            FactorScope::IndustrySection(s) => write!(f, "industry section {s}"),
+        }
+    }
+}
+
+/// A conversion factor of price policy and the date it takes effect: an auction created at or
+/// after `from` multiplies its floor by it, until a later entry for the same scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceFactor {
+    pub scope: FactorScope,
+    pub from: Timestamp,
+    pub factor: Ratio,
+}
+
 /// What the trading centre configures once and every auction inherits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PricePolicy {
@@ -130,6 +157,15 @@ pub struct PricePolicy {
     pub enterprise_cap: Option<Ratio>,
     /// Markup over benchmark x conversion factor for government reserve lots.
     pub reserve_markup: Ratio,
+    /// Conversion factors by region and by industry section, with the dates they take effect.
+    pub factors: Vec<PriceFactor>,
+}
+
+impl PricePolicy {
+    /// The factor for `scope` in force at `at`: the entry with the latest `from` not after it.
+    pub fn factor_in_force(&self, scope: FactorScope, at: Timestamp) -> Option<PriceFactor> {
+        self.factors.iter().filter(|f| f.scope == scope && f.from <= at).max_by_key(|f| f.from).copied()
+    }
 }
 
 impl Default for PricePolicy {
@@ -140,6 +176,7 @@ impl Default for PricePolicy {
             seller_fee: Ratio::from_ppm(7_500),
             enterprise_cap: Some(Ratio::from_ppm(200_000)),
             reserve_markup: Ratio::ONE,
+            factors: Vec::new(),
         }
     }
 }

@@ -123,6 +123,8 @@ reasons! {
         "The enterprise's industry (`industry`) is not in an admitted GB/T 4754 section (`admitted_sections`).";
     RegionRestricted = "REGION_RESTRICTED", FAILED_PRECONDITION,
         "Buyers in the enterprise's region may not buy this lot (`buyer_region`, `lot_region`, `rule`: own_region, same_city or same_basin).";
+    DepositInsufficient = "DEPOSIT_INSUFFICIENT", FAILED_PRECONDITION,
+        "The enterprise's deposit (`deposit`) does not cover what the auction requires (`required`) and its exposure with this bid (`exposure`: the largest, over its bid prices p, of p x its quantity bid at prices >= p); `missing` is the shortfall.";
     BidsSealed = "BIDS_SEALED", FAILED_PRECONDITION,
         "Bids stay sealed until the auction concludes (`closes_at`).";
     BookFull = "BOOK_FULL", FAILED_PRECONDITION,

@@ -317,6 +317,19 @@ impl Price {
         i64::try_from(fen).ok().and_then(Price::from_units)
     }
 
+    /// `self x` every factor, rounded up to the fen once, at the end: exact whatever the
+    /// number of factors. `None` when the result is out of range.
+    pub fn scaled_up_by(self, factors: &[Ratio]) -> Option<Price> {
+        let mut num = i128::from(self.0);
+        let mut den = 1i128;
+        for f in factors {
+            num = num.checked_mul(i128::from(f.0))?;
+            den = den.checked_mul(1_000_000)?;
+        }
+        let fen = (num + den - 1) / den;
+        i64::try_from(fen).ok().and_then(Price::from_units)
+    }
+
     /// `self x (1 + pct)`, rounded down to the fen: a cap derived this way is never above policy.
     pub fn raised_down(self, pct: Ratio) -> Option<Price> {
         let num = i128::from(self.0) * i128::from(1_000_000 + pct.0);

@@ -4,31 +4,46 @@
 //!    ([`super::Auction`] checks it, since only it knows the phase);
 //! 2. the bidder's eligibility: registered, active, a valid permit, an admitted industry, an
 //!    allowed region ([`super::eligibility`], from the facts the command carries);
-//! 2. a default for what the bid left out: the posted price, the clock price, the whole lot;
+//! 3. a default for what the bid left out: the posted price, the clock price, the whole lot;
 //! 3. the amount: price x quantity within what the engine accepts;
 //! 4. the quantity: positive (or zero to drop out of a clock auction), whole fill units, at
 //!    most the lot, or exactly the lot in a single-lot auction;
 //! 5. the price: the band, the posted price, the ascending minimum, or the clock price;
 //! 6. the bidder's holdings: its per-bidder cap, the largest total one bidder may hold, one bid
-//!    in a single-lot sealed auction, the activity rule of a clock auction;
+//!    in a single-lot sealed auction, the activity rule of a clock auction; then, when the
+//!    auction asks for a deposit, its exposure ([`Exposure`]): the deposit must cover the
+//!    amount the auction requires and the bidder's maximum bid value with this bid;
 //! 7. the book: room for one more bid, and an unused bid id.
 //!
 //! Each mechanism says what its rules are for this bid ([`BidRules`]); this module applies them.
 //! Nothing here changes state: a bid that passes is taken by its mechanism, and taking it
 //! cannot fail.
 
-use crate::domain::{Amount, MAX_BID_AMOUNT_FEN, Price, Quantity, QuantityTotal, Ratio};
+use crate::domain::{Amount, MAX_AMOUNT_FEN, MAX_BID_AMOUNT_FEN, Price, Quantity, QuantityTotal, Ratio};
 
 use super::EngineError;
 
 /// What one mechanism requires of one bid, given the auction's state and the bidder's holdings.
-/// A small `Copy` value: it is built for every bid on the hot path.
-#[derive(Debug, Clone, Copy)]
+/// Built for every bid on the hot path: it allocates only when the auction asks a deposit.
+#[derive(Debug, Clone)]
 pub(super) struct BidRules {
     pub price: PriceRule,
     pub quantity: QuantityRule,
     pub holdings: Holdings,
+    pub exposure: Exposure,
     pub book: BookRoom,
+}
+
+/// What the bidder's deposit must cover (保证金), when the auction asks for one.
+#[derive(Debug, Clone, Default)]
+pub(super) enum Exposure {
+    /// The auction asks no deposit.
+    #[default]
+    Unchecked,
+    /// The bidder's deposit must cover `required` and the maximum bid value of `standing`
+    /// (its active bids that stay: not one being revised, none at all in ascending formats,
+    /// where a new bid supersedes the last) together with the new bid.
+    Covered { deposit: Amount, required: Amount, standing: Vec<(Price, Quantity)> },
 }
 
 /// What the price must be.
@@ -113,6 +128,7 @@ impl BidRules {
         self.quantity.check(quantity)?;
         self.price.check(price)?;
         self.holdings.check(quantity)?;
+        self.exposure.check(price, quantity)?;
         self.book.check()?;
         Ok(Checked { price, quantity })
     }
@@ -229,6 +245,43 @@ impl Holdings {
     }
 }
 
+impl Exposure {
+    fn check(&self, price: Price, quantity: Quantity) -> Result<(), EngineError> {
+        let Exposure::Covered { deposit, required, standing } = self else { return Ok(()) };
+        // A clock bidder dropping out (zero demand) takes on nothing, whatever its deposit.
+        if quantity.is_zero() {
+            return Ok(());
+        }
+        let exposure = max_bid_value(standing.iter().copied().chain([(price, quantity)]));
+        let needed = exposure.max(*required);
+        if needed > *deposit {
+            let missing = needed.checked_sub(*deposit).unwrap_or(needed);
+            return Err(EngineError::DepositInsufficient { deposit: *deposit, required: *required, exposure, missing });
+        }
+        Ok(())
+    }
+}
+
+/// The maximum bid value of a set of bids (the rule of the WCI auctions): the largest, over
+/// its prices p, of p x the total quantity bid at prices >= p, rounded half-up to the fen.
+/// Exact: sums in kilograms and products in milli-fen as `i128`; a value beyond what an
+/// [`Amount`] holds saturates at its largest, which no deposit covers.
+pub(super) fn max_bid_value(bids: impl IntoIterator<Item = (Price, Quantity)>) -> Amount {
+    let mut bids: Vec<(Price, Quantity)> = bids.into_iter().collect();
+    bids.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
+    let mut kilograms = 0i128;
+    let mut best = 0i128;
+    for (i, (price, quantity)) in bids.iter().enumerate() {
+        kilograms += i128::from(quantity.units());
+        // Only at the last bid of a price level does the total at prices >= p stand complete.
+        if bids.get(i + 1).is_none_or(|next| next.0 != *price) {
+            best = best.max(i128::from(price.units()) * kilograms);
+        }
+    }
+    let fen = (best + 500) / 1000;
+    Amount::from_units(i64::try_from(fen).unwrap_or(MAX_AMOUNT_FEN).min(MAX_AMOUNT_FEN)).unwrap_or(Amount::MAX)
+}
+
 impl BookRoom {
     #[inline(always)]
     fn check(self) -> Result<(), EngineError> {
@@ -239,5 +292,30 @@ impl BookRoom {
             return Err(EngineError::DuplicateBidId);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bid(price: &str, quantity: &str) -> (Price, Quantity) {
+        (price.parse().unwrap(), quantity.parse().unwrap())
+    }
+
+    /// The WCI rule: p x quantity at prices >= p, the largest over p; not the sum of values.
+    #[test]
+    fn max_bid_value_takes_the_largest_level() {
+        // 20000 x 1 = 20000; 18500 x (1 + 2) = 55500; 18000 x (3 + 4) = 126000.
+        let bids = [bid("20000.00", "1.000"), bid("18500.00", "2.000"), bid("18000.00", "4.000")];
+        assert_eq!(max_bid_value(bids).to_string(), "126000.00");
+        // A high price on a large quantity dominates the lower levels.
+        let bids = [bid("21000.00", "5.000"), bid("18000.00", "0.100")];
+        assert_eq!(max_bid_value(bids).to_string(), "105000.00");
+        // Two bids at one price count together; half a fen rounds up.
+        let bids = [bid("0.01", "0.050"), bid("0.01", "0.000")];
+        assert_eq!(max_bid_value(bids).to_string(), "0.00");
+        assert_eq!(max_bid_value([bid("0.01", "0.500")]).to_string(), "0.01");
+        assert_eq!(max_bid_value([]).to_string(), "0.00");
     }
 }

@@ -3,7 +3,7 @@
 //! bids: a sealed book must not leak through an error.
 
 use crate::domain::{
-    AuctionId, MAX_BID_AMOUNT_FEN, Price, Quantity, QuantityTotal, Ratio, Reason, Timestamp, format_units,
+    Amount, AuctionId, MAX_BID_AMOUNT_FEN, Price, Quantity, QuantityTotal, Ratio, Reason, Timestamp, format_units,
 };
 
 use super::Phase;
@@ -88,6 +88,10 @@ pub enum EngineError {
     IndustryNotAdmitted { industry: String, admitted: String },
     #[error("buyers in region {buyer_region} may buy only under rule {rule}; the lot is in {lot_region}")]
     RegionRestricted { buyer_region: String, lot_region: String, rule: &'static str },
+    #[error(
+        "the deposit of {deposit} yuan does not cover {required} yuan required and an exposure of {exposure} yuan; {missing} yuan is missing"
+    )]
+    DepositInsufficient { deposit: Amount, required: Amount, exposure: Amount, missing: Amount },
 }
 
 impl EngineError {
@@ -133,6 +137,7 @@ impl EngineError {
             PermitNotValid { .. } => Reason::PermitNotValid,
             IndustryNotAdmitted { .. } => Reason::IndustryNotAdmitted,
             RegionRestricted { .. } => Reason::RegionRestricted,
+            DepositInsufficient { .. } => Reason::DepositInsufficient,
         }
     }
 
@@ -201,6 +206,12 @@ impl EngineError {
                 ("buyer_region", buyer_region.clone()),
                 ("lot_region", lot_region.clone()),
                 ("rule", rule.to_string()),
+            ],
+            DepositInsufficient { deposit, required, exposure, missing } => vec![
+                ("deposit", deposit.to_string()),
+                ("required", required.to_string()),
+                ("exposure", exposure.to_string()),
+                ("missing", missing.to_string()),
             ],
             _ => Vec::new(),
         }

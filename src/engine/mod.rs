@@ -32,14 +32,21 @@ pub use clock::ClockView;
 pub use eligibility::Eligibility;
 pub use english::AscendingView;
 pub use error::EngineError;
-pub use settlement::{Allocation, Settlement, SettlementStatus, TieBreak};
+pub use settlement::{Allocation, DepositOutcome, Settlement, SettlementStatus, TieBreak};
 pub use spec::{
     AscendingRequest, AscendingTerms, AuctionRequest, AuctionSpec, BidRevision, CapChoice, CapMode, CapRequest,
-    ClockRequest, ClockTerms, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, PriceBand, ProjectFacts, TieRule,
-    Undersubscription, lot_offerable,
+    ClockRequest, ClockTerms, DepositRule, DepositTerms, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase,
+    PriceBand, ProjectFacts, TieRule, Undersubscription, lot_offerable,
 };
 
-use crate::domain::{AuctionId, BidId, BidderId, Price, PricePolicy, Quantity, QuantityTotal, Reason, Timestamp};
+use std::collections::BTreeMap;
+
+use crate::domain::{
+    Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Price, PricePolicy, Quantity, QuantityTotal, Reason,
+    Timestamp,
+};
+
+use checks::Exposure;
 
 use clock::{ClockBook, RoundEnd};
 use english::{English, FreePeriodEnd};
@@ -84,6 +91,12 @@ pub enum Command {
     },
     /// Clock auctions: end the running round now (the operator's call).
     AdvanceRound,
+    /// An operator records a deposit (保证金) received from `enterprise`; it adds to what the
+    /// enterprise posted before. Only in an auction that asks for a deposit, before it ends.
+    RecordDeposit {
+        enterprise: BidderId,
+        amount: Amount,
+    },
 }
 
 impl Command {
@@ -157,6 +170,19 @@ pub enum Event {
     },
     /// Boxed: a settlement is large and rare, bids are small and many.
     Concluded(Box<Settlement>),
+    /// A deposit was recorded; `total` is all the enterprise has posted for the auction. Not
+    /// public: it changes no watcher's view.
+    DepositRecorded {
+        enterprise: BidderId,
+        total: Amount,
+    },
+}
+
+impl Event {
+    /// Whether watchers see the event (and count it in [`Auction::public_seq`]).
+    pub fn is_public(&self) -> bool {
+        !matches!(self, Event::DepositRecorded { .. })
+    }
 }
 
 /// How an auction's bids are taken and cleared: its format's mechanism, with its own book.
@@ -180,6 +206,9 @@ pub struct Auction {
     mechanism: Mechanism,
     /// See [`Auction::public_seq`].
     public_seq: u64,
+    /// Deposits recorded per enterprise, when the auction asks for them. Ordered, since the
+    /// settlement lists them.
+    deposits: BTreeMap<BidderId, Amount>,
 }
 
 impl Auction {
@@ -207,7 +236,7 @@ impl Auction {
             _ => Mechanism::Sealed(Sealed::new(&spec)),
         };
         let seed = (spec.tie_rule == TieRule::SeededRandom).then_some(seed);
-        Ok(Auction { spec, phase: Phase::Scheduled, seed, mechanism, public_seq: 0 })
+        Ok(Auction { spec, phase: Phase::Scheduled, seed, mechanism, public_seq: 0, deposits: BTreeMap::new() })
     }
 
     /// The tie-break seed, for the journal only: it stays secret until the settlement.
@@ -351,7 +380,7 @@ impl Auction {
         let applied = self.apply_inner(at, command)?;
         let public = match &applied {
             Applied::Bid(change) => change.opened_at.is_some() || self.spec.format.is_open_outcry(),
-            Applied::Events(events) => !events.is_empty(),
+            Applied::Events(events) => events.iter().any(Event::is_public),
         };
         if public {
             self.public_seq += 1;
@@ -373,7 +402,50 @@ impl Auction {
             }
             Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid).map(Applied::Bid),
             Command::AdvanceRound => self.advance_round(at).map(events),
+            Command::RecordDeposit { enterprise, amount } => self.record_deposit(enterprise, amount).map(events),
         }
+    }
+
+    fn record_deposit(&mut self, enterprise: BidderId, amount: Amount) -> Result<Event, EngineError> {
+        if self.spec.deposit.is_none() {
+            return Err(EngineError::invalid("deposit", "the auction asks for no deposit"));
+        }
+        if self.phase.is_terminal() {
+            return Err(EngineError::InvalidTransition { phase: self.phase, action: "recording a deposit" });
+        }
+        if amount.is_zero() {
+            return Err(EngineError::invalid("amount", "must be positive"));
+        }
+        let before = self.deposits.get(&enterprise).copied().unwrap_or(Amount::ZERO);
+        let total = before
+            .checked_add(amount)
+            .filter(|t| t.units() <= MAX_BID_AMOUNT_FEN)
+            .ok_or_else(|| EngineError::invalid("amount", "makes the deposit larger than the engine accepts"))?;
+        self.deposits.insert(enterprise, total);
+        Ok(Event::DepositRecorded { enterprise, total })
+    }
+
+    /// What `enterprise` has posted as deposit for this auction.
+    pub fn deposit_of(&self, enterprise: BidderId) -> Amount {
+        self.deposits.get(&enterprise).copied().unwrap_or(Amount::ZERO)
+    }
+
+    /// What `bidder`'s deposit must cover for a new bid, besides the bid: see [`Exposure`].
+    /// `revising` is left out of the standing bids, since the revision replaces it.
+    fn exposure(&self, bidder: BidderId, revising: Option<BidId>) -> Exposure {
+        let Some(terms) = &self.spec.deposit else { return Exposure::Unchecked };
+        let standing = match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed
+                .book
+                .bids_of(bidder)
+                .into_iter()
+                .filter(|b| b.state == BidState::Active && Some(b.id) != revising)
+                .map(|b| (b.price, b.quantity))
+                .collect(),
+            // An English raise or a clock statement supersedes the bidder's last one.
+            Mechanism::English(_) | Mechanism::Clock(_) => Vec::new(),
+        };
+        Exposure::Covered { deposit: self.deposit_of(bidder), required: terms.required, standing }
     }
 
     fn open(&mut self, at: Timestamp) -> Result<Event, EngineError> {
@@ -458,13 +530,34 @@ impl Auction {
         self.finish(settlement)
     }
 
-    fn finish(&mut self, settlement: Settlement) -> Event {
+    fn finish(&mut self, mut settlement: Settlement) -> Event {
+        settlement.deposits = self.deposit_outcomes(&settlement);
         self.phase = match settlement.status {
             SettlementStatus::Settled => Phase::Settled,
             SettlementStatus::Failed => Phase::Failed,
             SettlementStatus::Cancelled => Phase::Cancelled,
         };
         Event::Concluded(Box::new(settlement))
+    }
+
+    /// Every recorded deposit, applied to its winner's payment (amounts plus buyer fees) up to
+    /// the deposit, the rest released; losers' released whole.
+    fn deposit_outcomes(&self, settlement: &Settlement) -> Vec<DepositOutcome> {
+        self.deposits
+            .iter()
+            .map(|(&enterprise, &deposit)| {
+                let due = settlement
+                    .allocations
+                    .iter()
+                    .filter(|a| a.bidder == enterprise)
+                    .map(|a| i128::from(a.amount.units()) + i128::from(a.buyer_fee.units()))
+                    .sum::<i128>();
+                let applied = Amount::from_units(due.min(i128::from(deposit.units())) as i64).unwrap_or(deposit);
+                // Cannot fall back: applied is at most the deposit.
+                let released = deposit.checked_sub(applied).unwrap_or(Amount::ZERO);
+                DepositOutcome { enterprise, deposit, applied, released }
+            })
+            .collect()
     }
 
     /// Step 1 of the shared checks: a bid stamped `at` falls inside bidding. Returns whether
@@ -530,11 +623,12 @@ impl Auction {
     ) -> Result<BidChange, EngineError> {
         let opening = self.window(at)?;
         let affiliates = self.eligible(at, eligibility)?;
-        let rules = match &self.mechanism {
+        let mut rules = match &self.mechanism {
             Mechanism::Sealed(sealed) => sealed.rules(bidder, bid, None, affiliates),
             Mechanism::English(english) => english.rules(&self.spec, bidder, bid),
             Mechanism::Clock(book) => book.rules(&self.spec, bidder, bid),
         };
+        rules.exposure = self.exposure(bidder, None);
         let checked = rules.check(price, quantity)?;
         // Accepted: nothing below may fail.
         let opened_at = self.open_for_bid(opening, at);
@@ -594,7 +688,9 @@ impl Auction {
         let opening = self.window(at)?;
         let affiliates = self.eligible(at, eligibility)?;
         let (sealed, current) = self.own_active_bid(bidder, bid)?;
-        let checked = sealed.rules(bidder, bid, Some(&current), affiliates).check(price, quantity)?;
+        let mut rules = sealed.rules(bidder, bid, Some(&current), affiliates);
+        rules.exposure = self.exposure(bidder, Some(bid));
+        let checked = rules.check(price, quantity)?;
         let opened_at = self.open_for_bid(opening, at);
         let Mechanism::Sealed(sealed) = &mut self.mechanism else { return Err(EngineError::BidIrrevocable) };
         let view = sealed.book.revise(bid, checked.price, checked.quantity, at).ok_or(EngineError::BidNotFound)?;

@@ -44,6 +44,17 @@ pub struct TieBreak {
     pub seed: Option<String>,
 }
 
+/// What becomes of one enterprise's deposit (保证金) when the auction concludes: a winner's is
+/// applied to what it pays (its amounts plus its buyer fees) up to the deposit, and the rest
+/// released; a loser's, and every deposit of an auction that sold nothing, is released whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositOutcome {
+    pub enterprise: BidderId,
+    pub deposit: Amount,
+    pub applied: Amount,
+    pub released: Amount,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
     pub auction_id: AuctionId,
@@ -69,4 +80,8 @@ pub struct Settlement {
     pub floor: Price,
     pub cap: Option<Price>,
     pub settled_at: Timestamp,
+    /// Every deposit recorded for the auction, by enterprise; empty when it asked for none
+    /// (and then left out of the JSON, so such settlements read as they always did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deposits: Vec<DepositOutcome>,
 }

@@ -6,8 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Amount, AuctionId, CreditCode, LotId, Pollutant, Price, PricePolicy, Quantity, Ratio, Reference, RegionCode,
-    Timestamp,
+    Amount, AuctionId, CreditCode, FactorScope, LotId, Pollutant, Price, PriceFactor, PricePolicy, Quantity, Ratio,
+    Reference, RegionCode, Timestamp,
 };
 
 use super::EngineError;
@@ -203,11 +203,41 @@ pub struct PriceBand {
     pub conversion_factor: Ratio,
     /// 1 for non-reserve lots.
     pub reserve_markup: Ratio,
-    /// benchmark x factor x markup, rounded up to the fen. A bid at exactly the floor is valid.
+    /// benchmark x factor x policy factors x markup, rounded up to the fen. A bid at exactly
+    /// the floor is valid.
     pub floor: Price,
     /// floor x (1 + percent), rounded down to the fen. A bid at exactly the cap is valid.
     pub cap: Option<Price>,
+    /// The percent over the floor the cap was derived from.
+    pub cap_percent: Option<Ratio>,
 }
+
+/// What each bidder must post before it bids (保证金), as the auction states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DepositRule {
+    /// The same amount from every bidder.
+    Fixed(Amount),
+    /// `percent` x benchmark x the lot's quantity x `years` (Quzhou: 10% x benchmark x
+    /// quantity x 5 years). The quantity is the whole lot's, so the amount is one figure known
+    /// before anyone bids, the same for every bidder.
+    Percentage { percent: Ratio, years: u32 },
+}
+
+/// An auction's deposit terms, fixed at creation: the rule and the amount it comes to.
+///
+/// A bid is taken only while the bidder's deposit covers both `required` and its exposure
+/// (the WCI maximum bid value: the largest, over its bid prices p, of p x its total quantity
+/// bid at prices >= p), see [`super::checks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositTerms {
+    pub rule: DepositRule,
+    /// What the rule comes to for this auction, in fen.
+    pub required: Amount,
+}
+
+/// The most years a percentage deposit rule may count (a guard against typos).
+const MAX_DEPOSIT_YEARS: u32 = 100;
 
 /// The rules of an ascending (English) auction beyond the common ones.
 ///
@@ -290,6 +320,12 @@ pub struct AuctionRequest {
     pub ascending: Option<AscendingRequest>,
     /// Required for ASCENDING_CLOCK, refused for the other formats.
     pub clock: Option<ClockRequest>,
+    /// `None`: the auction asks no deposit, and bids are not checked against one.
+    pub deposit: Option<DepositRule>,
+    /// The GB/T 4754 section of the seller's industry, which the shell fills in from the
+    /// registry (never the client): policy's industry factor for it applies. `None` for the
+    /// trading centre's reserve lots and unregistered sellers.
+    pub seller_section: Option<char>,
 }
 
 /// Everything fixed about an auction once it is created.
@@ -313,6 +349,11 @@ pub struct AuctionSpec {
     pub ascending: Option<AscendingTerms>,
     /// ASCENDING_CLOCK only.
     pub clock: Option<ClockTerms>,
+    /// `None`: no deposit is asked for (the default).
+    pub deposit: Option<DepositTerms>,
+    /// Policy's conversion factors (价格折算因子) in force at creation for the lot's region and
+    /// the seller's industry, which the floor multiplies (see [`PriceBand`]).
+    pub factors: Vec<PriceFactor>,
 }
 
 /// At most this many bidders may be required (a guard against typos, not a business rule).
@@ -446,9 +487,19 @@ impl AuctionSpec {
         })?;
         let reserve_markup =
             if lot.origin.is_reserve() { req.reserve_markup.unwrap_or(policy.reserve_markup) } else { Ratio::ONE };
+        let scopes = [
+            Some(FactorScope::Region(lot.region)),
+            req.seller_section.filter(|_| !lot.origin.is_reserve()).map(FactorScope::IndustrySection),
+        ];
+        let factors: Vec<PriceFactor> =
+            scopes.into_iter().flatten().filter_map(|scope| policy.factor_in_force(scope, at)).collect();
+        let mut multipliers = vec![req.conversion_factor];
+        multipliers.extend(factors.iter().map(|f| f.factor));
+        multipliers.push(reserve_markup);
         let floor = benchmark
-            .scaled_up(req.conversion_factor, reserve_markup)
-            .ok_or_else(|| EngineError::invalid("conversion_factor", "makes the floor price too large"))?;
+            .scaled_up_by(&multipliers)
+            .filter(|f| !f.is_zero())
+            .ok_or_else(|| EngineError::invalid("conversion_factor", "makes the floor price too large or zero"))?;
         let cap_pct = match cap_choice {
             _ if req.format == Format::FixedPrice => None,
             CapChoice::PolicyDefault if lot.origin.is_reserve() => None,
@@ -466,9 +517,14 @@ impl AuctionSpec {
         };
         let ascending = Self::resolve_ascending(&req, floor, cap)?;
         let clock = Self::resolve_clock(&req, floor, cap)?;
+        let deposit = match req.deposit {
+            Some(rule) => Some(Self::resolve_deposit(rule, benchmark, lot.quantity)?),
+            None => None,
+        };
         Ok(AuctionSpec {
             ascending,
             clock,
+            deposit,
             id,
             format: req.format,
             tie_rule: req.tie_rule,
@@ -477,7 +533,15 @@ impl AuctionSpec {
             per_bidder_cap: req.per_bidder_cap,
             // Open bids stand: others have already bid against them.
             revision: if req.format.is_open_outcry() { BidRevision::Irrevocable } else { req.revision },
-            prices: PriceBand { benchmark, conversion_factor: req.conversion_factor, reserve_markup, floor, cap },
+            prices: PriceBand {
+                benchmark,
+                conversion_factor: req.conversion_factor,
+                reserve_markup,
+                floor,
+                cap,
+                cap_percent: cap_pct,
+            },
+            factors,
             opens_at: req.opens_at,
             closes_at: req.closes_at,
             buyer_fee: policy.buyer_fee,
@@ -485,6 +549,30 @@ impl AuctionSpec {
             created_at: at,
             lot: lot.clone(),
         })
+    }
+
+    /// Checks a deposit rule and works out what it comes to: exact in fen, percentages
+    /// rounded half-up once, after benchmark x quantity.
+    fn resolve_deposit(rule: DepositRule, benchmark: Price, quantity: Quantity) -> Result<DepositTerms, EngineError> {
+        let required = match rule {
+            DepositRule::Fixed(amount) if amount.is_zero() => {
+                return Err(EngineError::invalid("deposit.amount", "must be positive"));
+            }
+            DepositRule::Fixed(amount) => amount,
+            DepositRule::Percentage { percent, .. } if percent.ppm() <= 0 || percent > Ratio::ONE => {
+                return Err(EngineError::invalid("deposit.percent", "must be above 0 and at most 100"));
+            }
+            DepositRule::Percentage { years, .. } if years == 0 || years > MAX_DEPOSIT_YEARS => {
+                return Err(EngineError::invalid("deposit.years", format!("must be 1 to {MAX_DEPOSIT_YEARS} years")));
+            }
+            DepositRule::Percentage { percent, years } => Amount::of(benchmark, quantity)
+                .map(|value| value.times(percent))
+                .and_then(|year| i64::from(years).checked_mul(year.units()))
+                .and_then(Amount::from_units)
+                .filter(|a| !a.is_zero())
+                .ok_or_else(|| EngineError::invalid("deposit.percent", "gives no amount the engine can hold"))?,
+        };
+        Ok(DepositTerms { rule, required })
     }
 
     fn resolve_clock(

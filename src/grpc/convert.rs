@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use crate::domain::{
-    Amount, AuctionId, BidId, CreditCode, DecimalError, Enterprise, EnterpriseStatus, IdError, IndustryCode, Permit,
-    Pollutant, Price, Quantity, Ratio, Reference, RegionCode, Timestamp, date_of,
+    Amount, AuctionId, BidId, CreditCode, DecimalError, Enterprise, EnterpriseStatus, FactorScope, IdError,
+    IndustryCode, Permit, Pollutant, Price, Quantity, Ratio, Reference, RegionCode, Timestamp, date_of,
 };
 use crate::engine::{
     AscendingRequest, AscendingView, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapMode, CapRequest,
-    ClockRequest, ClockView, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase, ProjectFacts, SettlementStatus,
-    TieRule, Undersubscription,
+    ClockRequest, ClockView, DepositRule, DepositTerms, Format, Lot, LotOrigin, LotRequest, OriginKind, Phase,
+    ProjectFacts, SettlementStatus, TieRule, Undersubscription,
 };
 use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind};
@@ -307,7 +307,58 @@ pub fn auction_request(req: &pb::CreateAuctionRequest) -> Result<AuctionRequest>
         closes_at: timestamp("closes_at", req.closes_at.as_ref())?,
         ascending: req.ascending.as_ref().map(ascending_request).transpose()?,
         clock: req.clock.as_ref().map(clock_request).transpose()?,
+        deposit: req.deposit.as_ref().map(deposit_rule).transpose()?,
+        // Filled in by the exchange from its registry, never by the client.
+        seller_section: None,
     })
+}
+
+/// A deposit rule: a fixed amount, or a percentage with its years; not both, not neither.
+fn deposit_rule(d: &pb::DepositRule) -> Result<DepositRule> {
+    match (d.fixed_amount.is_empty(), d.percent.is_empty()) {
+        (false, true) if d.years == 0 => Ok(DepositRule::Fixed(amount("deposit.fixed_amount", &d.fixed_amount)?)),
+        (false, true) => Err(FieldError::new("deposit.years", "goes with deposit.percent only")),
+        (true, false) => Ok(DepositRule::Percentage {
+            percent: Ratio::parse_percent(&d.percent, 100)
+                .map_err(|e| FieldError::new("deposit.percent", format!("{e} (a percentage, up to 100)")))?,
+            years: d.years,
+        }),
+        (false, false) => Err(FieldError::new("deposit", "give either fixed_amount or percent, not both")),
+        (true, true) => Err(FieldError::new("deposit", "give fixed_amount, or percent with years")),
+    }
+}
+
+/// How the floor and cap were derived, in words with their numbers, e.g. "floor = benchmark
+/// 18000.00 x conversion factor 1 x region 140100 factor 1.1 (from 2026-01-01) x reserve
+/// markup 1.5 = 29700.00 (rounded up to the fen); cap = floor x (1 + 20%) = 35640.00 (rounded
+/// down to the fen)".
+pub fn price_derivation(spec: &AuctionSpec) -> String {
+    let p = &spec.prices;
+    let mut floor =
+        format!("floor = benchmark {} x conversion factor {}", p.benchmark, p.conversion_factor.as_factor());
+    for f in &spec.factors {
+        floor.push_str(&format!(" x {} factor {} (from {})", f.scope, f.factor.as_factor(), date_of(f.from)));
+    }
+    if p.reserve_markup != Ratio::ONE || spec.lot.origin.is_reserve() {
+        floor.push_str(&format!(" x reserve markup {}", p.reserve_markup.as_factor()));
+    }
+    floor.push_str(&format!(" = {} (rounded up to the fen)", p.floor));
+    match (p.cap, p.cap_percent) {
+        (Some(cap), Some(pct)) => {
+            format!("{floor}; cap = floor x (1 + {}%) = {cap} (rounded down to the fen)", pct.as_percent())
+        }
+        (Some(cap), None) => format!("{floor}; cap = {cap}"),
+        (None, _) => format!("{floor}; no cap"),
+    }
+}
+
+pub fn pb_deposit_rule(terms: &DepositTerms) -> pb::DepositRule {
+    match terms.rule {
+        DepositRule::Fixed(amount) => pb::DepositRule { fixed_amount: amount.to_string(), ..Default::default() },
+        DepositRule::Percentage { percent, years } => {
+            pb::DepositRule { percent: percent.as_percent(), years, ..Default::default() }
+        }
+    }
 }
 
 fn ascending_request(a: &pb::AscendingTerms) -> Result<AscendingRequest> {
@@ -452,6 +503,25 @@ pub fn pb_auction(s: &AuctionSnapshot) -> pb::Auction {
             silent_keeps_demand: c.silent_keeps_demand,
         }),
         clock_state: s.clock.map(pb_clock_state),
+        deposit: spec.deposit.as_ref().map(pb_deposit_rule),
+        price_factors: spec
+            .factors
+            .iter()
+            .map(|f| pb::PriceFactor {
+                region: match f.scope {
+                    FactorScope::Region(r) => r.to_string(),
+                    FactorScope::IndustrySection(_) => String::new(),
+                },
+                industry_section: match f.scope {
+                    FactorScope::IndustrySection(c) => c.to_string(),
+                    FactorScope::Region(_) => String::new(),
+                },
+                from: date_of(f.from),
+                factor: f.factor.as_factor(),
+            })
+            .collect(),
+        price_derivation: price_derivation(spec),
+        deposit_required: spec.deposit.map(|d| d.required.to_string()).unwrap_or_default(),
     }
 }
 
@@ -571,5 +641,15 @@ pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
         floor_price: s.floor.to_string(),
         cap_price: s.cap.map(|c| c.to_string()).unwrap_or_default(),
         note: s.note.clone().unwrap_or_default(),
+        deposits: s
+            .deposits
+            .iter()
+            .map(|d| pb::DepositOutcome {
+                enterprise: d.enterprise.to_string(),
+                deposit: d.deposit.to_string(),
+                applied: d.applied.to_string(),
+                released: d.released.to_string(),
+            })
+            .collect(),
     }
 }

@@ -66,7 +66,8 @@ change!(
     pb::ReviseBidRequest,
     pb::WithdrawBidRequest,
     pb::EnterpriseRequest,
-    pb::SetEnterpriseStatusRequest
+    pb::SetEnterpriseStatusRequest,
+    pb::RecordDepositRequest
 );
 
 /// Who sent a change (from authentication) under which request id, and a fingerprint of
@@ -200,6 +201,22 @@ impl pb::auction_operator_server::AuctionOperator for OperatorService {
         require(&request, &[Role::Operator, Role::Auditor])?;
         let enterprises = self.exchange.enterprises()?.iter().map(convert::pb_enterprise).collect();
         Ok(Response::new(pb::ListEnterprisesResponse { enterprises }))
+    }
+
+    async fn record_deposit(&self, request: Request<pb::RecordDepositRequest>) -> Reply<pb::Deposit> {
+        require(&request, &[Role::Operator])?;
+        let origin = origin(&request, "RecordDeposit")?;
+        let req = request.get_ref();
+        let id = convert::auction_id(&req.auction_id)?;
+        let enterprise = req.enterprise.parse::<CreditCode>().map_err(|e| FieldError::new("enterprise", e))?;
+        let amount = convert::amount("amount", &req.amount)?;
+        let (deposit, required) = self.exchange.record_deposit(id, enterprise, amount, origin).await?;
+        Ok(Response::new(pb::Deposit {
+            auction_id: id.to_string(),
+            enterprise: enterprise.to_string(),
+            deposit: deposit.to_string(),
+            required: required.map(|r| r.to_string()).unwrap_or_default(),
+        }))
     }
 
     async fn list_bids(&self, request: Request<pb::ListBidsRequest>) -> Reply<pb::ListBidsResponse> {

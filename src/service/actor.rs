@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::domain::{AuctionId, BidId, BidderId, Timestamp};
+use crate::domain::{Amount, AuctionId, BidId, BidderId, Timestamp};
 use crate::engine::{
     Applied, AscendingView, Auction, AuctionSpec, BidView, ClockView, Command, EngineError, Event, Phase, Settlement,
 };
@@ -60,6 +60,11 @@ pub(crate) enum Request {
     },
     AllBids {
         reply: Reply<Result<Vec<BidView>, ServiceError>>,
+    },
+    /// What an enterprise has posted as deposit.
+    DepositOf {
+        enterprise: BidderId,
+        reply: Reply<Result<Amount, ServiceError>>,
     },
 }
 
@@ -267,6 +272,12 @@ impl AuctionActor {
                 let bids = self.auction.bids_of(bidder);
                 self.read(move |ready| {
                     let _ = reply.send(ready.map(|()| bids));
+                });
+            }
+            Request::DepositOf { enterprise, reply } => {
+                let deposit = self.auction.deposit_of(enterprise);
+                self.read(move |ready| {
+                    let _ = reply.send(ready.map(|()| deposit));
                 });
             }
             Request::AllBids { reply } => {

@@ -31,8 +31,8 @@ pub use recorder::{JournalPosition, RecordedSettlement};
 pub use requests::{Fingerprint, Origin, Receipt};
 
 use crate::domain::{
-    AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, LotId, Pollutant, Price, PricePolicy,
-    Quantity, Reason, RegionCode, Timestamp,
+    Amount, AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, LotId, Pollutant, Price,
+    PricePolicy, Quantity, Reason, RegionCode, Timestamp,
 };
 use crate::engine::{
     Applied, Auction, AuctionRequest, BidView, Command, Eligibility, EngineError, Event, Phase, Seed, eligibility,
@@ -534,6 +534,9 @@ impl Exchange {
             .ok_or_else(|| ServiceError::Unavailable("the journal queue is full; retry shortly".into()))?;
         let id = AuctionId::new(*next);
         let at = self.clock.now();
+        // Policy's industry factor follows the seller's industry, as the registry has it now.
+        let mut request = request;
+        request.seller_section = self.registry_read().get(request.lot.seller).map(|e| e.industry.section());
         let auction = Auction::create(id, request, &self.policy, at, Seed(actor::random_bytes()))?;
         let entry = Entry::Create {
             spec: Box::new(auction.spec().clone()),
@@ -735,6 +738,24 @@ impl Exchange {
         origin: Origin,
     ) -> Result<Receipt, ServiceError> {
         self.bid_command(id, Command::WithdrawBid { bidder, bid }, origin).await
+    }
+
+    /// Records a deposit received from `enterprise` for auction `id`, at most once per request
+    /// id; returns all the enterprise has posted for the auction and what the auction requires.
+    pub async fn record_deposit(
+        &self,
+        id: AuctionId,
+        enterprise: BidderId,
+        amount: Amount,
+        origin: Origin,
+    ) -> Result<(Amount, Option<Amount>), ServiceError> {
+        self.command(id, Command::RecordDeposit { enterprise, amount }, origin).await?;
+        let deposit = self.ask(id, |reply| Request::DepositOf { enterprise, reply }).await??;
+        Ok((deposit, self.get(id)?.spec.deposit.map(|d| d.required)))
+    }
+
+    fn registry_read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The eligibility facts a bid by `bidder` in auction `id` carries: the registry and

@@ -292,3 +292,79 @@ async fn cli_watch_prints_each_update_and_ends_quietly_when_its_reader_goes() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     server.stop().await;
 }
+
+/// `enterprise import` twice is idempotent and a changed row updates; `enterprise suspend`,
+/// `reinstate` and `list`; `auction deposit` records a deposit for an auction that asks for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_keeps_the_registry_and_records_deposits() {
+    let server = Server::start().await;
+    let op = server.operator.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("firms.csv");
+    let a = CreditCode::with_check_digit("91140100MA0DEM001").unwrap().to_string();
+    let b = CreditCode::with_check_digit("91140100MA0DEM002").unwrap().to_string();
+    let rows = |name_b: &str| {
+        format!(
+            "credit_code,name,region_code,industry_code,permit_number,permit_valid_from,permit_valid_until\n\
+             {a},\"Taiyuan Steel, Ltd.\",140100,C3120,P-001,2025-01-01,2028-12-31\n\
+             {b},{name_b},140181,D4411,,,\n"
+        )
+    };
+    std::fs::write(&csv, rows("Gujiao Power")).unwrap();
+    let import = ["enterprise", "import", "--csv", csv.to_str().unwrap()];
+    let out = server.run(&op, &import).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 added, 0 updated, 0 refused"), "{}", text(&out.stdout));
+    // The same file again: the same request ids, nothing changes.
+    let out = server.run(&op, &import).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A changed row is an update.
+    std::fs::write(&csv, rows("Gujiao Power Co.")).unwrap();
+    let out = server.run(&op, &import).await;
+    assert!(text(&out.stdout).contains("1 added, 1 updated, 0 refused"), "{}", text(&out.stdout));
+
+    let out = server.run(&op, &["enterprise", "suspend", &b, "--reason", "late report"]).await;
+    assert!(text(&out.stdout).contains("SUSPENDED"), "{}", text(&out.stdout));
+    let out = server.run(&op, &["enterprise", "list"]).await;
+    let listed = text(&out.stdout);
+    assert!(listed.contains("Taiyuan Steel, Ltd.") && listed.contains("Gujiao Power Co."), "{listed}");
+    assert!(listed.contains("(late report)"), "{listed}");
+    let out = server.run(&op, &["enterprise", "reinstate", &b]).await;
+    assert!(text(&out.stdout).contains("ACTIVE"), "{}", text(&out.stdout));
+    let add = [
+        "enterprise",
+        "add",
+        "--credit-code",
+        "91140100MA0DEM003X",
+        "--name",
+        "x",
+        "--region",
+        "140100",
+        "--industry",
+        "C2511",
+    ];
+    let out = server.run(&op, &add).await;
+    assert!(!out.status.success(), "a bad credit code is refused");
+
+    let id = created_id(
+        &server
+            .run(
+                &op,
+                &create_args(
+                    "CLI-DEP-1",
+                    &["--quantity", "2.000", "--format", "uniform-price", "--deposit-amount", "50000.00"],
+                ),
+            )
+            .await,
+    );
+    let out = server.run(&op, &["auction", "deposit", &id, "--enterprise", &a, "--amount", "30000.00"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("deposit 30000.00 yuan (the auction requires 50000.00)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = server.run(&op, &["auction", "get", &id]).await;
+    assert!(text(&out.stdout).contains("deposit    50000.00 yuan (fixed)"), "{}", text(&out.stdout));
+    server.stop().await;
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use emission_auction::auth::{Principal, Principals, Role};
 use emission_auction::cli::client::Terminal;
 use emission_auction::config::Config;
-use emission_auction::domain::{CreditCode, EligibilityPolicy, Timestamp};
+use emission_auction::domain::{CreditCode, EligibilityPolicy, PricePolicy, Timestamp};
 use emission_auction::grpc::convert::to_timestamp;
 use emission_auction::proto as pb;
 use emission_auction::service::clock::{Clock, ManualClock, SystemClock};
@@ -29,8 +29,9 @@ pub struct TestServer {
     pub tokens: HashMap<String, String>,
     pub clock: Option<Arc<ManualClock>>,
     pub dir: tempfile::TempDir,
-    /// Who may bid; kept across restarts.
+    /// Who may bid, and price policy; kept across restarts.
     eligibility: EligibilityPolicy,
+    prices: PricePolicy,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), emission_auction::server::ServerError>>>,
 }
@@ -50,14 +51,24 @@ impl TestServer {
     /// [`TestServer::start`] with bids checked against the enterprise registry under `policy`.
     pub async fn start_enforcing(policy: EligibilityPolicy) -> TestServer {
         let clock = Some(Arc::new(ManualClock::new(Timestamp::from_micros(T0))));
-        Self::start_configured(clock, EligibilityPolicy { enforce: true, ..policy }).await
+        Self::start_configured(clock, EligibilityPolicy { enforce: true, ..policy }, PricePolicy::default()).await
+    }
+
+    /// [`TestServer::start`] under price policy `prices` (its conversion factors, say).
+    pub async fn start_priced(prices: PricePolicy) -> TestServer {
+        let clock = Some(Arc::new(ManualClock::new(Timestamp::from_micros(T0))));
+        Self::start_configured(clock, EligibilityPolicy::default(), prices).await
     }
 
     async fn start_with(clock: Option<Arc<ManualClock>>) -> TestServer {
-        Self::start_configured(clock, EligibilityPolicy::default()).await
+        Self::start_configured(clock, EligibilityPolicy::default(), PricePolicy::default()).await
     }
 
-    async fn start_configured(clock: Option<Arc<ManualClock>>, eligibility: EligibilityPolicy) -> TestServer {
+    async fn start_configured(
+        clock: Option<Arc<ManualClock>>,
+        eligibility: EligibilityPolicy,
+        prices: PricePolicy,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut principals = Principals::default();
         let mut tokens = HashMap::new();
@@ -75,7 +86,7 @@ impl TestServer {
             tokens.insert(name, token);
         }
         principals.save(&dir.path().join("principals.json")).unwrap();
-        Self::boot(dir, tokens, clock, eligibility).await
+        Self::boot(dir, tokens, clock, eligibility, prices).await
     }
 
     /// Starts a server on `dir` as it is: its principals, journal and settlements.
@@ -84,10 +95,12 @@ impl TestServer {
         tokens: HashMap<String, String>,
         clock: Option<Arc<ManualClock>>,
         eligibility: EligibilityPolicy,
+        prices: PricePolicy,
     ) -> TestServer {
         let mut config = Config::default();
         config.set_data_dir(dir.path().to_owned());
         config.eligibility = eligibility.clone();
+        config.policy = prices.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let wall: Arc<dyn Clock> = match &clock {
@@ -100,7 +113,7 @@ impl TestServer {
             let _ = stopped.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        TestServer { channel, tokens, clock, dir, eligibility, stop: Some(stop), task: Some(task) }
+        TestServer { channel, tokens, clock, dir, eligibility, prices, stop: Some(stop), task: Some(task) }
     }
 
     pub fn as_(&self, who: &str) -> Terminal {
@@ -122,9 +135,9 @@ impl TestServer {
     /// Stops the server and starts a new one on the same data directory, with a manual clock
     /// now at `at`.
     pub async fn restart(self, at: Timestamp) -> TestServer {
-        let eligibility = self.eligibility.clone();
+        let (eligibility, prices) = (self.eligibility.clone(), self.prices.clone());
         let (dir, tokens) = self.halt().await;
-        Self::boot(dir, tokens, Some(Arc::new(ManualClock::new(at))), eligibility).await
+        Self::boot(dir, tokens, Some(Arc::new(ManualClock::new(at))), eligibility, prices).await
     }
 
     async fn halt(mut self) -> (tempfile::TempDir, HashMap<String, String>) {

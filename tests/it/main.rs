@@ -5,6 +5,7 @@ mod board;
 mod cdp;
 mod cli;
 mod crash;
+mod deposits;
 mod english;
 mod grpc;
 mod journal;

@@ -160,6 +160,8 @@ fn request(s: &Setup) -> AuctionRequest {
             round_seconds: 15,
             silent_keeps_demand: true,
         }),
+        deposit: None,
+        seller_section: None,
     }
 }
 

@@ -59,6 +59,8 @@ fn request(lot: &str) -> AuctionRequest {
         closes_at: Timestamp::from_micros(T0 + 2 * HOUR),
         ascending: None,
         clock: None,
+        deposit: None,
+        seller_section: None,
     }
 }
 

@@ -70,6 +70,8 @@ fn request(format: Format) -> AuctionRequest {
             timed_min_bidders: 0,
         }),
         clock: None,
+        deposit: None,
+        seller_section: None,
     }
 }
 

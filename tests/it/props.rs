@@ -106,6 +106,8 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
         closes_at: Timestamp::from_micros(T0 + 1_000_000_000),
         ascending: None,
         clock: None,
+        deposit: None,
+        seller_section: None,
     };
     let mut auction = Auction::create(
         AuctionId::new(1),

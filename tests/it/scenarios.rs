@@ -34,6 +34,16 @@
 //!   from=YYYY-MM-DD`, `area REGION city=X basin=Y` set the eligibility policy; an auction's
 //!   `region=` is its lot's region (default 140100); `eligible BIDDER` lists every refusal.
 //!
+//! - Deposits (保证金): an auction's `deposit=AMOUNT` (a fixed deposit, e.g. `deposit=90000.00`)
+//!   or `deposit=PCT%xYEARS` (PCT x benchmark x lot quantity x YEARS, e.g. `deposit=10%x5`);
+//!   `deposit A AMOUNT` records a deposit received from A (it adds to what A posted).
+//!   Settlements list each deposit as `deposit A posted=.. applied=.. released=..`.
+//!
+//! - Price policy: `factor region=140100|section=C from=YYYY-MM-DD value=1.10` adds a dated
+//!   conversion factor (价格折算因子) to the policy later `auction` lines are created under; an
+//!   auction's `seller_section=C` is its seller's industry section (the service takes it from
+//!   the registry); `prices` prints how the floor and cap were derived.
+//!
 //! Bidders are single letters mapped to valid credit codes; bid ids print as plain numbers.
 
 use std::collections::BTreeMap;
@@ -42,12 +52,13 @@ use std::path::Path;
 
 use emission_auction::config::parse_date;
 use emission_auction::domain::{
-    AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, EnterpriseStatus, Permit, Pollutant, Price,
-    PricePolicy, Quantity, Ratio, Reference, RegionAreas, RestrictedRegion, Timestamp,
+    AuctionId, BidId, BidderId, CreditCode, EligibilityPolicy, Enterprise, EnterpriseStatus, FactorScope, Permit,
+    Pollutant, Price, PriceFactor, PricePolicy, Quantity, Ratio, Reference, RegionAreas, RestrictedRegion, Timestamp,
 };
 use emission_auction::engine::{
     AscendingRequest, Auction, AuctionRequest, BidRevision, BidView, CapMode, CapRequest, ClockRequest, Command,
-    EngineError, Event, Format, LotRequest, OriginKind, Settlement, TieRule, Undersubscription, lot_offerable,
+    DepositRule, EngineError, Event, Format, LotRequest, OriginKind, Settlement, TieRule, Undersubscription,
+    lot_offerable,
 };
 use emission_auction::engine::{Eligibility, eligibility};
 use sha2::{Digest, Sha256};
@@ -78,6 +89,7 @@ struct Run {
     /// `None` until the first `enterprise` line: bids then carry no eligibility facts.
     registry: Option<BTreeMap<String, Enterprise>>,
     policy: EligibilityPolicy,
+    prices: PricePolicy,
 }
 
 impl Run {
@@ -100,6 +112,20 @@ impl Run {
         let (verb, args) = (words[0], &words[1..]);
         if verb == "auction" {
             return self.create(&opts);
+        }
+        if verb == "factor" {
+            let scope = match (opts.get("region"), opts.get("section")) {
+                (Some(r), None) => FactorScope::Region(r.parse().unwrap()),
+                (None, Some(s)) => FactorScope::IndustrySection(s.chars().next().unwrap()),
+                _ => panic!("factor needs region= or section="),
+            };
+            let from = parse_date(opts.get("from").map_or("2026-01-01", String::as_str)).unwrap();
+            let factor = Ratio::parse_factor(&opts["value"]).unwrap();
+            self.prices.factors.push(PriceFactor { scope, from, factor });
+            return "ok".into();
+        }
+        if verb == "prices" {
+            return emission_auction::grpc::convert::price_derivation(self.auction().spec());
         }
         if let Some(out) = self.registry_command(verb, args, &opts) {
             return out;
@@ -133,6 +159,10 @@ impl Run {
             "withdraw" => {
                 let (b, id) = (bidder(args[0]), BidId::new(args[1].parse().unwrap()));
                 self.auction().apply(now, Command::WithdrawBid { bidder: b, bid: id })
+            }
+            "deposit" => {
+                let amount = args[1].parse().unwrap_or_else(|e| panic!("scenario deposit {}: {e}", args[1]));
+                self.auction().apply(now, Command::RecordDeposit { enterprise: bidder(args[0]), amount })
             }
             "open" => self.auction().apply(now, Command::Open),
             "close" => self.auction().apply(now, Command::Close),
@@ -344,6 +374,14 @@ impl Run {
             closes_at: at(get("closes", "1000").parse().unwrap()),
             ascending,
             clock,
+            deposit: o.get("deposit").map(|d| match d.split_once("%x") {
+                Some((pct, years)) => DepositRule::Percentage {
+                    percent: Ratio::parse_percent(pct, 100).unwrap(),
+                    years: years.parse().unwrap(),
+                },
+                None => DepositRule::Fixed(d.parse().unwrap()),
+            }),
+            seller_section: o.get("seller_section").and_then(|s| s.chars().next()),
         };
         let seed = emission_auction::engine::Seed([seed_byte; 32]);
         // A later `auction` offers a lot again: the same lot only once its auction failed or
@@ -357,11 +395,14 @@ impl Run {
             return render_error(&e);
         }
         self.auctions += 1;
-        match Auction::create(id, request, &PricePolicy::default(), at(-10), seed) {
+        match Auction::create(id, request, &self.prices, at(-10), seed) {
             Ok(a) => {
                 let p = &a.spec().prices;
                 let cap = p.cap.map_or("none".to_owned(), |c| c.to_string());
-                let out = format!("ok floor={} cap={cap}", p.floor);
+                let mut out = format!("ok floor={} cap={cap}", p.floor);
+                if let Some(d) = a.spec().deposit {
+                    write!(out, " deposit={}", d.required).unwrap();
+                }
                 self.auction = Some(a);
                 out
             }
@@ -430,6 +471,9 @@ fn render_events(events: &[Event], supply: Quantity) -> String {
                 check_settlement(s, supply);
                 lines.push(render_settlement(s));
             }
+            Event::DepositRecorded { enterprise, total } => {
+                lines.push(format!("deposit {} total={total}", letter(*enterprise)))
+            }
         }
     }
     if lines.is_empty() { "nothing".into() } else { lines.join("\n") }
@@ -442,6 +486,16 @@ fn check_settlement(s: &Settlement, supply: Quantity) {
     assert_eq!(s.sold.units() + s.unsold.units(), supply.units(), "sold + unsold = supply");
     let total: i64 = s.allocations.iter().map(|a| a.amount.units()).sum();
     assert_eq!(total, s.total_amount.units(), "total is the sum of amounts");
+    for d in &s.deposits {
+        assert_eq!(d.applied.units() + d.released.units(), d.deposit.units(), "a deposit is applied or released");
+        let due: i64 = s
+            .allocations
+            .iter()
+            .filter(|a| a.bidder == d.enterprise)
+            .map(|a| a.amount.units() + a.buyer_fee.units())
+            .sum();
+        assert!(d.applied.units() <= due, "applied more than the winner pays");
+    }
     for a in &s.allocations {
         assert!(a.unit_price >= s.floor, "paid below the floor");
         assert!(s.cap.is_none_or(|c| a.unit_price <= c), "paid above the cap");
@@ -500,14 +554,32 @@ fn render_settlement(s: &Settlement) -> String {
             out.push_str(" seed=revealed");
         }
     }
+    for d in &s.deposits {
+        write!(
+            out,
+            "\ndeposit {} posted={} applied={} released={}",
+            letter(d.enterprise),
+            d.deposit,
+            d.applied,
+            d.released
+        )
+        .unwrap();
+    }
     out
 }
 
 /// Runs one scenario file; returns a description of every block whose output differed.
 pub fn check(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut run =
-        Run { auction: None, auctions: 0, next_id: 1, now: 0, registry: None, policy: EligibilityPolicy::default() };
+    let mut run = Run {
+        auction: None,
+        auctions: 0,
+        next_id: 1,
+        now: 0,
+        registry: None,
+        policy: EligibilityPolicy::default(),
+        prices: PricePolicy::default(),
+    };
     let mut failures = Vec::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((n, line)) = lines.next() {

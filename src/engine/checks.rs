@@ -5,15 +5,15 @@
 //! 2. the bidder's eligibility: registered, active, a valid permit, an admitted industry, an
 //!    allowed region ([`super::eligibility`], from the facts the command carries);
 //! 3. a default for what the bid left out: the posted price, the clock price, the whole lot;
-//! 3. the amount: price x quantity within what the engine accepts;
-//! 4. the quantity: positive (or zero to drop out of a clock auction), whole fill units, at
+//! 4. the amount: price x quantity within what the engine accepts;
+//! 5. the quantity: positive (or zero to drop out of a clock auction), whole fill units, at
 //!    most the lot, or exactly the lot in a single-lot auction;
-//! 5. the price: the band, the posted price, the ascending minimum, or the clock price;
-//! 6. the bidder's holdings: its per-bidder cap, the largest total one bidder may hold, one bid
+//! 6. the price: the band, the posted price, the ascending minimum, or the clock price;
+//! 7. the bidder's holdings: its per-bidder cap, the largest total one bidder may hold, one bid
 //!    in a single-lot sealed auction, the activity rule of a clock auction; then, when the
 //!    auction asks for a deposit, its exposure ([`Exposure`]): the deposit must cover the
 //!    amount the auction requires and the bidder's maximum bid value with this bid;
-//! 7. the book: room for one more bid, and an unused bid id.
+//! 8. the book: room for one more bid, and an unused bid id.
 //!
 //! Each mechanism says what its rules are for this bid ([`BidRules`]); this module applies them.
 //! Nothing here changes state: a bid that passes is taken by its mechanism, and taking it
@@ -30,7 +30,9 @@ pub(super) struct BidRules {
     pub price: PriceRule,
     pub quantity: QuantityRule,
     pub holdings: Holdings,
-    pub exposure: Exposure,
+    /// `None` when the auction asks no deposit (boxed: most bids carry none, and the rules are
+    /// built for every bid).
+    pub exposure: Option<Box<Exposure>>,
     pub book: BookRoom,
 }
 
@@ -128,7 +130,9 @@ impl BidRules {
         self.quantity.check(quantity)?;
         self.price.check(price)?;
         self.holdings.check(quantity)?;
-        self.exposure.check(price, quantity)?;
+        if let Some(exposure) = &self.exposure {
+            exposure.check(price, quantity)?;
+        }
         self.book.check()?;
         Ok(Checked { price, quantity })
     }

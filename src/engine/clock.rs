@@ -119,7 +119,7 @@ impl ClockBook {
             holdings: Holdings::Activity {
                 allowed: self.allowed(bidder, spec.lot.quantity, spec.bidder_cap_quantity()),
             },
-            exposure: Default::default(),
+            exposure: None,
             book: BookRoom { full: self.history.len() >= MAX_STATEMENTS, id_taken: self.ids.contains(&bid) },
         }
     }

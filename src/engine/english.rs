@@ -146,7 +146,7 @@ impl English {
             price,
             quantity: QuantityRule::WholeLot(spec.lot.quantity),
             holdings: Holdings::Unbounded,
-            exposure: Default::default(),
+            exposure: None,
             book: BookRoom { full: self.book.is_full(), id_taken: self.book.contains(bid) },
         }
     }

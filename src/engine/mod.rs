@@ -432,8 +432,8 @@ impl Auction {
 
     /// What `bidder`'s deposit must cover for a new bid, besides the bid: see [`Exposure`].
     /// `revising` is left out of the standing bids, since the revision replaces it.
-    fn exposure(&self, bidder: BidderId, revising: Option<BidId>) -> Exposure {
-        let Some(terms) = &self.spec.deposit else { return Exposure::Unchecked };
+    fn exposure(&self, bidder: BidderId, revising: Option<BidId>) -> Option<Box<Exposure>> {
+        let terms = self.spec.deposit.as_ref()?;
         let standing = match &self.mechanism {
             Mechanism::Sealed(sealed) => sealed
                 .book
@@ -445,7 +445,7 @@ impl Auction {
             // An English raise or a clock statement supersedes the bidder's last one.
             Mechanism::English(_) | Mechanism::Clock(_) => Vec::new(),
         };
-        Exposure::Covered { deposit: self.deposit_of(bidder), required: terms.required, standing }
+        Some(Box::new(Exposure::Covered { deposit: self.deposit_of(bidder), required: terms.required, standing }))
     }
 
     fn open(&mut self, at: Timestamp) -> Result<Event, EngineError> {

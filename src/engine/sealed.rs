@@ -63,7 +63,7 @@ impl Sealed {
             _ => Holdings::OneBid { exists: revising.is_none() && self.book.has_active_bid(bidder) },
         };
         let book = BookRoom { full: self.book.is_full(), id_taken: revising.is_none() && self.book.contains(bid) };
-        BidRules { price: self.price, quantity: self.quantity, holdings, exposure: Default::default(), book }
+        BidRules { price: self.price, quantity: self.quantity, holdings, exposure: None, book }
     }
 
     pub(super) fn clear(&self, spec: &AuctionSpec, seed: Option<&Seed>, at: Timestamp) -> Settlement {

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod engine;
 pub mod grpc;
 pub mod journal;
+pub mod recorders;
 pub mod server;
 pub mod service;
 

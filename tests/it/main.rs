@@ -9,6 +9,7 @@ mod journal;
 mod nopanic;
 mod pipeline;
 mod props;
+mod recorders;
 mod replay;
 mod rng;
 mod scenarios;

@@ -16,7 +16,6 @@
 //! - `a_recorder_down_delays_no_bid`: bid latency with an unreachable recorder against a run
 //!   with it up.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -235,4 +234,440 @@ async fn nats_publishes_each_settlement_once_in_order_on_its_subject() {
     let again = NatsRecorder::new(&url, &stream, &prefix, Directory::fixed(sample::lookup()));
     assert_eq!(again.cursor().await.unwrap(), 60);
     js(&url).await.delete_stream(&stream).await.unwrap();
+}
+
+/// The release binary, built (or found up to date) by cargo, as the crash test uses it.
+fn release_binary() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--bin", "emission-auction"])
+        .current_dir(manifest)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build --release failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| manifest.join("target"), PathBuf::from);
+    target.join("release").join("emission-auction")
+}
+
+fn firm(n: usize) -> CreditCode {
+    CreditCode::with_check_digit(&format!("91140100MA0R{n:05}")).unwrap()
+}
+
+/// A server process started from a config file.
+struct Process {
+    child: Child,
+    addr: String,
+}
+
+impl Process {
+    async fn start(binary: &Path, config: &Path, probe_token: &str) -> Process {
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the server starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("emission-auction listening on ")
+                    && !sent
+                {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                    sent = true;
+                } else if !line.is_empty() && !line.contains("recorder failed") {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server prints its address");
+        let addr = format!("http://{addr}");
+        let mut probe = Terminal::connect(&addr, probe_token).await.expect("connect");
+        probe.trading.list_auctions(pb::ListAuctionsRequest::default()).await.expect("the server answers");
+        Process { child, addr }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+/// One step of a sale, as a terminal sends it.
+#[derive(Clone)]
+enum Call {
+    Create(pb::CreateAuctionRequest),
+    Bid(pb::PlaceBidRequest),
+    Close(pb::AuctionRef),
+}
+
+impl Call {
+    /// Sends it; the answer is the auction id.
+    async fn send(&self, t: &mut Terminal) -> Result<String, tonic::Status> {
+        match self.clone() {
+            Call::Create(r) => t.operator.create_auction(r).await.map(|a| a.into_inner().auction_id),
+            Call::Bid(r) => t.trading.place_bid(r).await.map(|b| b.into_inner().auction_id),
+            Call::Close(r) => t.operator.close_auction(r).await.map(|a| a.into_inner().auction_id),
+        }
+    }
+}
+
+/// Sends `call` again and again, the same request, until the server answers it (across a kill
+/// and a restart, the request id makes the retry idempotent). Anything but an outage fails.
+async fn until_answered(addr: &std::sync::RwLock<String>, token: &str, call: Call) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no answer within a minute");
+        let at = addr.read().unwrap().clone();
+        let Ok(mut terminal) = Terminal::connect(&at, token).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        loop {
+            match call.send(&mut terminal).await {
+                Ok(answer) => return answer,
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+                Err(status) => panic!("{status:?}"),
+            }
+        }
+    }
+}
+
+const AUCTIONS: usize = 1_000;
+const TERMINALS: usize = 8;
+
+/// One terminal's share of the auctions: create a one-tonne fixed-price sale, buy it whole,
+/// close it.
+async fn settle_share(
+    terminal: usize,
+    addr: Arc<std::sync::RwLock<String>>,
+    operator: String,
+    bidder: String,
+    settled: Arc<AtomicU64>,
+) {
+    let now = SystemClock.now();
+    for i in (terminal..AUCTIONS).step_by(TERMINALS) {
+        let request = create(
+            reserve_lot(&format!("REC-{i:04}"), "1.000", "1.000"),
+            pb::AuctionFormat::FixedPrice,
+            now,
+            Timestamp::from_micros(now.as_micros() + 3_600_000_000),
+        );
+        let auction = until_answered(&addr, &operator, Call::Create(request)).await;
+        let bid = pb::PlaceBidRequest {
+            request_id: format!("bid-{i}"),
+            auction_id: auction.clone(),
+            price: String::new(),
+            quantity: "1.000".into(),
+        };
+        until_answered(&addr, &bidder, Call::Bid(bid)).await;
+        let close = pb::AuctionRef { request_id: format!("close-{i}"), auction_id: auction.clone() };
+        until_answered(&addr, &operator, Call::Close(close)).await;
+        settled.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Terminates the recorder's PostgreSQL sessions; returns how many there were.
+async fn cut_postgres(url: &str, application_name: &str) -> i64 {
+    pg(url)
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_auctions_recorded_once_through_a_postgres_cut_and_a_sigkill() {
+    let (Some(pg_url), Some(nats)) = (postgres_url(), nats_url()) else { return };
+    let tag = suffix();
+    let (schema, app, stream, prefix) =
+        (format!("ea_test_{tag}"), format!("ea-test-{tag}"), format!("EA_TEST_{tag}"), format!("eatest{tag}"));
+    let binary = release_binary();
+    let data = tempfile::tempdir().unwrap();
+    let mut principals = Principals::default();
+    let operator =
+        principals.add(Principal { name: "operator".into(), role: Role::Operator, enterprise: None }).unwrap();
+    let bidders: Vec<String> = (0..TERMINALS)
+        .map(|n| {
+            let p = Principal { name: format!("t{n}"), role: Role::Bidder, enterprise: Some(firm(n)) };
+            principals.add(p).unwrap()
+        })
+        .collect();
+    principals.save(&data.path().join("principals.json")).unwrap();
+    let config = data.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+
+[limits]
+rate_per_second = 100000
+rate_burst = 100000
+
+[[recorders]]
+kind = "jsonl"
+
+[[recorders]]
+kind = "postgres"
+url = "{pg_url} application_name={app}"
+schema = "{schema}"
+
+[[recorders]]
+kind = "nats"
+url = "{nats}"
+stream = "{stream}"
+subject_prefix = "{prefix}"
+"#,
+            data = data.path().display()
+        ),
+    )
+    .unwrap();
+
+    let started = Instant::now();
+    let server = Process::start(&binary, &config, &operator).await;
+    let addr = Arc::new(std::sync::RwLock::new(server.addr.clone()));
+    let settled = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..TERMINALS)
+        .map(|n| {
+            tokio::spawn(settle_share(
+                n,
+                Arc::clone(&addr),
+                operator.clone(),
+                bidders[n].clone(),
+                Arc::clone(&settled),
+            ))
+        })
+        .collect();
+
+    // A third of the way in, the database connection is cut.
+    while settled.load(Ordering::SeqCst) < AUCTIONS as u64 / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut cut = 0;
+    for _ in 0..100 {
+        cut = cut_postgres(&pg_url, &app).await;
+        if cut > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(cut > 0, "the recorder's PostgreSQL session was found and terminated");
+    let cut_at = settled.load(Ordering::SeqCst);
+
+    // Two thirds of the way in, the server is killed and started again on the same data.
+    while settled.load(Ordering::SeqCst) < 2 * AUCTIONS as u64 / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed_at = settled.load(Ordering::SeqCst);
+    server.kill();
+    let server = Process::start(&binary, &config, &operator).await;
+    *addr.write().unwrap() = server.addr.clone();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let load = started.elapsed();
+
+    // The required JSON-lines file is the reference: every settlement, once.
+    let reference = JsonLinesRecorder::read_all(&data.path().join("settlements.jsonl")).unwrap();
+    assert_eq!(reference.len(), AUCTIONS, "one settlement per auction in settlements.jsonl");
+    let last = reference.last().unwrap().sequence;
+    let auctions: std::collections::BTreeSet<_> = reference.iter().map(|s| s.settlement.auction_id).collect();
+    assert_eq!(auctions.len(), AUCTIONS);
+
+    // Wait for both remote recorders to catch up.
+    let caught_up = Instant::now();
+    let nats_cursor = NatsRecorder::new(&nats, &stream, &prefix, Directory::default());
+    let postgres_cursor = PostgresRecorder::new(&pg_url, &schema, Directory::default()).unwrap();
+    loop {
+        let (p, n) = (postgres_cursor.cursor().await.unwrap_or(0), nats_cursor.cursor().await.unwrap_or(0));
+        if p == last && n == last {
+            break;
+        }
+        assert!(caught_up.elapsed() < Duration::from_secs(60), "recorders caught up (postgres {p}, nats {n} of {last})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill();
+
+    check_database(&pg_url, &schema, &reference).await;
+    let held = stream_settlements(&nats, &stream, &prefix).await;
+    let sequences: Vec<u64> = held.iter().map(|(_, s, _)| *s).collect();
+    let expected: Vec<u64> = reference.iter().map(|s| s.sequence).collect();
+    assert_eq!(sequences, expected, "the stream holds each settlement once, in order");
+    let ids: std::collections::BTreeSet<&String> = held.iter().map(|(_, _, id)| id).collect();
+    assert_eq!(ids.len(), AUCTIONS, "message ids are unique");
+    assert!(held.iter().all(|(subject, _, _)| subject == &format!("{prefix}.settlements.so2.140100")));
+    let phases = count_phase_messages(&nats, &stream, &prefix).await;
+    println!(
+        "{AUCTIONS} auctions settled by {TERMINALS} terminals in {load:?}; PostgreSQL cut after {cut_at}, \
+         SIGKILL after {killed_at}; recorders caught up {:?} after the load; database and stream hold \
+         settlements 1..={last} once each; {phases} phase-change messages",
+        caught_up.elapsed()
+    );
+    drop_schema(&pg_url, &schema).await;
+    js(&nats).await.delete_stream(&stream).await.unwrap();
+}
+
+/// How many phase-change messages the stream holds.
+async fn count_phase_messages(url: &str, stream: &str, prefix: &str) -> usize {
+    let js = js(url).await;
+    let mut stream = js.get_stream(stream).await.unwrap();
+    let info = stream.info().await.unwrap();
+    let total = info.state.messages as usize;
+    let settlements = stream_settlements(url, &info.config.name, prefix).await.len();
+    total - settlements
+}
+
+/// Bid latencies (sorted) on an in-process server whose PostgreSQL and NATS recorders are up,
+/// or unreachable (closed ports) for the whole run; and whether the recorders caught up.
+async fn bid_latencies(pg_url: &str, nats: &str, up: bool) -> (Vec<Duration>, Vec<pb::RecorderState>) {
+    use emission_auction::config::{Config, RecorderConfig, RecorderKind};
+    const WARM_UP: usize = 30;
+    const BIDS: usize = 400;
+    let tag = suffix();
+    let (schema, stream, prefix) = (format!("ea_test_{tag}"), format!("EA_TEST_{tag}"), format!("eatest{tag}"));
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut principals = Principals::default();
+    let operator =
+        principals.add(Principal { name: "operator".into(), role: Role::Operator, enterprise: None }).unwrap();
+    let bidders: Vec<String> = (0..4)
+        .map(|n| {
+            let p = Principal { name: format!("b{n}"), role: Role::Bidder, enterprise: Some(firm(n)) };
+            principals.add(p).unwrap()
+        })
+        .collect();
+    principals.save(&dir.path().join("principals.json")).unwrap();
+    let mut config = Config::default();
+    config.set_data_dir(dir.path().to_owned());
+    // The journal's fsync is not what is measured here.
+    config.journal_sync = emission_auction::journal::SyncPolicy::Never;
+    config.limits.rate.rate_per_second = 1e6;
+    config.limits.rate.burst = 1_000_000;
+    let (pg_at, nats_at) = if up {
+        (pg_url.to_owned(), nats.to_owned())
+    } else {
+        (format!("host=127.0.0.1 port={dead_port} user=postgres dbname=test"), format!("nats://127.0.0.1:{dead_port}"))
+    };
+    config.recorders = vec![
+        RecorderConfig { kind: RecorderKind::JsonLines { path: None }, required: true },
+        RecorderConfig { kind: RecorderKind::Postgres { url: pg_at, schema: schema.clone() }, required: false },
+        RecorderConfig {
+            kind: RecorderKind::Nats { url: nats_at, stream: stream.clone(), subject_prefix: prefix.clone() },
+            required: false,
+        },
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let parts = emission_auction::server::assemble_with_clock(&config, Arc::new(SystemClock)).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(emission_auction::server::run(parts, listener, async {
+        let _ = stopped.await;
+    }));
+    let shared_addr = std::sync::RwLock::new(addr.clone());
+    let now = SystemClock.now();
+    let closes = Timestamp::from_micros(now.as_micros() + 3_600_000_000);
+
+    // Settlements for the recorders to chew on (or fail at) during the measured auction.
+    for i in 0..WARM_UP {
+        let request =
+            create(reserve_lot(&format!("WARM-{tag}-{i}"), "1.000", "1.000"), pb::AuctionFormat::FixedPrice, now, closes);
+        let auction = until_answered(&shared_addr, &operator, Call::Create(request)).await;
+        let bid = pb::PlaceBidRequest {
+            request_id: format!("warm-bid-{i}"),
+            auction_id: auction.clone(),
+            price: String::new(),
+            quantity: "1.000".into(),
+        };
+        until_answered(&shared_addr, &bidders[0], Call::Bid(bid)).await;
+        let close = pb::AuctionRef { request_id: format!("warm-close-{i}"), auction_id: auction };
+        until_answered(&shared_addr, &operator, Call::Close(close)).await;
+    }
+
+    let request = create(
+        reserve_lot(&format!("MEASURED-{tag}"), "1000.000", "1.000"),
+        pb::AuctionFormat::SealedUniformPrice,
+        now,
+        closes,
+    );
+    let auction = until_answered(&shared_addr, &operator, Call::Create(request)).await;
+    let mut terminals = Vec::new();
+    for token in &bidders {
+        terminals.push(Terminal::connect(&addr, token).await.unwrap());
+    }
+    let mut latencies = Vec::with_capacity(BIDS);
+    for k in 0..BIDS {
+        let bid = pb::PlaceBidRequest {
+            request_id: format!("measured-{k}"),
+            auction_id: auction.clone(),
+            price: format!("{}.{:02}", 18_000 + k / 100, k % 100),
+            quantity: "1.000".into(),
+        };
+        let sent = Instant::now();
+        terminals[k % bidders.len()].trading.place_bid(bid).await.unwrap();
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    let close = pb::AuctionRef { request_id: "measured-close".into(), auction_id: auction.clone() };
+    until_answered(&shared_addr, &operator, Call::Close(close)).await;
+    // The settlement is published whether or not the remote recorders are reachable.
+    let mut op = Terminal::connect(&addr, &operator).await.unwrap();
+    let settled = op.results.get_settlement(pb::GetSettlementRequest { auction_id: auction }).await.unwrap();
+    assert_eq!(settled.into_inner().allocations.len(), BIDS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let statuses = loop {
+        let status = op.operator.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+        let done = status.recorders.iter().all(|r| r.lag == 0);
+        if !up || done || Instant::now() > deadline {
+            break status.recorders;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    if up {
+        drop_schema(pg_url, &schema).await;
+        js(nats).await.delete_stream(&stream).await.unwrap();
+    }
+    (latencies, statuses)
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_down_for_a_whole_auction_delays_no_bid() {
+    let (Some(pg_url), Some(nats)) = (postgres_url(), nats_url()) else { return };
+    let (up, up_status) = bid_latencies(&pg_url, &nats, true).await;
+    let (down, down_status) = bid_latencies(&pg_url, &nats, false).await;
+    assert!(up_status.iter().all(|r| r.lag == 0 && r.last_error.is_empty()), "all recorders caught up: {up_status:?}");
+    for remote in &down_status[1..] {
+        assert!(remote.lag > 0 && !remote.last_error.is_empty(), "{} was down: {remote:?}", remote.name);
+    }
+    assert_eq!(down_status[0].lag, 0, "the JSON-lines file kept up");
+    let (up50, up99, down50, down99) =
+        (percentile(&up, 50), percentile(&up, 99), percentile(&down, 50), percentile(&down, 99));
+    println!("bid latency with PostgreSQL and NATS up: p50 {up50:?} p99 {up99:?}; down: p50 {down50:?} p99 {down99:?}");
+    // 2x, plus a little absolute slack for a machine shared with other builds.
+    assert!(down50 <= up50 * 2 + Duration::from_millis(1), "p50 {down50:?} down vs {up50:?} up");
+    assert!(down99 <= up99 * 2 + Duration::from_millis(5), "p99 {down99:?} down vs {up99:?} up");
 }

@@ -185,7 +185,8 @@ pub mod sample {
                 let each = Quantity::from_units(10 / winners as i64 * 1_000).expect("whole tonnes");
                 let allocations: Vec<Allocation> = (0..winners)
                     .map(|k| {
-                        let unit_price = Price::from_units(spec.prices.floor.units() + 100 * k as i64).expect("a price");
+                        let unit_price =
+                            Price::from_units(spec.prices.floor.units() + 100 * k as i64).expect("a price");
                         let amount = Amount::of(unit_price, each).expect("an amount");
                         Allocation {
                             bid_id: BidId::new(sequence * 16 + k),

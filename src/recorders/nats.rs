@@ -100,7 +100,11 @@ impl NatsRecorder {
     }
 
     /// The subject of settlements of `pollutant` in `region`.
-    pub fn settlement_subject(prefix: &str, pollutant: crate::domain::Pollutant, region: crate::domain::RegionCode) -> String {
+    pub fn settlement_subject(
+        prefix: &str,
+        pollutant: crate::domain::Pollutant,
+        region: crate::domain::RegionCode,
+    ) -> String {
         format!("{prefix}.settlements.{}.{region}", pollutant_token(pollutant))
     }
 
@@ -201,9 +205,11 @@ impl NatsRecorder {
     async fn publish_phase(&self, change: &PhaseChange) -> Result<(), RecorderError> {
         let connection = self.connection().await?;
         let body = serde_json::to_vec(&PhaseMessage::of(change)).map_err(|e| self.unavailable(e))?;
-        let message = PublishMessage::build()
-            .payload(body.into())
-            .message_id(format!("P-{}-{}", change.auction, phase_code(change.phase)));
+        let message = PublishMessage::build().payload(body.into()).message_id(format!(
+            "P-{}-{}",
+            change.auction,
+            phase_code(change.phase)
+        ));
         let ack = connection
             .js
             .send_publish(Self::phase_subject(&self.prefix, change), message)

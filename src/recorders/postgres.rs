@@ -158,6 +158,16 @@ impl PostgresRecorder {
     /// (lowercase letters, digits and underscores, as the config checks). Connects on first use.
     pub fn new(url: &str, schema: &str, directory: Directory) -> Result<PostgresRecorder, RecorderError> {
         let name = format!("postgres:{schema}");
+        // The schema is spliced into SQL text: only plain identifiers are taken.
+        if schema.is_empty()
+            || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            || schema.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(RecorderError::Unavailable {
+                recorder: name,
+                reason: "schema must be lowercase letters, digits and underscores, not starting with a digit".into(),
+            });
+        }
         let mut config = Config::from_str(url)
             .map_err(|e| RecorderError::Unavailable { recorder: name.clone(), reason: format!("url: {e}") })?;
         if config.get_application_name().is_none() {

@@ -445,13 +445,7 @@ subject_prefix = "{prefix}"
     let settled = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..TERMINALS)
         .map(|n| {
-            tokio::spawn(settle_share(
-                n,
-                Arc::clone(&addr),
-                operator.clone(),
-                bidders[n].clone(),
-                Arc::clone(&settled),
-            ))
+            tokio::spawn(settle_share(n, Arc::clone(&addr), operator.clone(), bidders[n].clone(), Arc::clone(&settled)))
         })
         .collect();
 
@@ -499,7 +493,10 @@ subject_prefix = "{prefix}"
         if p == last && n == last {
             break;
         }
-        assert!(caught_up.elapsed() < Duration::from_secs(60), "recorders caught up (postgres {p}, nats {n} of {last})");
+        assert!(
+            caught_up.elapsed() < Duration::from_secs(60),
+            "recorders caught up (postgres {p}, nats {n} of {last})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.kill();
@@ -588,8 +585,12 @@ async fn bid_latencies(pg_url: &str, nats: &str, up: bool) -> (Vec<Duration>, Ve
 
     // Settlements for the recorders to chew on (or fail at) during the measured auction.
     for i in 0..WARM_UP {
-        let request =
-            create(reserve_lot(&format!("WARM-{tag}-{i}"), "1.000", "1.000"), pb::AuctionFormat::FixedPrice, now, closes);
+        let request = create(
+            reserve_lot(&format!("WARM-{tag}-{i}"), "1.000", "1.000"),
+            pb::AuctionFormat::FixedPrice,
+            now,
+            closes,
+        );
         let auction = until_answered(&shared_addr, &operator, Call::Create(request)).await;
         let bid = pb::PlaceBidRequest {
             request_id: format!("warm-bid-{i}"),

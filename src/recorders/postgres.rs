@@ -23,7 +23,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Statement};
 
 use super::Directory;
 use crate::domain::Timestamp;
@@ -58,10 +59,8 @@ CREATE TABLE {schema}.auctions (
     closes_at       timestamptz NOT NULL,
     created_at      timestamptz NOT NULL,
     phase           text NOT NULL,          -- SETTLED, FAILED or CANCELLED once recorded here
-    spec            jsonb NOT NULL          -- the full terms, as the engine resolved them
+    last_sequence   bigint NOT NULL         -- the settlement that set the phase
 );
-CREATE INDEX ON {schema}.auctions (seller_code);
-CREATE INDEX ON {schema}.auctions (pollutant, region);
 
 CREATE TABLE {schema}.lots (
     auction_id      text PRIMARY KEY,       -- a lot offered again gets a row per auction
@@ -100,7 +99,7 @@ CREATE TABLE {schema}.settlements (
     settled_at           timestamptz NOT NULL,
     journal_seq          bigint NOT NULL,
     journal_hash         text NOT NULL,
-    body                 jsonb NOT NULL,     -- the settlement as settlements.jsonl holds it
+    tie_break            json,               -- who was served at the margin, and how
     recorded_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ON {schema}.settlements (auction_id);
@@ -108,7 +107,7 @@ CREATE INDEX ON {schema}.settlements (seller_code);
 CREATE INDEX ON {schema}.settlements (pollutant, region, settled_at);
 
 CREATE TABLE {schema}.allocations (
-    sequence        bigint NOT NULL REFERENCES {schema}.settlements,
+    sequence        bigint NOT NULL REFERENCES {schema}.settlements DEFERRABLE INITIALLY DEFERRED,
     position        integer NOT NULL,       -- order within the settlement
     auction_id      text NOT NULL,
     bid_id          text NOT NULL,
@@ -150,7 +149,7 @@ pub struct PostgresRecorder {
     schema: String,
     directory: Directory,
     /// The live connection, if any; one batch at a time.
-    client: tokio::sync::Mutex<Option<Client>>,
+    session: tokio::sync::Mutex<Option<Session>>,
 }
 
 impl PostgresRecorder {
@@ -181,7 +180,7 @@ impl PostgresRecorder {
             config,
             schema: schema.to_owned(),
             directory,
-            client: tokio::sync::Mutex::new(None),
+            session: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -189,13 +188,14 @@ impl PostgresRecorder {
         RecorderError::Unavailable { recorder: self.name.clone(), reason: e.to_string() }
     }
 
-    /// The live client, connecting (and migrating) when there is none or it died.
-    async fn connected<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a mut Client, RecorderError> {
-        if slot.as_ref().is_some_and(Client::is_closed) {
+    /// The live session, connecting (and migrating) when there is none or it died.
+    async fn connected<'a>(&self, slot: &'a mut Option<Session>) -> Result<&'a mut Session, RecorderError> {
+        if slot.as_ref().is_some_and(|s| s.client.is_closed()) {
             *slot = None;
         }
         if slot.is_none() {
-            let (mut client, connection) = self.config.connect(NoTls).await.map_err(|e| self.unavailable(e))?;
+            let pg = |e: tokio_postgres::Error| self.unavailable(e);
+            let (mut client, connection) = self.config.connect(NoTls).await.map_err(pg)?;
             let name = self.name.clone();
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -203,21 +203,29 @@ impl PostgresRecorder {
                 }
             });
             migrate(&mut client, &self.schema).await.map_err(|e| self.unavailable(format!("migrating: {e}")))?;
-            *slot = Some(client);
+            let s = &self.schema;
+            let statements = Statements {
+                auctions: client.prepare(&AUCTIONS.replace("{schema}", s)).await.map_err(pg)?,
+                lots: client.prepare(&LOTS.replace("{schema}", s)).await.map_err(pg)?,
+                settlements: client.prepare(&SETTLEMENTS.replace("{schema}", s)).await.map_err(pg)?,
+                allocations: client.prepare(&ALLOCATIONS.replace("{schema}", s)).await.map_err(pg)?,
+                cursor: client.prepare(&CURSOR.replace("{schema}", s)).await.map_err(pg)?,
+            };
+            *slot = Some(Session { client, statements });
         }
         Ok(slot.as_mut().expect("connected above"))
     }
 
-    /// Runs `work` on the live client; any failure drops the connection, so the next call
+    /// Runs `work` on the live session; any failure drops the connection, so the next call
     /// starts on a fresh one.
-    async fn with_client<T>(
+    async fn with_session<T>(
         &self,
-        work: impl AsyncFnOnce(&mut Client) -> Result<T, RecorderError>,
+        work: impl AsyncFnOnce(&mut Session) -> Result<T, RecorderError>,
     ) -> Result<T, RecorderError> {
-        let mut slot = self.client.lock().await;
+        let mut slot = self.session.lock().await;
         let attempt = tokio::time::timeout(BATCH_TIMEOUT, async {
-            let client = self.connected(&mut slot).await?;
-            work(client).await
+            let session = self.connected(&mut slot).await?;
+            work(session).await
         })
         .await;
         let result = attempt.unwrap_or_else(|_| Err(self.unavailable(format!("no answer within {BATCH_TIMEOUT:?}"))));
@@ -227,163 +235,164 @@ impl PostgresRecorder {
         result
     }
 
-    async fn write(&self, client: &mut Client, batch: &[Rows]) -> Result<(), RecorderError> {
-        let s = &self.schema;
+    /// One transaction: every table's rows and the cursor, sent together (the statements are
+    /// prepared once per connection and pipelined), so a batch costs three round trips.
+    async fn write(&self, session: &mut Session, batch: &[Rows]) -> Result<(), RecorderError> {
+        let Some(last) = batch.last().map(|r| r.sequence) else { return Ok(()) };
         let pg = |e: tokio_postgres::Error| self.unavailable(e);
-        let tx = client.transaction().await.map_err(pg)?;
-        let cursor: i64 = tx
-            .query_one(&format!("SELECT sequence FROM {s}.recorder_cursor WHERE id = 1 FOR UPDATE"), &[])
-            .await
-            .map_err(pg)?
-            .get(0);
-        let fresh: Vec<&Rows> = batch.iter().filter(|r| r.sequence > cursor).collect();
-        let Some(last) = fresh.last().map(|r| r.sequence) else {
-            return tx.commit().await.map_err(pg);
-        };
-
-        // Auctions and lots: the latest settlement of an auction in the batch sets its phase.
-        let auctions: BTreeMap<&str, &Rows> = fresh.iter().map(|r| (r.auction_id.as_str(), *r)).collect();
-        let a: Vec<&Rows> = auctions.into_values().collect();
-        tx.execute(
-            &format!(
-                "INSERT INTO {s}.auctions (auction_id, lot_id, pollutant, region, seller_code, format, benchmark_fen,
-                    floor_fen, cap_fen, opens_at, closes_at, created_at, phase, spec)
-                 SELECT a, l, p, r, sc, f, b, fl, c, o, cl, cr, ph, sp::jsonb
-                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[],
-                        $8::int8[], $9::int8[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[],
-                        $13::text[], $14::text[]) AS u(a, l, p, r, sc, f, b, fl, c, o, cl, cr, ph, sp)
-                 ON CONFLICT (auction_id) DO UPDATE SET phase = EXCLUDED.phase"
-            ),
-            &[
-                &a.iter().map(|r| r.auction_id.as_str()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.lot_id.as_str()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.pollutant).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.region.as_str()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.seller_code.as_str()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.format).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.spec.prices.benchmark.units()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.spec.prices.floor.units()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.spec.prices.cap.map(|c| c.units())).collect::<Vec<_>>(),
-                &a.iter().map(|r| time(r.spec.opens_at)).collect::<Vec<_>>(),
-                &a.iter().map(|r| time(r.spec.closes_at)).collect::<Vec<_>>(),
-                &a.iter().map(|r| time(r.spec.created_at)).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.phase).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.spec_json.as_str()).collect::<Vec<_>>(),
-            ],
-        )
-        .await
-        .map_err(pg)?;
-        tx.execute(
-            &format!(
-                "INSERT INTO {s}.lots (auction_id, lot_id, pollutant, region, seller_code, quantity_kg, fill_unit_kg,
-                    origin, certificate_id, vintage_year, valid_years)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-                    $7::int8[], $8::text[], $9::text[], $10::int4[], $11::int4[])
-                 ON CONFLICT (auction_id) DO NOTHING"
-            ),
-            &[
-                &a.iter().map(|r| r.auction_id.as_str()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.lot_id.as_str()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.pollutant).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.region.as_str()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.seller_code.as_str()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.spec.lot.quantity.units()).collect::<Vec<_>>(),
-                &a.iter().map(|r| r.spec.lot.fill_unit.units()).collect::<Vec<_>>(),
-                &a.iter().map(|r| origin(&r.spec.lot.origin).0).collect::<Vec<_>>(),
-                &a.iter().map(|r| origin(&r.spec.lot.origin).1).collect::<Vec<_>>(),
-                &a.iter().map(|r| i32::from(r.spec.lot.vintage_year)).collect::<Vec<_>>(),
-                &a.iter().map(|r| i32::from(r.spec.lot.valid_years)).collect::<Vec<_>>(),
-            ],
-        )
-        .await
-        .map_err(pg)?;
-
-        tx.execute(
-            &format!(
-                "INSERT INTO {s}.settlements (sequence, auction_id, lot_id, pollutant, region, seller_code, format,
-                    status, reason, note, clearing_price_fen, floor_fen, cap_fen, sold_kg, unsold_kg,
-                    total_amount_fen, total_buyer_fee_fen, total_seller_fee_fen, settled_at, journal_seq,
-                    journal_hash, body)
-                 SELECT q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, b::jsonb
-                   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                        $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int8[],
-                        $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::timestamptz[], $20::int8[],
-                        $21::text[], $22::text[])
-                     AS u(q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, b)
-                 ON CONFLICT (sequence) DO NOTHING"
-            ),
-            &[
-                &fresh.iter().map(|r| r.sequence).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.auction_id.as_str()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.lot_id.as_str()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.pollutant).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.region.as_str()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.seller_code.as_str()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.format).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| status(r.s().status)).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().reason.map(|x| x.code())).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().note.as_deref()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().clearing_price.map(|p| p.units())).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().floor.units()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().cap.map(|c| c.units())).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().sold.units()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().unsold.units()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().total_amount.units()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().total_buyer_fee.units()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.s().total_seller_fee.units()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| time(r.s().settled_at)).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.settlement.journal.seq as i64).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.settlement.journal.hash.as_str()).collect::<Vec<_>>(),
-                &fresh.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(),
-            ],
-        )
-        .await
-        .map_err(pg)?;
-
-        let allocations: Vec<(&Rows, i32, &crate::engine::Allocation)> = fresh
+        // The latest settlement of an auction in the batch sets its phase.
+        let latest: BTreeMap<&str, &Rows> = batch.iter().map(|r| (r.auction_id.as_str(), r)).collect();
+        let a: Vec<&Rows> = latest.into_values().collect();
+        let auctions = [
+            col(a.iter().map(|r| r.auction_id.clone()).collect()),
+            col(a.iter().map(|r| r.lot_id.clone()).collect()),
+            col(a.iter().map(|r| r.pollutant).collect()),
+            col(a.iter().map(|r| r.region.clone()).collect()),
+            col(a.iter().map(|r| r.seller_code.clone()).collect()),
+            col(a.iter().map(|r| r.format).collect()),
+            col(a.iter().map(|r| r.spec.prices.benchmark.units()).collect()),
+            col(a.iter().map(|r| r.spec.prices.floor.units()).collect()),
+            col(a.iter().map(|r| r.spec.prices.cap.map(|c| c.units())).collect()),
+            col(a.iter().map(|r| time(r.spec.opens_at)).collect()),
+            col(a.iter().map(|r| time(r.spec.closes_at)).collect()),
+            col(a.iter().map(|r| time(r.spec.created_at)).collect()),
+            col(a.iter().map(|r| r.phase).collect()),
+            col(a.iter().map(|r| r.sequence).collect()),
+        ];
+        let lots = [
+            col(a.iter().map(|r| r.auction_id.clone()).collect()),
+            col(a.iter().map(|r| r.lot_id.clone()).collect()),
+            col(a.iter().map(|r| r.pollutant).collect()),
+            col(a.iter().map(|r| r.region.clone()).collect()),
+            col(a.iter().map(|r| r.seller_code.clone()).collect()),
+            col(a.iter().map(|r| r.spec.lot.quantity.units()).collect()),
+            col(a.iter().map(|r| r.spec.lot.fill_unit.units()).collect()),
+            col(a.iter().map(|r| origin(&r.spec.lot.origin).0).collect()),
+            col(a.iter().map(|r| origin(&r.spec.lot.origin).1.map(str::to_owned)).collect()),
+            col(a.iter().map(|r| i32::from(r.spec.lot.vintage_year)).collect()),
+            col(a.iter().map(|r| i32::from(r.spec.lot.valid_years)).collect()),
+        ];
+        let b = batch;
+        let settlements = [
+            col(b.iter().map(|r| r.sequence).collect()),
+            col(b.iter().map(|r| r.auction_id.clone()).collect()),
+            col(b.iter().map(|r| r.lot_id.clone()).collect()),
+            col(b.iter().map(|r| r.pollutant).collect()),
+            col(b.iter().map(|r| r.region.clone()).collect()),
+            col(b.iter().map(|r| r.seller_code.clone()).collect()),
+            col(b.iter().map(|r| r.format).collect()),
+            col(b.iter().map(|r| status(r.s().status)).collect()),
+            col(b.iter().map(|r| r.s().reason.map(|x| x.code())).collect()),
+            col(b.iter().map(|r| r.s().note.clone()).collect()),
+            col(b.iter().map(|r| r.s().clearing_price.map(|p| p.units())).collect()),
+            col(b.iter().map(|r| r.s().floor.units()).collect()),
+            col(b.iter().map(|r| r.s().cap.map(|c| c.units())).collect()),
+            col(b.iter().map(|r| r.s().sold.units()).collect()),
+            col(b.iter().map(|r| r.s().unsold.units()).collect()),
+            col(b.iter().map(|r| r.s().total_amount.units()).collect()),
+            col(b.iter().map(|r| r.s().total_buyer_fee.units()).collect()),
+            col(b.iter().map(|r| r.s().total_seller_fee.units()).collect()),
+            col(b.iter().map(|r| time(r.s().settled_at)).collect()),
+            col(b.iter().map(|r| r.settlement.journal.seq as i64).collect()),
+            col(b.iter().map(|r| r.settlement.journal.hash.clone()).collect()),
+            col(b.iter().map(|r| r.tie_break.clone()).collect()),
+        ];
+        let al: Vec<(&Rows, i32, &crate::engine::Allocation)> = batch
             .iter()
-            .flat_map(|r| r.settlement.settlement.allocations.iter().enumerate().map(move |(i, a)| (*r, i as i32, a)))
+            .flat_map(|r| r.s().allocations.iter().enumerate().map(move |(i, a)| (r, i as i32, a)))
             .collect();
-        if !allocations.is_empty() {
-            let al = &allocations;
-            tx.execute(
-                &format!(
-                    "INSERT INTO {s}.allocations (sequence, position, auction_id, bid_id, bidder_code, seller_code,
-                        pollutant, region, quantity_kg, unit_price_fen, amount_fen, buyer_fee_fen, seller_fee_fen)
-                     SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[],
-                        $7::text[], $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[])
-                     ON CONFLICT (sequence, position) DO NOTHING"
-                ),
-                &[
-                    &al.iter().map(|(r, _, _)| r.sequence).collect::<Vec<_>>(),
-                    &al.iter().map(|(_, i, _)| *i).collect::<Vec<_>>(),
-                    &al.iter().map(|(r, _, _)| r.auction_id.as_str()).collect::<Vec<_>>(),
-                    &al.iter().map(|(_, _, a)| a.bid_id.to_string()).collect::<Vec<_>>(),
-                    &al.iter().map(|(_, _, a)| a.bidder.as_str()).collect::<Vec<_>>(),
-                    &al.iter().map(|(r, _, _)| r.seller_code.as_str()).collect::<Vec<_>>(),
-                    &al.iter().map(|(r, _, _)| r.pollutant).collect::<Vec<_>>(),
-                    &al.iter().map(|(r, _, _)| r.region.as_str()).collect::<Vec<_>>(),
-                    &al.iter().map(|(_, _, a)| a.quantity.units()).collect::<Vec<_>>(),
-                    &al.iter().map(|(_, _, a)| a.unit_price.units()).collect::<Vec<_>>(),
-                    &al.iter().map(|(_, _, a)| a.amount.units()).collect::<Vec<_>>(),
-                    &al.iter().map(|(_, _, a)| a.buyer_fee.units()).collect::<Vec<_>>(),
-                    &al.iter().map(|(_, _, a)| a.seller_fee.units()).collect::<Vec<_>>(),
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        tx.execute(
-            &format!(
-                "UPDATE {s}.recorder_cursor SET sequence = GREATEST(sequence, $1), updated_at = now() WHERE id = 1"
-            ),
-            &[&last],
+        let allocations = [
+            col(al.iter().map(|(r, _, _)| r.sequence).collect()),
+            col(al.iter().map(|(_, i, _)| *i).collect()),
+            col(al.iter().map(|(r, _, _)| r.auction_id.clone()).collect()),
+            col(al.iter().map(|(_, _, a)| a.bid_id.to_string()).collect()),
+            col(al.iter().map(|(_, _, a)| a.bidder.as_str().to_owned()).collect()),
+            col(al.iter().map(|(r, _, _)| r.seller_code.clone()).collect()),
+            col(al.iter().map(|(r, _, _)| r.pollutant).collect()),
+            col(al.iter().map(|(r, _, _)| r.region.clone()).collect()),
+            col(al.iter().map(|(_, _, a)| a.quantity.units()).collect()),
+            col(al.iter().map(|(_, _, a)| a.unit_price.units()).collect()),
+            col(al.iter().map(|(_, _, a)| a.amount.units()).collect()),
+            col(al.iter().map(|(_, _, a)| a.buyer_fee.units()).collect()),
+            col(al.iter().map(|(_, _, a)| a.seller_fee.units()).collect()),
+        ];
+        let st = &session.statements;
+        let tx = session.client.transaction().await.map_err(pg)?;
+        let (auctions, lots, settlements, allocations) =
+            (params(&auctions), params(&lots), params(&settlements), params(&allocations));
+        let cursor: [&(dyn ToSql + Sync); 1] = [&last];
+        tokio::try_join!(
+            tx.execute(&st.auctions, &auctions),
+            tx.execute(&st.lots, &lots),
+            tx.execute(&st.settlements, &settlements),
+            tx.execute(&st.allocations, &allocations),
+            tx.execute(&st.cursor, &cursor),
         )
-        .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
 }
+
+/// A connection and its prepared statements.
+struct Session {
+    client: Client,
+    statements: Statements,
+}
+
+struct Statements {
+    auctions: Statement,
+    lots: Statement,
+    settlements: Statement,
+    allocations: Statement,
+    cursor: Statement,
+}
+
+/// One array parameter: a column of a multi-row insert.
+type Column = Box<dyn ToSql + Sync + Send>;
+
+fn col<T: ToSql + Sync + Send + 'static>(values: Vec<T>) -> Column {
+    Box::new(values)
+}
+
+fn params(columns: &[Column]) -> Vec<&(dyn ToSql + Sync)> {
+    columns.iter().map(|c| c.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+/// The statements of a batch. Each is idempotent: a replayed settlement, allocation or lot is
+/// skipped by its key, an auction's phase moves only to a later settlement's, and the cursor
+/// only forward.
+const AUCTIONS: &str = "INSERT INTO {schema}.auctions (auction_id, lot_id, pollutant, region, seller_code, format,
+        benchmark_fen, floor_fen, cap_fen, opens_at, closes_at, created_at, phase, last_sequence)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[],
+        $8::int8[], $9::int8[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::text[], $14::int8[])
+     ON CONFLICT (auction_id) DO UPDATE SET phase = EXCLUDED.phase, last_sequence = EXCLUDED.last_sequence
+        WHERE {schema}.auctions.last_sequence < EXCLUDED.last_sequence";
+
+const LOTS: &str = "INSERT INTO {schema}.lots (auction_id, lot_id, pollutant, region, seller_code, quantity_kg,
+        fill_unit_kg, origin, certificate_id, vintage_year, valid_years)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[],
+        $8::text[], $9::text[], $10::int4[], $11::int4[])
+     ON CONFLICT (auction_id) DO NOTHING";
+
+const SETTLEMENTS: &str = "INSERT INTO {schema}.settlements (sequence, auction_id, lot_id, pollutant, region,
+        seller_code, format, status, reason, note, clearing_price_fen, floor_fen, cap_fen, sold_kg, unsold_kg,
+        total_amount_fen, total_buyer_fee_fen, total_seller_fee_fen, settled_at, journal_seq, journal_hash,
+        tie_break)
+     SELECT q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, tie::json
+       FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[],
+            $17::int8[], $18::int8[], $19::timestamptz[], $20::int8[], $21::text[], $22::text[])
+         AS u(q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, tie)
+     ON CONFLICT (sequence) DO NOTHING";
+
+const ALLOCATIONS: &str = "INSERT INTO {schema}.allocations (sequence, position, auction_id, bid_id, bidder_code,
+        seller_code, pollutant, region, quantity_kg, unit_price_fen, amount_fen, buyer_fee_fen, seller_fee_fen)
+     SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[])
+     ON CONFLICT (sequence, position) DO NOTHING";
+
+const CURSOR: &str =
+    "UPDATE {schema}.recorder_cursor SET sequence = GREATEST(sequence, $1::int8), updated_at = now() WHERE id = 1";
 
 /// One settlement with what the tables need beside it, prepared before the transaction.
 struct Rows {
@@ -397,8 +406,7 @@ struct Rows {
     seller_code: String,
     format: &'static str,
     phase: &'static str,
-    spec_json: String,
-    body: String,
+    tie_break: Option<String>,
 }
 
 impl Rows {
@@ -417,8 +425,7 @@ impl Rows {
             seller_code: spec.lot.seller.as_str().to_owned(),
             format: s.format.code(),
             phase: status(s.status),
-            spec_json: serde_json::to_string(&*spec)?,
-            body: serde_json::to_string(&**settlement)?,
+            tie_break: s.tie_break.as_ref().map(serde_json::to_string).transpose()?,
             settlement: Arc::clone(settlement),
             spec,
         })
@@ -479,8 +486,9 @@ impl Recorder for PostgresRecorder {
 
     async fn cursor(&self) -> Result<u64, RecorderError> {
         let schema = &self.schema;
-        self.with_client(async |client| {
-            let row = client
+        self.with_session(async |session| {
+            let row = session
+                .client
                 .query_one(&format!("SELECT sequence FROM {schema}.recorder_cursor WHERE id = 1"), &[])
                 .await
                 .map_err(|e| self.unavailable(e))?;
@@ -495,6 +503,6 @@ impl Recorder for PostgresRecorder {
             let spec = self.directory.spec(settlement.settlement.auction_id, &self.name).await?;
             rows.push(Rows::of(settlement, spec).map_err(|e| self.unavailable(e))?);
         }
-        self.with_client(async |client| self.write(client, &rows).await).await
+        self.with_session(async |session| self.write(session, &rows).await).await
     }
 }

@@ -94,31 +94,60 @@ async fn stream_settlements(url: &str, stream: &str, prefix: &str) -> Vec<(Strin
     out
 }
 
-/// Checks what the schema holds: each settlement of `expected` exactly once, identical, with
+/// Checks what the schema holds: each settlement of `expected` exactly once, as it was, with
 /// allocations that sum to its totals; the cursor at the last one.
 async fn check_database(url: &str, schema: &str, expected: &[RecordedSettlement]) {
     let db = pg(url).await;
     let rows = db
-        .query(&format!("SELECT sequence, body::text FROM {schema}.settlements ORDER BY sequence"), &[])
+        .query(
+            &format!(
+                "SELECT s.sequence, s.auction_id, s.status, s.sold_kg, s.total_amount_fen, s.journal_seq,
+                        s.journal_hash, s.settled_at, count(a.position)
+                   FROM {schema}.settlements s LEFT JOIN {schema}.allocations a USING (sequence)
+                  GROUP BY s.sequence ORDER BY s.sequence"
+            ),
+            &[],
+        )
         .await
         .unwrap();
-    let held: Vec<(i64, RecordedSettlement)> =
-        rows.iter().map(|r| (r.get(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap())).collect();
-    assert_eq!(held.len(), expected.len(), "each settlement exactly once");
-    for ((sequence, recorded), want) in held.iter().zip(expected) {
-        assert_eq!(*sequence as u64, want.sequence);
-        assert_eq!(recorded, want, "settlement {sequence} as recorded");
+    assert_eq!(rows.len(), expected.len(), "each settlement exactly once");
+    for (row, want) in rows.iter().zip(expected) {
+        let s = &want.settlement;
+        let settled_at = std::time::UNIX_EPOCH + Duration::from_micros(s.settled_at.as_micros() as u64);
+        let held: (i64, String, String, i64, i64, i64, String, std::time::SystemTime, i64) = (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+            row.get(6),
+            row.get(7),
+            row.get(8),
+        );
+        let status = serde_json::to_value(s.status).unwrap().as_str().unwrap().to_owned();
+        let wanted = (
+            want.sequence as i64,
+            s.auction_id.to_string(),
+            status,
+            s.sold.units(),
+            s.total_amount.units(),
+            want.journal.seq as i64,
+            want.journal.hash.clone(),
+            settled_at,
+            s.allocations.len() as i64,
+        );
+        assert_eq!(held, wanted, "settlement {} as recorded", want.sequence);
     }
     let mismatched = db
         .query(
             &format!(
                 "SELECT s.sequence FROM {schema}.settlements s
-                   LEFT JOIN (SELECT sequence, count(*) n, sum(quantity_kg) q, sum(amount_fen) a,
-                                     sum(buyer_fee_fen) b, sum(seller_fee_fen) f
+                   LEFT JOIN (SELECT sequence, sum(quantity_kg) q, sum(amount_fen) a, sum(buyer_fee_fen) b,
+                                     sum(seller_fee_fen) f
                                 FROM {schema}.allocations GROUP BY sequence) x USING (sequence)
                   WHERE coalesce(x.q, 0) <> s.sold_kg OR coalesce(x.a, 0) <> s.total_amount_fen
-                     OR coalesce(x.b, 0) <> s.total_buyer_fee_fen OR coalesce(x.f, 0) <> s.total_seller_fee_fen
-                     OR coalesce(x.n, 0) <> jsonb_array_length(s.body->'allocations')"
+                     OR coalesce(x.b, 0) <> s.total_buyer_fee_fen OR coalesce(x.f, 0) <> s.total_seller_fee_fen"
             ),
             &[],
         )

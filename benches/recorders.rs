@@ -4,7 +4,9 @@
 //!
 //! Run: `EMISSION_AUCTION_TEST_POSTGRES="host=127.0.0.1 port=5432 user=postgres dbname=test"
 //! cargo bench --bench recorders`. Without the variable it prints a notice and does nothing.
-//! It writes into a schema of its own and drops it afterwards.
+//! It writes into a schema of its own and drops it afterwards. A ceiling measured in the same
+//! run (as many transactions of as many one-bigint rows) shows what the database and its
+//! fsync cost alone on the machine as loaded at the time.
 
 use std::time::Instant;
 
@@ -43,8 +45,29 @@ fn main() {
             "postgres recorder: {count} settlements ({} allocations) in batches of {BATCH}: {took:.2?}, {rate:.0} settlements/s",
             count * WINNERS
         );
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
+
+        // Ceiling, same run: as many transactions of as many rows, each row one bigint into a
+        // table with only a primary key: what the database and its fsync cost alone.
+        client.batch_execute(&format!("CREATE TABLE {schema}.ceiling (n bigint PRIMARY KEY)")).await.unwrap();
+        let insert = client
+            .prepare(&format!("INSERT INTO {schema}.ceiling SELECT * FROM unnest($1::int8[])"))
+            .await
+            .unwrap();
+        let numbers: Vec<i64> = (1..=count as i64).collect();
+        let started = Instant::now();
+        for chunk in numbers.chunks(BATCH) {
+            let tx = client.transaction().await.unwrap();
+            tx.execute(&insert, &[&chunk]).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let ceiling = started.elapsed();
+        println!(
+            "ceiling: {count} one-bigint rows in transactions of {BATCH}: {ceiling:.2?}, {:.0} rows/s; recorder/ceiling time {:.1}x",
+            count as f64 / ceiling.as_secs_f64(),
+            took.as_secs_f64() / ceiling.as_secs_f64()
+        );
         client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     });
 }

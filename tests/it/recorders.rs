@@ -329,7 +329,7 @@ impl Process {
 /// One step of a sale, as a terminal sends it.
 #[derive(Clone)]
 enum Call {
-    Create(pb::CreateAuctionRequest),
+    Create(Box<pb::CreateAuctionRequest>),
     Bid(pb::PlaceBidRequest),
     Close(pb::AuctionRef),
 }
@@ -338,7 +338,7 @@ impl Call {
     /// Sends it; the answer is the auction id.
     async fn send(&self, t: &mut Terminal) -> Result<String, tonic::Status> {
         match self.clone() {
-            Call::Create(r) => t.operator.create_auction(r).await.map(|a| a.into_inner().auction_id),
+            Call::Create(r) => t.operator.create_auction(*r).await.map(|a| a.into_inner().auction_id),
             Call::Bid(r) => t.trading.place_bid(r).await.map(|b| b.into_inner().auction_id),
             Call::Close(r) => t.operator.close_auction(r).await.map(|a| a.into_inner().auction_id),
         }
@@ -356,20 +356,17 @@ async fn until_answered(addr: &std::sync::RwLock<String>, token: &str, call: Cal
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        loop {
-            match call.send(&mut terminal).await {
-                Ok(answer) => return answer,
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-                    ) =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    break;
-                }
-                Err(status) => panic!("{status:?}"),
+        match call.send(&mut terminal).await {
+            Ok(answer) => return answer,
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            Err(status) => panic!("{status:?}"),
         }
     }
 }
@@ -394,7 +391,7 @@ async fn settle_share(
             now,
             Timestamp::from_micros(now.as_micros() + 3_600_000_000),
         );
-        let auction = until_answered(&addr, &operator, Call::Create(request)).await;
+        let auction = until_answered(&addr, &operator, Call::Create(Box::new(request))).await;
         let bid = pb::PlaceBidRequest {
             request_id: format!("bid-{i}"),
             auction_id: auction.clone(),
@@ -620,7 +617,7 @@ async fn bid_latencies(pg_url: &str, nats: &str, up: bool) -> (Vec<Duration>, Ve
             now,
             closes,
         );
-        let auction = until_answered(&shared_addr, &operator, Call::Create(request)).await;
+        let auction = until_answered(&shared_addr, &operator, Call::Create(Box::new(request))).await;
         let bid = pb::PlaceBidRequest {
             request_id: format!("warm-bid-{i}"),
             auction_id: auction.clone(),
@@ -638,7 +635,7 @@ async fn bid_latencies(pg_url: &str, nats: &str, up: bool) -> (Vec<Duration>, Ve
         now,
         closes,
     );
-    let auction = until_answered(&shared_addr, &operator, Call::Create(request)).await;
+    let auction = until_answered(&shared_addr, &operator, Call::Create(Box::new(request))).await;
     let mut terminals = Vec::new();
     for token in &bidders {
         terminals.push(Terminal::connect(&addr, token).await.unwrap());

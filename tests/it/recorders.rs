@@ -556,144 +556,186 @@ async fn count_phase_messages(url: &str, stream: &str, prefix: &str) -> usize {
     total - settlements
 }
 
-/// Bid latencies (sorted) on an in-process server whose PostgreSQL and NATS recorders are up,
-/// or unreachable (closed ports) for the whole run; and whether the recorders caught up.
-async fn bid_latencies(pg_url: &str, nats: &str, up: bool) -> (Vec<Duration>, Vec<pb::RecorderState>) {
-    use emission_auction::config::{Config, RecorderConfig, RecorderKind};
-    const WARM_UP: usize = 30;
-    const BIDS: usize = 400;
-    let tag = suffix();
-    let (schema, stream, prefix) = (format!("ea_test_{tag}"), format!("EA_TEST_{tag}"), format!("eatest{tag}"));
-    let dead_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut principals = Principals::default();
-    let operator =
-        principals.add(Principal { name: "operator".into(), role: Role::Operator, enterprise: None }).unwrap();
-    let bidders: Vec<String> = (0..4)
-        .map(|n| {
-            let p = Principal { name: format!("b{n}"), role: Role::Bidder, enterprise: Some(firm(n)) };
-            principals.add(p).unwrap()
-        })
-        .collect();
-    principals.save(&dir.path().join("principals.json")).unwrap();
-    let mut config = Config::default();
-    config.set_data_dir(dir.path().to_owned());
-    // The journal's fsync is not what is measured here.
-    config.journal_sync = emission_auction::journal::SyncPolicy::Never;
-    config.limits.rate.rate_per_second = 1e6;
-    config.limits.rate.burst = 1_000_000;
-    let (pg_at, nats_at) = if up {
-        (pg_url.to_owned(), nats.to_owned())
-    } else {
-        (format!("host=127.0.0.1 port={dead_port} user=postgres dbname=test"), format!("nats://127.0.0.1:{dead_port}"))
-    };
-    config.recorders = vec![
-        RecorderConfig { kind: RecorderKind::JsonLines { path: None }, required: true },
-        RecorderConfig { kind: RecorderKind::Postgres { url: pg_at, schema: schema.clone() }, required: false },
-        RecorderConfig {
-            kind: RecorderKind::Nats { url: nats_at, stream: stream.clone(), subject_prefix: prefix.clone() },
-            required: false,
-        },
-    ];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let parts = emission_auction::server::assemble_with_clock(&config, Arc::new(SystemClock)).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(emission_auction::server::run(parts, listener, async {
-        let _ = stopped.await;
-    }));
-    let shared_addr = std::sync::RwLock::new(addr.clone());
-    let now = SystemClock.now();
-    let closes = Timestamp::from_micros(now.as_micros() + 3_600_000_000);
+/// An in-process server with JSON-lines (required), PostgreSQL and NATS (best-effort)
+/// recorders, the remote two either up or unreachable (a closed port) for its whole life.
+struct Rig {
+    up: bool,
+    addr: std::sync::RwLock<String>,
+    operator: String,
+    bidders: Vec<String>,
+    tag: String,
+    schema: String,
+    stream: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), emission_auction::server::ServerError>>,
+    _dir: tempfile::TempDir,
+}
 
-    // Settlements for the recorders to chew on (or fail at) during the measured auction.
-    for i in 0..WARM_UP {
-        let request = create(
-            reserve_lot(&format!("WARM-{tag}-{i}"), "1.000", "1.000"),
-            pb::AuctionFormat::FixedPrice,
-            now,
-            closes,
-        );
-        let auction = until_answered(&shared_addr, &operator, Call::Create(Box::new(request))).await;
-        let bid = pb::PlaceBidRequest {
-            request_id: format!("warm-bid-{i}"),
-            auction_id: auction.clone(),
-            price: String::new(),
-            quantity: "1.000".into(),
+impl Rig {
+    async fn start(pg_url: &str, nats: &str, up: bool) -> Rig {
+        use emission_auction::config::{Config, RecorderConfig, RecorderKind};
+        let tag = suffix();
+        let (schema, stream, prefix) = (format!("ea_test_{tag}"), format!("EA_TEST_{tag}"), format!("eatest{tag}"));
+        let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut principals = Principals::default();
+        let operator =
+            principals.add(Principal { name: "operator".into(), role: Role::Operator, enterprise: None }).unwrap();
+        let bidders: Vec<String> = (0..4)
+            .map(|n| {
+                let p = Principal { name: format!("b{n}"), role: Role::Bidder, enterprise: Some(firm(n)) };
+                principals.add(p).unwrap()
+            })
+            .collect();
+        principals.save(&dir.path().join("principals.json")).unwrap();
+        let mut config = Config::default();
+        config.set_data_dir(dir.path().to_owned());
+        // The journal's fsync is not what is measured here.
+        config.journal_sync = emission_auction::journal::SyncPolicy::Never;
+        config.limits.rate.rate_per_second = 1e6;
+        config.limits.rate.burst = 1_000_000;
+        let (pg_at, nats_at) = if up {
+            (pg_url.to_owned(), nats.to_owned())
+        } else {
+            (
+                format!("host=127.0.0.1 port={dead_port} user=postgres dbname=test"),
+                format!("nats://127.0.0.1:{dead_port}"),
+            )
         };
-        until_answered(&shared_addr, &bidders[0], Call::Bid(bid)).await;
-        let close = pb::AuctionRef { request_id: format!("warm-close-{i}"), auction_id: auction };
-        until_answered(&shared_addr, &operator, Call::Close(close)).await;
+        config.recorders = vec![
+            RecorderConfig { kind: RecorderKind::JsonLines { path: None }, required: true },
+            RecorderConfig { kind: RecorderKind::Postgres { url: pg_at, schema: schema.clone() }, required: false },
+            RecorderConfig {
+                kind: RecorderKind::Nats { url: nats_at, stream: stream.clone(), subject_prefix: prefix },
+                required: false,
+            },
+        ];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let parts = emission_auction::server::assemble_with_clock(&config, Arc::new(SystemClock)).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(emission_auction::server::run(parts, listener, async {
+            let _ = stopped.await;
+        }));
+        Rig { up, addr: std::sync::RwLock::new(addr), operator, bidders, tag, schema, stream, stop, server, _dir: dir }
     }
 
-    let request = create(
-        reserve_lot(&format!("MEASURED-{tag}"), "1000.000", "1.000"),
-        pb::AuctionFormat::SealedUniformPrice,
-        now,
-        closes,
-    );
-    let auction = until_answered(&shared_addr, &operator, Call::Create(Box::new(request))).await;
-    let mut terminals = Vec::new();
-    for token in &bidders {
-        terminals.push(Terminal::connect(&addr, token).await.unwrap());
+    /// Creates an auction open for an hour; returns its id.
+    async fn create(&self, lot: &str, quantity: &str, format: pb::AuctionFormat) -> String {
+        let now = SystemClock.now();
+        let closes = Timestamp::from_micros(now.as_micros() + 3_600_000_000);
+        let request = create(reserve_lot(&format!("{lot}-{}", self.tag), quantity, "1.000"), format, now, closes);
+        until_answered(&self.addr, &self.operator, Call::Create(Box::new(request))).await
     }
-    let mut latencies = Vec::with_capacity(BIDS);
-    for k in 0..BIDS {
-        let bid = pb::PlaceBidRequest {
-            request_id: format!("measured-{k}"),
-            auction_id: auction.clone(),
-            price: format!("{}.{:02}", 18_000 + k / 100, k % 100),
-            quantity: "1.000".into(),
-        };
-        let sent = Instant::now();
-        terminals[k % bidders.len()].trading.place_bid(bid).await.unwrap();
-        latencies.push(sent.elapsed());
+
+    async fn close(&self, auction: &str) {
+        let close = pb::AuctionRef { request_id: format!("close-{auction}"), auction_id: auction.to_owned() };
+        until_answered(&self.addr, &self.operator, Call::Close(close)).await;
     }
-    latencies.sort();
-    let close = pb::AuctionRef { request_id: "measured-close".into(), auction_id: auction.clone() };
-    until_answered(&shared_addr, &operator, Call::Close(close)).await;
-    // The settlement is published whether or not the remote recorders are reachable.
-    let mut op = Terminal::connect(&addr, &operator).await.unwrap();
-    let settled = op.results.get_settlement(pb::GetSettlementRequest { auction_id: auction }).await.unwrap();
-    assert_eq!(settled.into_inner().allocations.len(), BIDS);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let statuses = loop {
-        let status = op.operator.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
-        let done = status.recorders.iter().all(|r| r.lag == 0);
-        if !up || done || Instant::now() > deadline {
-            break status.recorders;
+
+    /// Settles `n` one-tonne sales, so the recorders have settlements to record (or fail at).
+    async fn settle(&self, n: usize) {
+        for i in 0..n {
+            let auction = self.create(&format!("WARM-{i}"), "1.000", pb::AuctionFormat::FixedPrice).await;
+            let bid = pb::PlaceBidRequest {
+                request_id: format!("warm-bid-{i}"),
+                auction_id: auction.clone(),
+                price: String::new(),
+                quantity: "1.000".into(),
+            };
+            until_answered(&self.addr, &self.bidders[0], Call::Bid(bid)).await;
+            self.close(&auction).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
-    if up {
-        drop_schema(pg_url, &schema).await;
-        js(nats).await.delete_stream(&stream).await.unwrap();
     }
-    (latencies, statuses)
+
+    async fn terminals(&self) -> Vec<Terminal> {
+        let addr = self.addr.read().unwrap().clone();
+        let mut out = Vec::new();
+        for token in &self.bidders {
+            out.push(Terminal::connect(&addr, token).await.unwrap());
+        }
+        out
+    }
+
+    /// Closes `auction`, checks its settlement is published with `bids` allocations, waits
+    /// (when up) for the recorders to catch up, stops the server and returns the recorders'
+    /// states.
+    async fn finish(self, auction: String, bids: usize, pg_url: &str, nats: &str) -> Vec<pb::RecorderState> {
+        self.close(&auction).await;
+        let addr = self.addr.read().unwrap().clone();
+        let mut op = Terminal::connect(&addr, &self.operator).await.unwrap();
+        // The settlement is published whether or not the remote recorders are reachable.
+        let settled = op.results.get_settlement(pb::GetSettlementRequest { auction_id: auction }).await.unwrap();
+        assert_eq!(settled.into_inner().allocations.len(), bids);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let statuses = loop {
+            let status = op.operator.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+            let done = status.recorders.iter().all(|r| r.lag == 0);
+            if !self.up || done || Instant::now() > deadline {
+                break status.recorders;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+        if self.up {
+            drop_schema(pg_url, &self.schema).await;
+            js(nats).await.delete_stream(&self.stream).await.unwrap();
+        }
+        statuses
+    }
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
+/// Two servers side by side, one with its PostgreSQL and NATS recorders up, one with them
+/// unreachable for the whole auction; bids go to each in turn, so both see the same machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorder_down_for_a_whole_auction_delays_no_bid() {
+    const BIDS: usize = 400;
     let (Some(pg_url), Some(nats)) = (postgres_url(), nats_url()) else { return };
-    let (up, up_status) = bid_latencies(&pg_url, &nats, true).await;
-    let (down, down_status) = bid_latencies(&pg_url, &nats, false).await;
+    let (up, down) = (Rig::start(&pg_url, &nats, true).await, Rig::start(&pg_url, &nats, false).await);
+    up.settle(30).await;
+    down.settle(30).await;
+    let up_auction = up.create("MEASURED", "1000.000", pb::AuctionFormat::SealedUniformPrice).await;
+    let down_auction = down.create("MEASURED", "1000.000", pb::AuctionFormat::SealedUniformPrice).await;
+    let (mut up_terminals, mut down_terminals) = (up.terminals().await, down.terminals().await);
+    let (mut up_latency, mut down_latency) = (Vec::with_capacity(BIDS), Vec::with_capacity(BIDS));
+    for k in 0..BIDS {
+        let bid = |auction: &str| pb::PlaceBidRequest {
+            request_id: format!("measured-{k}"),
+            auction_id: auction.to_owned(),
+            price: format!("{}.{:02}", 18_000 + k / 100, k % 100),
+            quantity: "1.000".into(),
+        };
+        let sent = Instant::now();
+        up_terminals[k % 4].trading.place_bid(bid(&up_auction)).await.unwrap();
+        up_latency.push(sent.elapsed());
+        let sent = Instant::now();
+        down_terminals[k % 4].trading.place_bid(bid(&down_auction)).await.unwrap();
+        down_latency.push(sent.elapsed());
+    }
+    up_latency.sort();
+    down_latency.sort();
+    let up_status = up.finish(up_auction, BIDS, &pg_url, &nats).await;
+    let down_status = down.finish(down_auction, BIDS, &pg_url, &nats).await;
     assert!(up_status.iter().all(|r| r.lag == 0 && r.last_error.is_empty()), "all recorders caught up: {up_status:?}");
     for remote in &down_status[1..] {
         assert!(remote.lag > 0 && !remote.last_error.is_empty(), "{} was down: {remote:?}", remote.name);
     }
     assert_eq!(down_status[0].lag, 0, "the JSON-lines file kept up");
-    let (up50, up99, down50, down99) =
-        (percentile(&up, 50), percentile(&up, 99), percentile(&down, 50), percentile(&down, 99));
-    println!("bid latency with PostgreSQL and NATS up: p50 {up50:?} p99 {up99:?}; down: p50 {down50:?} p99 {down99:?}");
+    let (up50, up99, down50, down99) = (
+        percentile(&up_latency, 50),
+        percentile(&up_latency, 99),
+        percentile(&down_latency, 50),
+        percentile(&down_latency, 99),
+    );
+    println!(
+        "bid latency over {BIDS} bids each, PostgreSQL and NATS recorders up: p50 {up50:?} p99 {up99:?}; \
+         unreachable: p50 {down50:?} p99 {down99:?}"
+    );
     // 2x, plus a little absolute slack for a machine shared with other builds.
     assert!(down50 <= up50 * 2 + Duration::from_millis(1), "p50 {down50:?} down vs {up50:?} up");
     assert!(down99 <= up99 * 2 + Duration::from_millis(5), "p99 {down99:?} down vs {up99:?} up");

@@ -1,12 +1,13 @@
 //! The PostgreSQL recorder: settlements, their allocations, and the auctions and lots they
 //! concluded, in a schema of its own that it creates and migrates.
 //!
-//! Each batch is one transaction: the settlements after the stored cursor, their allocations,
-//! the auctions and lots they name, and the cursor itself (`recorder_cursor`, one row). A
-//! settlement is keyed by its sequence (`ON CONFLICT DO NOTHING`) and the cursor only moves
-//! forward (`GREATEST`), so replaying a batch is a no-op. Rows go in with one multi-row
-//! `INSERT ... SELECT FROM unnest(...)` per table, a handful of round trips per batch of up to
-//! 512 settlements.
+//! Each batch is one transaction: the settlements, their allocations, the auctions and lots
+//! they name, and the cursor itself (`recorder_cursor`, one row). A settlement is keyed by its
+//! sequence (`ON CONFLICT DO NOTHING`, likewise allocations and lots), an auction's phase moves
+//! only to a later settlement's, and the cursor only forward (`GREATEST`), so replaying a batch
+//! is a no-op. Rows go in with one multi-row `INSERT ... SELECT FROM unnest(...)` per table;
+//! the statements are prepared once per connection and pipelined, so a batch of up to 512
+//! settlements costs three round trips (begin, the five statements, commit).
 //!
 //! Enterprise codes (unified social credit codes), regions (GB/T 2260) and pollutants are
 //! plain columns on every table, so a deal joins the rest of an enterprise's records

@@ -13,6 +13,9 @@ use crate::config::RecorderKind;
 use crate::config::{Config, TlsFiles};
 use crate::grpc::ServeOptions;
 use crate::journal::{Journal, JournalError, Options};
+use crate::recorders::Hooks;
+use crate::recorders::nats::NatsRecorder;
+use crate::recorders::postgres::PostgresRecorder;
 use crate::service::Exchange;
 use crate::service::clock::{Clock, SystemClock};
 use crate::service::outbox::Recording;
@@ -55,25 +58,29 @@ pub struct Parts {
 }
 
 /// The configured recorders, opened (a remote one that cannot be reached now is still
-/// returned: it catches up from its cursor once it answers).
-async fn recorders(config: &Config) -> Result<Vec<Recording>, ServerError> {
+/// returned: it catches up from its cursor once it answers), and what they need once the
+/// exchange is built.
+async fn recorders(config: &Config) -> Result<(Vec<Recording>, Hooks), ServerError> {
     let mut out = Vec::new();
+    let mut hooks = Hooks::default();
     for recorder in &config.recorders {
         let opened: Arc<dyn Recorder> = match &recorder.kind {
             RecorderKind::JsonLines { path } => {
                 let path = path.clone().unwrap_or_else(|| config.settlements_file());
                 Arc::new(JsonLinesRecorder::open(&path)?)
             }
-            RecorderKind::Postgres { .. } | RecorderKind::Nats { .. } => {
-                return Err(ServerError::Recorder(RecorderError::Unavailable {
-                    recorder: format!("{:?}", recorder.kind),
-                    reason: "this kind of recorder is not built into this server yet".into(),
-                }));
+            RecorderKind::Postgres { url, schema } => {
+                Arc::new(PostgresRecorder::new(url, schema, hooks.directory.clone())?)
+            }
+            RecorderKind::Nats { url, stream, subject_prefix } => {
+                let nats = Arc::new(NatsRecorder::new(url, stream, subject_prefix, hooks.directory.clone()));
+                hooks.nats.push(Arc::clone(&nats));
+                nats
             }
         };
         out.push(Recording { recorder: opened, required: recorder.required });
     }
-    Ok(out)
+    Ok((out, hooks))
 }
 
 /// Opens the data directory and builds the exchange with the wall clock.
@@ -88,7 +95,7 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
     if principals.current().is_empty() {
         tracing::warn!(file = %config.principals_file.display(), "no principals: every call will be refused; add one with `emission-auction principal add`");
     }
-    let recordings = recorders(config).await?;
+    let (recordings, hooks) = recorders(config).await?;
 
     // Replay the journal: every change acknowledged before the last stop comes back.
     let options = Options { sync: config.journal_sync, ..Options::default() };
@@ -101,6 +108,7 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
         Exchange::recover(config.policy.clone(), clock, Arc::new(journal), recordings, &recovered).await?;
     exchange.set_eligibility(config.eligibility.clone());
     let exchange = Arc::new(exchange);
+    hooks.attach(&exchange);
     if replayed > 0 {
         tracing::info!(entries = replayed, head = ?recovered.head.map(|h| (h.seq, hex::encode(h.hash))), "journal replayed");
     }

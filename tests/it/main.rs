@@ -14,6 +14,7 @@ mod nopanic;
 mod outbox;
 mod pipeline;
 mod props;
+mod recorders;
 mod registry;
 mod replay;
 mod rng;

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod grpc;
 pub mod journal;
 pub mod metrics;
+pub mod private;
 pub mod server;
 pub mod service;
 

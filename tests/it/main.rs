@@ -16,4 +16,5 @@ mod registry;
 mod replay;
 mod rng;
 mod scenarios;
+mod sealing;
 mod security;

@@ -69,6 +69,7 @@ pub(crate) fn empty(
         floor: spec.prices.floor,
         cap: spec.prices.cap,
         settled_at: at,
+        book_root: None,
     }
 }
 
@@ -570,6 +571,7 @@ fn settle(spec: &AuctionSpec, fills: Fills<'_>, at: Timestamp) -> Settlement {
         floor: spec.prices.floor,
         cap: spec.prices.cap,
         settled_at: at,
+        book_root: None,
     }
 }
 

@@ -69,4 +69,8 @@ pub struct Settlement {
     pub floor: Price,
     pub cap: Option<Price>,
     pub settled_at: Timestamp,
+    /// Hex of the Merkle root of the final book (every bid's last version, by bid id; see
+    /// `domain::receipt`), so that a bidder can prove its bid was in the book unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub book_root: Option<String>,
 }

@@ -54,6 +54,9 @@ pub struct AuctionSnapshot {
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;
 
+/// A bid of the final book: its last version, its bidder's pseudonym and its leaf.
+pub(crate) type BookLeaf = (BidView, Option<u32>, [u8; 32]);
+
 pub(crate) enum Request {
     /// A client's change; the reply carries what the core said, bids with their receipt.
     Apply {
@@ -67,6 +70,11 @@ pub(crate) enum Request {
     },
     AllBids {
         reply: Reply<Result<Vec<BidView>, ServiceError>>,
+    },
+    /// The final book, once concluded: each bid's last version by bid id, with the bidder's
+    /// pseudonym and the bid's leaf in the book's Merkle tree.
+    Book {
+        reply: Reply<Result<Vec<BookLeaf>, ServiceError>>,
     },
 }
 
@@ -280,6 +288,20 @@ impl AuctionActor {
                 let bids = self.auction.bids_of(bidder);
                 self.read(move |ready| {
                     let _ = reply.send(ready.map(|()| bids));
+                });
+            }
+            Request::Book { reply } => {
+                let book = match self.auction.all_bids() {
+                    Ok(_) => Ok(self
+                        .auction
+                        .book()
+                        .into_iter()
+                        .map(|(bid, leaf)| (bid, self.auction.pseudonym_of(bid.bidder), leaf))
+                        .collect()),
+                    Err(e) => Err(ServiceError::from(e)),
+                };
+                self.read(move |ready| {
+                    let _ = reply.send(ready.and(book));
                 });
             }
             Request::AllBids { reply } => {

@@ -167,6 +167,8 @@ pub struct Exchange {
     eligibility: EligibilityPolicy,
     /// Seals the bid entries of sealed auctions (each under its auction's key).
     master: seal::MasterKey,
+    /// Signs receipts (derived from the master key).
+    signer: seal::ReceiptSigner,
     /// Every auction task, awaited by [`Exchange::shutdown`].
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The recorders' delivery tasks.
@@ -509,6 +511,7 @@ impl Exchange {
             journal,
             registry: std::sync::RwLock::new(registry),
             eligibility: EligibilityPolicy::default(),
+            signer: seal::ReceiptSigner::of(&master),
             master,
             tasks: Mutex::new(Vec::new()),
             delivery: Mutex::new(Vec::new()),
@@ -601,6 +604,27 @@ impl Exchange {
         for task in delivery {
             let _ = task.await;
         }
+    }
+
+    /// What signs receipts; its public key is the server's key.
+    pub fn receipt_signer(&self) -> &seal::ReceiptSigner {
+        &self.signer
+    }
+
+    /// Once auction `id` concluded: `bidder`'s bid `bid` as it stood in the final book, its
+    /// index there, and every leaf of the book (by bid id). Another bidder's bid is
+    /// BID_NOT_FOUND, exactly like a made-up id.
+    pub async fn inclusion(
+        &self,
+        id: AuctionId,
+        bidder: BidderId,
+        bid: BidId,
+    ) -> Result<(Receipt, usize, Vec<[u8; 32]>), ServiceError> {
+        let book = self.ask(id, |reply| Request::Book { reply }).await??;
+        let found = book.iter().position(|(view, _, _)| view.id == bid && view.bidder == bidder);
+        let Some(index) = found else { return Err(ServiceError::Engine(EngineError::BidNotFound)) };
+        let (view, pseudonym, _) = book[index];
+        Ok((Receipt { bid: view, pseudonym }, index, book.into_iter().map(|(_, _, leaf)| leaf).collect()))
     }
 
     pub fn policy(&self) -> &PricePolicy {

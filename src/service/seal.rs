@@ -100,6 +100,46 @@ impl MasterKey {
     }
 }
 
+/// The info from which the receipt-signing key is derived.
+pub const RECEIPT_KEY_INFO: &str = "emission-auction/v1/receipt-signing";
+
+/// The server's Ed25519 receipt-signing key, derived from the master key (HKDF-SHA256, info
+/// `emission-auction/v1/receipt-signing`), so it lives and moves with it.
+#[derive(Clone)]
+pub struct ReceiptSigner(ed25519_dalek::SigningKey);
+
+impl std::fmt::Debug for ReceiptSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiptSigner({})", hex::encode(self.public_key()))
+    }
+}
+
+impl ReceiptSigner {
+    pub fn of(master: &MasterKey) -> ReceiptSigner {
+        ReceiptSigner(ed25519_dalek::SigningKey::from_bytes(&master.derive(RECEIPT_KEY_INFO)))
+    }
+
+    /// The Ed25519 signature of a receipt's canonical encoding.
+    pub fn sign(&self, fields: &crate::domain::receipt::ReceiptFields) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.0.sign(&fields.canonical()).to_bytes()
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.0.verifying_key().to_bytes()
+    }
+}
+
+/// Checks a receipt's signature against a server's public key.
+pub fn verify_receipt(
+    public_key: &[u8; 32],
+    fields: &crate::domain::receipt::ReceiptFields,
+    signature: &[u8; 64],
+) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(public_key) else { return false };
+    key.verify_strict(&fields.canonical(), &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
+}
+
 /// The default key file of a data directory: beside it, named after it with `.key` appended
 /// (`/var/lib/ea` → `/var/lib/ea.key`), so that a copy of the data directory holds no key.
 pub fn default_key_file(data_dir: &Path) -> PathBuf {

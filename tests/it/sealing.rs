@@ -229,3 +229,158 @@ fn a_configured_master_key_file_must_exist() {
     let error = result.err().expect("a missing configured key refuses the start").to_string();
     assert!(error.contains("missing.key"), "{error}");
 }
+
+/// Runs the built binary with `args`, against `url` with `token` when given.
+fn cli(url: &str, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_emission-auction"))
+        .args(args)
+        .env("EA_SERVER", url)
+        .env("EA_TOKEN", token)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_receipt_and_an_inclusion_proof_verify_with_the_command_line_and_a_tampered_one_fails() {
+    use emission_auction::auth::{Principal, Principals, Role};
+    use emission_auction::domain::CreditCode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.set_data_dir(dir.path().join("data"));
+    let mut principals = Principals::default();
+    let operator =
+        principals.add(Principal { name: "operator".into(), role: Role::Operator, enterprise: None }).unwrap();
+    let mut bidders = Vec::new();
+    for n in 1..=3u32 {
+        let code = CreditCode::with_check_digit(&format!("91140100MA0RCPT0{n}")).unwrap();
+        let role = Principal { name: format!("b{n}"), role: Role::Bidder, enterprise: Some(code) };
+        bidders.push(principals.add(role).unwrap());
+    }
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    principals.save(&config.principals_file).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let parts = emission_auction::server::assemble(&config).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(emission_auction::server::run(parts, listener, async {
+        let _ = stopped.await;
+    }));
+    let run = |token: String, args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&url, &token, &args)
+        })
+    };
+    let strings = |args: &[&str]| args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let created = run(
+        operator.clone(),
+        strings(&[
+            "auction",
+            "create",
+            "--lot-id",
+            "RCPT-1",
+            "--pollutant",
+            "SO2",
+            "--closes-in",
+            "600",
+            "--seller",
+            "12140000MB0CENTRE8",
+            "--origin",
+            "reserve",
+            "--region",
+            "140100",
+            "--vintage-year",
+            "2025",
+            "--quantity",
+            "20.000",
+            "--fill-unit",
+            "1.000",
+            "--format",
+            "uniform-price",
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let id = text(&created.stdout).split_whitespace().next().unwrap().to_owned();
+
+    // The server's key, by the command line.
+    let key = run(bidders[0].clone(), strings(&["settlement", "server-key"])).await.unwrap();
+    assert!(key.status.success(), "{}", text(&key.stderr));
+    let key = text(&key.stdout).trim().to_owned();
+    assert_eq!(key.len(), 64, "{key}");
+
+    // Each bidder bids; the first keeps its receipt.
+    let receipt = dir.path().join("receipt.json");
+    for (n, token) in bidders.iter().enumerate() {
+        let price = format!("{}.00", 18_100 + n * 100);
+        let mut args = strings(&["bid", "place", &id, "--price", &price, "--quantity", "8.000"]);
+        if n == 0 {
+            args.extend(strings(&["--save-receipt", receipt.to_str().unwrap()]));
+        }
+        let placed = run(token.clone(), args).await.unwrap();
+        assert!(placed.status.success(), "{}", text(&placed.stderr));
+    }
+    let verified =
+        run(String::new(), strings(&["receipt", "verify", receipt.to_str().unwrap(), "--key", &key])).await.unwrap();
+    assert!(verified.status.success(), "{} {}", text(&verified.stdout), text(&verified.stderr));
+    assert!(text(&verified.stdout).contains("signature: valid"));
+
+    // A tampered receipt (a lower price) fails.
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    let mut tampered = saved.clone();
+    tampered["price"] = "18000.00".into();
+    let forged = dir.path().join("forged.json");
+    std::fs::write(&forged, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let refused =
+        run(String::new(), strings(&["receipt", "verify", forged.to_str().unwrap(), "--key", &key])).await.unwrap();
+    assert!(!refused.status.success(), "a tampered receipt verified");
+    assert!(text(&refused.stderr).contains("does not verify"), "{}", text(&refused.stderr));
+
+    // The close, then the proof against the settlement's root.
+    let closed = run(operator.clone(), strings(&["auction", "close", &id])).await.unwrap();
+    assert!(closed.status.success(), "{}", text(&closed.stderr));
+    let mut root = String::new();
+    for _ in 0..100 {
+        let got = run(bidders[0].clone(), strings(&["settlement", "get", &id])).await.unwrap();
+        if let Some(line) = text(&got.stdout).lines().find(|l| l.contains("book root:")) {
+            root = line.split_whitespace().last().unwrap().to_owned();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(root.len(), 64, "the settlement carries the book's root");
+    let bid = saved["bid_id"].as_str().unwrap().to_owned();
+    let proof = dir.path().join("proof.json");
+    let got =
+        run(bidders[0].clone(), strings(&["bid", "proof", &id, &bid, "--out", proof.to_str().unwrap()])).await.unwrap();
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    let checked =
+        run(String::new(), strings(&["receipt", "verify", proof.to_str().unwrap(), "--key", &key, "--root", &root]))
+            .await
+            .unwrap();
+    assert!(checked.status.success(), "{} {}", text(&checked.stdout), text(&checked.stderr));
+    assert!(text(&checked.stdout).contains("inclusion: valid, leaf"), "{}", text(&checked.stdout));
+    // Against another root, the proof fails.
+    let other = "00".repeat(32);
+    let wrong =
+        run(String::new(), strings(&["receipt", "verify", proof.to_str().unwrap(), "--key", &key, "--root", &other]))
+            .await
+            .unwrap();
+    assert!(!wrong.status.success());
+    // Another bidder's bid is not found for this bidder.
+    let theirs = run(bidders[1].clone(), strings(&["bid", "proof", &id, &bid, "--out", "/dev/null"])).await.unwrap();
+    assert!(!theirs.status.success());
+    assert!(text(&theirs.stderr).contains("BID_NOT_FOUND"), "{}", text(&theirs.stderr));
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+}

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod fuzzing;
 pub mod grpc;
 pub mod journal;
 pub mod metrics;

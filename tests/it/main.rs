@@ -6,6 +6,7 @@ mod cdp;
 mod cli;
 mod crash;
 mod english;
+mod fuzz;
 mod grpc;
 mod journal;
 mod nopanic;

@@ -773,6 +773,13 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
     } else {
         std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     }
+    if !replayed.still_sealed.is_empty() {
+        let waiting: usize = replayed.still_sealed.values().sum();
+        report(format!(
+            "sealed: {waiting} bid entries of {} auctions not concluded yet stay sealed (their keys are journaled at their close)",
+            replayed.still_sealed.len()
+        ))?;
+    }
     report(format!(
         "replayed: {} auctions, {lines} settlements derived{}",
         replayed.auctions.len(),

@@ -87,6 +87,7 @@ impl TestServer {
     ) -> TestServer {
         let mut config = Config::default();
         config.set_data_dir(dir.path().to_owned());
+        crate::sealing::key_inside(&mut config, dir.path());
         config.eligibility = eligibility.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

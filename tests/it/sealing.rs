@@ -36,6 +36,16 @@ fn origin(principal: &str, request: u64) -> Origin {
     }
 }
 
+/// Names a master key file inside `dir` (writing one if missing), for tests whose data
+/// directory is a temporary directory itself: the default key file beside it would outlive it.
+pub fn key_inside(config: &mut Config, dir: &Path) {
+    let path = dir.join("test-master.key");
+    if !path.exists() {
+        std::fs::write(&path, format!("{}\n", "5a".repeat(32))).unwrap();
+    }
+    config.master_key_file = Some(path);
+}
+
 /// Captured log output.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -322,6 +322,7 @@ impl Principals {
         {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            crate::private::restrict(&f).map_err(io)?;
             f.write_all(text.as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
         }

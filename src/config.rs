@@ -32,6 +32,8 @@ struct FileConfig {
     board_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     principals_file: Option<PathBuf>,
+    /// The master key that seals bids at rest; default `<data_dir>.key`, created if missing.
+    master_key_file: Option<PathBuf>,
     max_message_bytes: Option<usize>,
     /// "every_batch" (the default) or "never" (tests and benchmarks only).
     journal_sync: Option<String>,
@@ -204,6 +206,9 @@ pub struct Config {
     pub board_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub principals_file: PathBuf,
+    /// The master key file (outside the data directory); `None`: `<data_dir>.key`, which the
+    /// server creates (0600) when it is missing. A configured file must exist.
+    pub master_key_file: Option<PathBuf>,
     /// Requests larger than this get RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
     /// Whether journal batches are fdatasynced before they are acknowledged.
@@ -253,6 +258,7 @@ impl Default for Config {
             listen: "127.0.0.1:50051".parse().expect("literal address"),
             board_listen: None,
             principals_file: data_dir.join("principals.json"),
+            master_key_file: None,
             data_dir,
             max_message_bytes: 64 * 1024,
             journal_sync: SyncPolicy::EveryBatch,
@@ -291,6 +297,9 @@ impl Config {
         }
         if let Some(p) = file.principals_file {
             config.principals_file = p;
+        }
+        if let Some(p) = file.master_key_file {
+            config.master_key_file = Some(p);
         }
         if let Some(n) = file.max_message_bytes {
             if n < 1024 {
@@ -348,6 +357,14 @@ impl Config {
             self.principals_file = dir.join("principals.json");
         }
         self.data_dir = dir;
+    }
+
+    /// The master key file, and whether it is the default (created when missing).
+    pub fn key_file(&self) -> (PathBuf, bool) {
+        match &self.master_key_file {
+            Some(path) => (path.clone(), false),
+            None => (crate::service::seal::default_key_file(&self.data_dir), true),
+        }
     }
 
     pub fn journal_dir(&self) -> PathBuf {

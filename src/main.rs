@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Top::Principal(command) => return report(cli::principal(command)),
         Top::Journal(command) => return report(cli::journal(command)),
         Top::Report(args) => return report(cli::report(args)),
+        Top::Receipt(command) => return report(cli::receipt(command)),
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
             Top::Settlement(args) => report(cli::settlement(args).await),
             Top::Loadgen(args) => report(cli::loadgen::main(args).await),
             Top::Enterprise(args) => report(cli::enterprise::run(args).await),
-            Top::Principal(_) | Top::Journal(_) | Top::Report(_) => unreachable!("handled above"),
+            Top::Principal(_) | Top::Journal(_) | Top::Report(_) | Top::Receipt(_) => unreachable!("handled above"),
         }
     })
 }

@@ -43,6 +43,8 @@ pub enum ServerError {
     Plaintext(std::net::SocketAddr),
     #[error("results board: {0}")]
     Board(std::io::Error),
+    #[error(transparent)]
+    Key(#[from] crate::service::seal::KeyError),
 }
 
 /// Everything a running server is made of, before it listens.
@@ -89,7 +91,7 @@ pub async fn assemble(config: &Config) -> Result<Parts, ServerError> {
 }
 
 pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Parts, ServerError> {
-    std::fs::create_dir_all(&config.data_dir)
+    crate::private::create_dir(&config.data_dir)
         .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let principals = Arc::new(PrincipalStore::open(&config.principals_file)?);
     if principals.current().is_empty() {
@@ -104,8 +106,10 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
         tracing::warn!(segment = %segment.display(), offset, seq, "journal had a torn tail (a batch cut short by a crash); it was cut off");
     }
     let replayed = recovered.records.len();
+    let master = master_key(config)?;
     let mut exchange =
-        Exchange::recover(config.policy.clone(), clock, Arc::new(journal), recordings, &recovered).await?;
+        Exchange::recover_keyed(config.policy.clone(), clock, Arc::new(journal), recordings, &recovered, master)
+            .await?;
     exchange.set_eligibility(config.eligibility.clone());
     let exchange = Arc::new(exchange);
     hooks.attach(&exchange);
@@ -124,6 +128,17 @@ pub async fn assemble_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Resu
         allow_plaintext: config.allow_plaintext,
         principals_poll: config.principals_poll,
     })
+}
+
+/// The master key that seals bids at rest: the configured file, or the default beside the data
+/// directory, created (0600) when missing.
+fn master_key(config: &Config) -> Result<crate::service::seal::MasterKey, ServerError> {
+    let (path, default) = config.key_file();
+    let (key, created) = crate::service::seal::MasterKey::load(&path, default)?;
+    if created {
+        tracing::warn!(file = %path.display(), "created a master key for sealed bids (mode 0600) beside the data directory; keep it out of the data directory's backups, and set master_key_file to keep it elsewhere");
+    }
+    Ok(key)
 }
 
 /// Reads the server's certificate, key and client CA.

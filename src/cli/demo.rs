@@ -101,7 +101,9 @@ async fn register(operator: &mut Terminal, firms: &[Enterprise]) -> Result<(), B
 pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
-    config.set_data_dir(dir.path().to_owned());
+    // The data directory inside the temporary one, so that its master key (created beside it)
+    // goes when the demo ends.
+    config.set_data_dir(dir.path().join("data"));
     // Only registered enterprises, in admitted industries, with a valid permit, may bid.
     config.eligibility.enforce = true;
 
@@ -132,7 +134,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stopped.await;
     }));
 
-    out!("emission-auction demo: server on {addr}, data in {}", dir.path().display())?;
+    out!("emission-auction demo: server on {addr}, data in {}", config.data_dir.display())?;
     out!("results board: http://{board_addr}/  (report: http://{board_addr}/report)\n")?;
     let start_in = args.start_in.unwrap_or(if args.serve { 10 } else { 0 });
     if start_in > 0 {

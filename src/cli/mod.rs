@@ -81,6 +81,26 @@ pub enum Top {
     /// Load a server with bids (unary or streamed, closed loop or fixed rate) and measure it
     /// against the health-check and fdatasync ceilings of the same run.
     Loadgen(loadgen::LoadgenArgs),
+    /// Signed receipts, offline.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// Check a receipt's signature (a file from `bid place --save-receipt`) or an inclusion
+    /// proof (a file from `bid proof`: the receipt's signature, then its path to the root).
+    /// Exit status 0 only when everything checks out.
+    Verify {
+        /// The receipt or proof file (JSON).
+        file: PathBuf,
+        /// The server's public key, hex (`settlement server-key`).
+        #[arg(long)]
+        key: String,
+        /// The settlement's book root, hex (`settlement get`): the proof must lead to it.
+        #[arg(long)]
+        root: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -557,6 +577,9 @@ pub enum BidCommand {
         /// Omit in a single-lot auction to bid for the whole lot.
         #[arg(long, default_value = "")]
         quantity: String,
+        /// Also write the signed receipt (JSON) here, for `receipt verify`.
+        #[arg(long)]
+        save_receipt: Option<PathBuf>,
     },
     /// Replace one of your bids (it takes a new place in time priority).
     Revise {
@@ -566,9 +589,24 @@ pub enum BidCommand {
         price: String,
         #[arg(long)]
         quantity: String,
+        #[arg(long)]
+        save_receipt: Option<PathBuf>,
     },
     /// Withdraw one of your bids.
-    Withdraw { auction: String, bid: String },
+    Withdraw {
+        auction: String,
+        bid: String,
+        #[arg(long)]
+        save_receipt: Option<PathBuf>,
+    },
+    /// Once the auction concluded: the proof that your bid was in the final book unchanged
+    /// (JSON, for `receipt verify`).
+    Proof {
+        auction: String,
+        bid: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Your own bids in an auction.
     List { auction: String },
     /// One auction's public terms and phase.
@@ -583,6 +621,8 @@ pub enum BidCommand {
 pub enum SettlementCommand {
     /// The settlement of one concluded auction.
     Get { auction: String },
+    /// The server's Ed25519 public key, which signs every receipt (hex).
+    ServerKey,
     /// Print settlements as they are published, from a sequence number.
     Watch {
         /// The first settlement sequence number to print (1: from the start).
@@ -757,6 +797,13 @@ pub fn journal(command: JournalCommand) -> Result<(), Box<dyn std::error::Error>
         render::write_raw(&text)?;
     } else {
         std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    if !replayed.still_sealed.is_empty() {
+        let waiting: usize = replayed.still_sealed.values().sum();
+        report(format!(
+            "sealed: {waiting} bid entries of {} auctions not concluded yet stay sealed (their keys are journaled at their close)",
+            replayed.still_sealed.len()
+        ))?;
     }
     report(format!(
         "replayed: {} auctions, {lines} settlements derived{}",
@@ -1031,7 +1078,7 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
     let mut t = terminal(&args).await?;
     let tr = &mut t.trading;
     let receipt = match &args.command {
-        BidCommand::Place { auction, price, quantity } => tr
+        BidCommand::Place { auction, price, quantity, .. } => tr
             .place_bid(pb::PlaceBidRequest {
                 request_id: request_id(),
                 auction_id: auction.clone(),
@@ -1040,7 +1087,7 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
             })
             .await?
             .into_inner(),
-        BidCommand::Revise { auction, bid, price, quantity } => tr
+        BidCommand::Revise { auction, bid, price, quantity, .. } => tr
             .revise_bid(pb::ReviseBidRequest {
                 request_id: request_id(),
                 auction_id: auction.clone(),
@@ -1050,7 +1097,7 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
             })
             .await?
             .into_inner(),
-        BidCommand::Withdraw { auction, bid } => tr
+        BidCommand::Withdraw { auction, bid, .. } => tr
             .withdraw_bid(pb::WithdrawBidRequest {
                 request_id: request_id(),
                 auction_id: auction.clone(),
@@ -1075,7 +1122,38 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
             return Ok(());
         }
         BidCommand::Watch(w) => return watch(&mut t, w, "bid").await,
+        BidCommand::Proof { auction, bid, out } => {
+            let proof = tr
+                .get_inclusion_proof(pb::GetInclusionProofRequest { auction_id: auction.clone(), bid_id: bid.clone() })
+                .await?
+                .into_inner();
+            let file = crate::domain::receipt::ProofFile {
+                receipt: signed_receipt(&proof.receipt.unwrap_or_default()),
+                path: proof
+                    .path
+                    .iter()
+                    .map(|s| crate::domain::receipt::ProofStep { sibling: hex::encode(&s.sibling), left: s.left })
+                    .collect(),
+                root: hex::encode(&proof.root),
+                leaf_index: proof.leaf_index,
+                leaf_count: proof.leaf_count,
+            };
+            write_json(out, &file)?;
+            out!(
+                "proof of bid {bid} in {auction}: leaf {} of {}, root {}",
+                file.leaf_index,
+                file.leaf_count,
+                file.root
+            )?;
+            return Ok(());
+        }
     };
+    if let BidCommand::Place { save_receipt: Some(path), .. }
+    | BidCommand::Revise { save_receipt: Some(path), .. }
+    | BidCommand::Withdraw { save_receipt: Some(path), .. } = &args.command
+    {
+        write_json(path, &signed_receipt(&receipt))?;
+    }
     let pseudonym = if receipt.pseudonym.is_empty() { String::new() } else { format!(" as {}", receipt.pseudonym) };
     out!(
         "bid {} in {}{pseudonym}: {} t at {} yuan/t, {}, received {}",
@@ -1089,9 +1167,76 @@ pub async fn bid(args: ClientArgs<BidCommand>) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// A receipt as `receipt verify` reads it.
+fn signed_receipt(r: &pb::BidReceipt) -> crate::domain::receipt::SignedReceipt {
+    crate::domain::receipt::SignedReceipt {
+        fields: crate::domain::receipt::ReceiptFields {
+            auction_id: r.auction_id.clone(),
+            bid_id: r.bid_id.clone(),
+            bidder: r.bidder.clone(),
+            price: r.price.clone(),
+            quantity: r.quantity.clone(),
+            received_at: r.received_at_micros,
+            state: render::name_of::<pb::BidState>(r.state),
+            pseudonym: r.pseudonym.clone(),
+        },
+        signature: hex::encode(&r.signature),
+    }
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), ClientError> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(|e| ClientError::Usage(e.to_string()))?;
+    text.push(b'\n');
+    std::fs::write(path, text).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// `receipt verify`: exit status 0 only when the signature (and the proof) check out.
+pub fn receipt(command: ReceiptCommand) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::domain::receipt::{ProofFile, SignedReceipt, root_from};
+    let ReceiptCommand::Verify { file, key, root } = command;
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (receipt, proof) = if value.get("receipt").is_some() {
+        let proof: ProofFile = serde_json::from_value(value).map_err(|e| format!("{}: {e}", file.display()))?;
+        (proof.receipt.clone(), Some(proof))
+    } else {
+        (serde_json::from_value::<SignedReceipt>(value).map_err(|e| format!("{}: {e}", file.display()))?, None)
+    };
+    let key: [u8; 32] = hex::decode(key.trim())
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or("--key is not 32 hex bytes (an Ed25519 public key)")?;
+    let signature: [u8; 64] = hex::decode(&receipt.signature)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or("the signature is not 64 hex bytes")?;
+    if !crate::service::seal::verify_receipt(&key, &receipt.fields, &signature) {
+        return Err(format!(
+            "receipt of bid {} in {}: the signature does not verify with this key (changed, or another server's)",
+            receipt.fields.bid_id, receipt.fields.auction_id
+        )
+        .into());
+    }
+    out!("signature: valid (bid {} in {})", receipt.fields.bid_id, receipt.fields.auction_id)?;
+    let Some(proof) = proof else { return Ok(()) };
+    let reached = root_from(receipt.fields.leaf(), &proof.path).ok_or("a proof step is not 32 hex bytes")?;
+    let want = root.unwrap_or_else(|| proof.root.clone());
+    if hex::encode(reached) != want.trim().to_ascii_lowercase() {
+        return Err(
+            format!("inclusion: the bid's path leads to {}, not to the root {want}", hex::encode(reached)).into()
+        );
+    }
+    out!("inclusion: valid, leaf {} of {} leads to root {want}", proof.leaf_index, proof.leaf_count)?;
+    Ok(())
+}
+
 pub async fn settlement(args: ClientArgs<SettlementCommand>) -> Result<(), ClientError> {
     let mut t = terminal(&args).await?;
     match &args.command {
+        SettlementCommand::ServerKey => {
+            let key = t.results.get_server_key(pb::GetServerKeyRequest {}).await?.into_inner();
+            out!("{}", hex::encode(key.public_key))?;
+        }
         SettlementCommand::Get { auction } => {
             let s =
                 t.results.get_settlement(pb::GetSettlementRequest { auction_id: auction.clone() }).await?.into_inner();

@@ -418,6 +418,9 @@ pub fn settlement_named(s: &pb::Settlement, name: &dyn Fn(&str) -> String) -> St
     if s.journal_seq > 0 {
         let _ = write!(out, "\n  derived from journal record {} (hash {})", s.journal_seq, s.journal_hash);
     }
+    if !s.book_root.is_empty() {
+        let _ = write!(out, "\n  book root: {}", s.book_root);
+    }
     out
 }
 

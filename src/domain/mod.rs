@@ -5,6 +5,7 @@ mod enterprise;
 mod ids;
 mod policy;
 mod reason;
+pub mod receipt;
 mod units;
 
 /// Reads a value from its text without allocating: a visitor parses the borrowed string.

@@ -70,6 +70,7 @@ pub(crate) fn empty(
         cap: spec.prices.cap,
         settled_at: at,
         deposits: Vec::new(),
+        book_root: None,
     }
 }
 
@@ -572,6 +573,7 @@ fn settle(spec: &AuctionSpec, fills: Fills<'_>, at: Timestamp) -> Settlement {
         cap: spec.prices.cap,
         settled_at: at,
         deposits: Vec::new(),
+        book_root: None,
     }
 }
 

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 
 use crate::domain::{
     Amount, AuctionId, BidId, BidderId, MAX_BID_AMOUNT_FEN, Price, PricePolicy, Quantity, QuantityTotal, Reason,
-    Timestamp,
+    Timestamp, receipt,
 };
 
 use checks::Exposure;
@@ -51,6 +51,24 @@ use checks::Exposure;
 use clock::{ClockBook, RoundEnd};
 use english::{English, FreePeriodEnd};
 use sealed::Sealed;
+
+/// The receipt fields of `bid` in `auction`: what the server signs and the book's tree hashes.
+pub fn receipt_fields(auction: AuctionId, bid: &BidView, pseudonym: Option<u32>) -> receipt::ReceiptFields {
+    receipt::ReceiptFields {
+        auction_id: auction.to_string(),
+        bid_id: bid.id.to_string(),
+        bidder: bid.bidder.to_string(),
+        price: bid.price.to_string(),
+        quantity: bid.quantity.to_string(),
+        received_at: bid.placed_at.as_micros(),
+        state: match bid.state {
+            BidState::Active => "ACTIVE",
+            BidState::Withdrawn => "WITHDRAWN",
+        }
+        .to_owned(),
+        pseudonym: pseudonym.map(|n| format!("B{n:03}")).unwrap_or_default(),
+    }
+}
 
 /// A request to change an auction. The timestamp travels beside it (see [`Auction::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -537,6 +555,7 @@ impl Auction {
             SettlementStatus::Failed => Phase::Failed,
             SettlementStatus::Cancelled => Phase::Cancelled,
         };
+        settlement.book_root = Some(hex::encode(receipt::merkle_root(&self.book_leaves())));
         Event::Concluded(Box::new(settlement))
     }
 
@@ -558,6 +577,26 @@ impl Auction {
                 DepositOutcome { enterprise, deposit, applied, released }
             })
             .collect()
+    }
+
+    /// The receipt fields of a bid as taken (`receipt::ReceiptFields`).
+    pub fn receipt_fields(&self, bid: &BidView) -> receipt::ReceiptFields {
+        receipt_fields(self.spec.id, bid, self.pseudonym_of(bid.bidder))
+    }
+
+    /// The final book's bids (each bid's last version) in bid-id order, with their leaves.
+    pub fn book(&self) -> Vec<(BidView, [u8; 32])> {
+        let mut bids = match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed.book.all_bids(),
+            Mechanism::English(english) => english.book().all_bids(),
+            Mechanism::Clock(book) => book.statements(),
+        };
+        bids.sort_by_key(|b| b.id.get());
+        bids.into_iter().map(|b| (b, self.receipt_fields(&b).leaf())).collect()
+    }
+
+    fn book_leaves(&self) -> Vec<[u8; 32]> {
+        self.book().into_iter().map(|(_, leaf)| leaf).collect()
     }
 
     /// Step 1 of the shared checks: a bid stamped `at` falls inside bidding. Returns whether

@@ -84,4 +84,8 @@ pub struct Settlement {
     /// (and then left out of the JSON, so such settlements read as they always did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deposits: Vec<DepositOutcome>,
+    /// Hex of the Merkle root of the final book (every bid's last version, by bid id; see
+    /// `domain::receipt`), so that a bidder can prove its bid was in the book unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub book_root: Option<String>,
 }

@@ -14,6 +14,7 @@ use crate::engine::{
 };
 use crate::proto as pb;
 use crate::service::feed::{AuctionUpdate, UpdateKind};
+use crate::service::seal::ReceiptSigner;
 use crate::service::{AuctionSnapshot, Receipt, RecordedSettlement};
 
 /// A malformed field: becomes INVALID_ARGUMENT naming it.
@@ -544,9 +545,14 @@ fn pb_bid_state(s: BidState) -> pb::BidState {
     }
 }
 
-pub fn pb_receipt(auction: AuctionId, receipt: &Receipt) -> pb::BidReceipt {
+/// A receipt, signed by the server (over `engine::receipt_fields`, see docs/API.md).
+pub fn pb_receipt(auction: AuctionId, receipt: &Receipt, signer: &ReceiptSigner) -> pb::BidReceipt {
     let (b, pseudonym_of_bidder) = (&receipt.bid, receipt.pseudonym);
+    let fields = crate::engine::receipt_fields(auction, b, pseudonym_of_bidder);
     pb::BidReceipt {
+        signature: signer.sign(&fields).to_vec(),
+        bidder: b.bidder.to_string(),
+        received_at_micros: b.placed_at.as_micros(),
         auction_id: auction.to_string(),
         bid_id: b.id.to_string(),
         price: b.price.to_string(),
@@ -605,6 +611,7 @@ pub fn pb_settlement(r: &RecordedSettlement) -> pb::Settlement {
         sequence: r.sequence,
         journal_seq: r.journal.seq,
         journal_hash: r.journal.hash.clone(),
+        book_root: s.book_root.clone().unwrap_or_default(),
         auction_id: s.auction_id.to_string(),
         lot_id: s.lot_id.to_string(),
         pollutant: pb_pollutant(s.pollutant) as i32,

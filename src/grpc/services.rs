@@ -273,7 +273,7 @@ impl pb::trading_server::Trading for TradingService {
         let price = convert::bid_price("price", &req.price)?;
         let quantity = convert::bid_quantity("quantity", &req.quantity)?;
         let receipt = self.exchange.place_bid(id, bidder, price, quantity, origin).await?;
-        Ok(Response::new(convert::pb_receipt(id, &receipt)))
+        Ok(Response::new(convert::pb_receipt(id, &receipt, self.exchange.receipt_signer())))
     }
 
     async fn revise_bid(&self, request: Request<pb::ReviseBidRequest>) -> Reply<pb::BidReceipt> {
@@ -285,7 +285,7 @@ impl pb::trading_server::Trading for TradingService {
         let price = convert::bid_price("price", &req.price)?;
         let quantity = convert::bid_quantity("quantity", &req.quantity)?;
         let receipt = self.exchange.revise_bid(id, bidder, bid_id, price, quantity, origin).await?;
-        Ok(Response::new(convert::pb_receipt(id, &receipt)))
+        Ok(Response::new(convert::pb_receipt(id, &receipt, self.exchange.receipt_signer())))
     }
 
     async fn withdraw_bid(&self, request: Request<pb::WithdrawBidRequest>) -> Reply<pb::BidReceipt> {
@@ -295,7 +295,7 @@ impl pb::trading_server::Trading for TradingService {
         let id = convert::auction_id(&req.auction_id)?;
         let bid_id = convert::bid_id(&req.bid_id)?;
         let receipt = self.exchange.withdraw_bid(id, bidder, bid_id, origin).await?;
-        Ok(Response::new(convert::pb_receipt(id, &receipt)))
+        Ok(Response::new(convert::pb_receipt(id, &receipt, self.exchange.receipt_signer())))
     }
 
     type PlaceBidsStream = Stream<pb::PlaceBidsReply>;
@@ -355,6 +355,25 @@ impl pb::trading_server::Trading for TradingService {
         Ok(Response::new(stream))
     }
 
+    async fn get_inclusion_proof(&self, request: Request<pb::GetInclusionProofRequest>) -> Reply<pb::InclusionProof> {
+        let bidder = bidder(&request)?;
+        let req = request.get_ref();
+        let id = convert::auction_id(&req.auction_id)?;
+        let bid = convert::bid_id(&req.bid_id)?;
+        let (receipt, index, leaves) = self.exchange.inclusion(id, bidder, bid).await?;
+        let path = crate::domain::receipt::merkle_proof(&leaves, index).unwrap_or_default();
+        Ok(Response::new(pb::InclusionProof {
+            receipt: Some(convert::pb_receipt(id, &receipt, self.exchange.receipt_signer())),
+            path: path
+                .into_iter()
+                .map(|step| pb::ProofStep { sibling: hex::decode(step.sibling).unwrap_or_default(), left: step.left })
+                .collect(),
+            root: crate::domain::receipt::merkle_root(&leaves).to_vec(),
+            leaf_index: index as u64,
+            leaf_count: leaves.len() as u64,
+        }))
+    }
+
     async fn list_my_bids(&self, request: Request<pb::ListMyBidsRequest>) -> Reply<pb::ListMyBidsResponse> {
         let bidder = bidder(&request)?;
         let id = convert::auction_id(&request.get_ref().auction_id)?;
@@ -386,7 +405,8 @@ fn submit_bid(
     match parsed {
         Ok((origin, id, price, quantity)) => {
             let receipt = exchange.submit_bid(id, bidder, price, quantity, origin);
-            Box::pin(async move { Ok(convert::pb_receipt(id, &receipt.await?)) })
+            let signer = exchange.receipt_signer().clone();
+            Box::pin(async move { Ok(convert::pb_receipt(id, &receipt.await?, &signer)) })
         }
         Err(status) => Box::pin(std::future::ready(Err(status))),
     }
@@ -420,6 +440,12 @@ impl pb::results_server::Results for ResultsService {
         let id = convert::auction_id(&request.get_ref().auction_id)?;
         let recorded = self.exchange.settlement(id).await?;
         Ok(Response::new(convert::pb_settlement(&recorded)))
+    }
+
+    async fn get_server_key(&self, request: Request<pb::GetServerKeyRequest>) -> Reply<pb::ServerKey> {
+        require(&request, ANY_ROLE)?;
+        let key = self.exchange.receipt_signer().public_key();
+        Ok(Response::new(pb::ServerKey { public_key: key.to_vec(), algorithm: "ed25519".into() }))
     }
 
     type SubscribeSettlementsStream = SettlementStream;

@@ -114,6 +114,7 @@ impl SegmentStore for FileStore {
 
     fn start_segment(&mut self, first_seq: u64, header: &[u8], capacity: u64) -> io::Result<()> {
         let file = OpenOptions::new().create_new(true).read(true).write(true).open(self.segment_path(first_seq))?;
+        crate::private::restrict(&file)?;
         if rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, capacity).is_err() {
             // Some filesystems cannot preallocate; a sparse file works, its syncs are slower.
             file.set_len(capacity)?;
@@ -152,6 +153,7 @@ impl SegmentStore for FileStore {
         let mut tmp = self.anchor.clone().into_os_string();
         tmp.push(".tmp");
         let mut file = File::create(&tmp)?;
+        crate::private::restrict(&file)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, &self.anchor)?;

@@ -228,7 +228,7 @@ impl Journal {
     /// Recovers the segment files in `dir` (creating it if missing) and opens it for appending
     /// after its last valid record. The anchor is the file [`anchor_path`]`(dir)`, beside `dir`.
     pub fn open(dir: &Path, options: Options) -> Result<(Journal, Recovered, Arc<Stats>), JournalError> {
-        std::fs::create_dir_all(dir)
+        crate::private::create_dir(dir)
             .map_err(|e| JournalError::Io { path: dir.display().to_string(), reason: e.to_string() })?;
         Journal::open_store(FileStore::new(dir), options)
     }

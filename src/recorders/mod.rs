@@ -224,6 +224,7 @@ pub mod sample {
                     cap: spec.prices.cap,
                     settled_at: spec.closes_at,
                     deposits: Vec::new(),
+                    book_root: None,
                 };
                 Arc::new(RecordedSettlement {
                     sequence,

@@ -32,6 +32,13 @@ use super::health::Health;
 use super::outbox::Outbox;
 use super::recorder::{JournalPosition, RecordedSettlement};
 use super::requests::Origin;
+use super::seal::{AuctionKey, MasterKey};
+
+/// Whether an auction of `format` keeps its bids secret until the close (and so journals them
+/// sealed): the sealed formats and fixed price. English and clock bids are public.
+pub(crate) fn is_sealed(format: crate::engine::Format) -> bool {
+    !format.is_open_outcry() && !format.is_clock()
+}
 
 /// What everyone may see of an auction: its terms and phase, never its bids.
 #[derive(Debug, Clone)]
@@ -46,6 +53,9 @@ pub struct AuctionSnapshot {
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;
+
+/// A bid of the final book: its last version, its bidder's pseudonym and its leaf.
+pub(crate) type BookLeaf = (BidView, Option<u32>, [u8; 32]);
 
 pub(crate) enum Request {
     /// A client's change; the reply carries what the core said, bids with their receipt.
@@ -65,6 +75,11 @@ pub(crate) enum Request {
     DepositOf {
         enterprise: BidderId,
         reply: Reply<Result<Amount, ServiceError>>,
+    },
+    /// The final book, once concluded: each bid's last version by bid id, with the bidder's
+    /// pseudonym and the bid's leaf in the book's Merkle tree.
+    Book {
+        reply: Reply<Result<Vec<BookLeaf>, ServiceError>>,
     },
 }
 
@@ -123,6 +138,9 @@ pub(crate) struct AuctionActor {
     last_stamp: Timestamp,
     /// Public changes, for watchers.
     feed: Arc<AuctionFeed>,
+    /// Sealed formats: the auction's key, which seals its bid entries and is journaled when it
+    /// concludes. `None` for open formats (English, clock), whose bids are public.
+    key: Option<AuctionKey>,
 }
 
 /// Where an auction's task shows what it did: the public snapshot and the watchers' feed.
@@ -142,6 +160,7 @@ pub(crate) struct Shared {
     pub health: Arc<Health>,
     pub journal_failed: Arc<AtomicBool>,
     pub phases: tokio::sync::broadcast::Sender<PhaseChange>,
+    pub master: MasterKey,
 }
 
 /// An auction's phase changed (durably): what a website or a regulator's system follows.
@@ -166,7 +185,8 @@ impl AuctionActor {
         shared: Shared,
     ) -> AuctionActor {
         let Outlets { snapshot, feed } = outlets;
-        let Shared { outbox, next_settlement, clock, journal, health, journal_failed, phases } = shared;
+        let Shared { outbox, next_settlement, clock, journal, health, journal_failed, phases, master } = shared;
+        let key = is_sealed(auction.spec().format).then(|| master.auction_key(auction.spec().id));
         let shown = (auction.phase(), auction.ascending_view(), auction.clock_view());
         AuctionActor {
             auction,
@@ -183,6 +203,7 @@ impl AuctionActor {
             phases,
             last_stamp,
             feed,
+            key,
         }
     }
 
@@ -278,6 +299,20 @@ impl AuctionActor {
                 let deposit = self.auction.deposit_of(enterprise);
                 self.read(move |ready| {
                     let _ = reply.send(ready.map(|()| deposit));
+                });
+            }
+            Request::Book { reply } => {
+                let book = match self.auction.all_bids() {
+                    Ok(_) => Ok(self
+                        .auction
+                        .book()
+                        .into_iter()
+                        .map(|(bid, leaf)| (bid, self.auction.pseudonym_of(bid.bidder), leaf))
+                        .collect()),
+                    Err(e) => Err(ServiceError::from(e)),
+                };
+                self.read(move |ready| {
+                    let _ = reply.send(ready.and(book));
                 });
             }
             Request::AllBids { reply } => {
@@ -383,7 +418,8 @@ impl AuctionActor {
             *settled = Some(*sequence);
         }
         let snapshot = self.snapshot_if_changed();
-        let durable = match entry.encode() {
+        let concluded = settlement.is_some();
+        let durable = match self.seal(entry).and_then(|entry| entry.encode()) {
             Ok(encoded) => slot.submit(encoded),
             Err(e) => {
                 // Cannot happen for entries of in-range values; treated as a journal failure,
@@ -396,6 +432,37 @@ impl AuctionActor {
             }
         };
         let done = Done { reply, applied, settlement, snapshot: snapshot.map(Box::new), update: update.map(Box::new) };
+        self.waiting.push_back(Waiting::Change { durable, done });
+        if concluded && let Some(key) = self.key {
+            self.unseal(key).await;
+        }
+    }
+
+    /// A sealed auction's bid entry, encrypted under its key; every other entry as it is.
+    fn seal(&self, entry: Entry) -> Result<Entry, postcard::Error> {
+        match (&self.key, &entry) {
+            (Some(key), Entry::Apply { at, auction, command, settled: None, .. }) if command.is_bid() => {
+                let (at, auction) = (*at, *auction);
+                let (nonce, ciphertext) = key.seal(auction, at, &entry.encode()?);
+                Ok(Entry::Sealed { at, auction, nonce, ciphertext })
+            }
+            _ => Ok(entry),
+        }
+    }
+
+    /// Journals the key of the auction that just concluded, right behind the entry that
+    /// concluded it, so that the journal alone opens its sealed entries from then on. (A
+    /// crash between the two is repaired on start: `Exchange::recover` journals the key of
+    /// every concluded sealed auction whose key the journal lacks.)
+    async fn unseal(&mut self, key: AuctionKey) {
+        let entry = Entry::Unseal { auction: self.id(), key: key.0 };
+        let durable = match (self.journal.reserve().await, entry.encode()) {
+            (Ok(slot), Ok(encoded)) => slot.submit(encoded),
+            (Err(e), _) => return self.fail_journal(&unavailable(e)),
+            (_, Err(e)) => return self.fail_journal(&unavailable(e)),
+        };
+        let done =
+            Done { reply: None, applied: Applied::Events(Vec::new()), settlement: None, snapshot: None, update: None };
         self.waiting.push_back(Waiting::Change { durable, done });
     }
 

@@ -31,6 +31,14 @@ pub enum Entry<O = Origin> {
     Tick { at: Timestamp, auction: AuctionId, settled: Option<u64> },
     /// An operator changed the enterprise registry at `at`.
     Registry { at: Timestamp, change: Box<RegistryChange>, origin: Option<O> },
+    /// A bidder's change to a sealed auction (place, revise, withdraw), journaled encrypted:
+    /// `ciphertext` is the postcard encoding of the `Apply` entry (command and origin), sealed
+    /// with XChaCha20-Poly1305 under the auction's key (`seal`), with the auction id and the
+    /// stamp as associated data. Only the auction, the stamp and the length show.
+    Sealed { at: Timestamp, auction: AuctionId, nonce: [u8; 24], ciphertext: Vec<u8> },
+    /// The auction concluded and its key is published: every `Sealed` entry of the auction
+    /// can be opened with it from here on, by anyone who reads the journal.
+    Unseal { auction: AuctionId, key: [u8; 32] },
 }
 
 /// An [`Origin`] read in place from a journal record.
@@ -58,6 +66,8 @@ impl<O> Entry<O> {
             }
             Entry::Tick { at, auction, settled } => Entry::Tick { at, auction, settled },
             Entry::Registry { at, change, origin } => Entry::Registry { at, change, origin: origin.map(f) },
+            Entry::Sealed { at, auction, nonce, ciphertext } => Entry::Sealed { at, auction, nonce, ciphertext },
+            Entry::Unseal { auction, key } => Entry::Unseal { auction, key },
         }
     }
 }

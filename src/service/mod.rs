@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod recorder;
 pub mod registry;
 pub mod requests;
+pub mod seal;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -164,6 +165,10 @@ pub struct Exchange {
     registry: std::sync::RwLock<Registry>,
     /// Who may bid (config); bids carry the facts gathered under it.
     eligibility: EligibilityPolicy,
+    /// Seals the bid entries of sealed auctions (each under its auction's key).
+    master: seal::MasterKey,
+    /// Signs receipts (derived from the master key).
+    signer: seal::ReceiptSigner,
     /// Every auction task, awaited by [`Exchange::shutdown`].
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The recorders' delivery tasks.
@@ -181,6 +186,11 @@ pub struct Replayed {
     requests: ReplayedRequests,
     /// The enterprise registry as the journal leaves it.
     pub registry: Registry,
+    /// The auctions whose key the journal holds (they concluded).
+    pub unsealed: std::collections::BTreeSet<AuctionId>,
+    /// Replayed without the master key: the auctions whose sealed entries no key in the
+    /// journal opens yet (they had not concluded), with how many entries of each wait.
+    pub still_sealed: BTreeMap<AuctionId, usize>,
 }
 
 /// How many decoded entries travel together from the decoding thread to the applying one.
@@ -196,12 +206,25 @@ struct RequestKey {
 type Decoded = Result<(Appended, Entry<RequestKey>), ReplayError>;
 
 /// Replays journal records (position and payload, in order) through the core. Pure and
-/// deterministic: it is what the server does on start and what `journal replay` does offline.
-///
-/// Two threads share the work: one decodes entries (borrowing their strings) and digests their
-/// request keys, the other applies them in journal order.
+/// deterministic: it is what `journal replay` does offline, without the master key. Sealed
+/// entries wait, each auction's entries in journal order, until the auction's key appears in
+/// the journal (`Entry::Unseal`, at its close); the auctions still open at the end of the
+/// journal are replayed without the bids they hold (see [`Replayed::still_sealed`]).
 pub fn replay<'a>(
     records: impl ExactSizeIterator<Item = (Appended, &'a [u8])> + Send,
+) -> Result<Replayed, ReplayError> {
+    replay_with(records, None)
+}
+
+/// [`replay`] with the master key, as the server does on start: every sealed entry is opened
+/// where it stands.
+///
+/// Two threads share the work: one decodes entries (borrowing their strings), opens sealed
+/// ones when it has the key, and digests their request keys, the other applies them in
+/// journal order.
+pub fn replay_with<'a>(
+    records: impl ExactSizeIterator<Item = (Appended, &'a [u8])> + Send,
+    master: Option<&seal::MasterKey>,
 ) -> Result<Replayed, ReplayError> {
     let expected = records.len();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(8);
@@ -210,14 +233,16 @@ pub fn replay<'a>(
             let mut batch = Vec::with_capacity(REPLAY_BATCH);
             for (index, (at, payload)) in records.enumerate() {
                 let decoded = Entry::decode_borrowed(payload)
-                    .map(|entry| {
-                        let entry = entry.map_origin(|o| RequestKey {
-                            digest: requests::key_digest(o.principal, o.request_id),
-                            fingerprint: o.fingerprint,
-                        });
-                        (at, entry)
+                    .map_err(|e| format!("record {} is not an entry: {e}", at.seq))
+                    .and_then(|entry| match (entry, master) {
+                        (Entry::Sealed { at: stamp, auction, nonce, ciphertext }, Some(master)) => {
+                            open_sealed(&master.auction_key(auction), stamp, auction, &nonce, &ciphertext)
+                                .map_err(|e| format!("record {}: {e}", at.seq))
+                        }
+                        (entry, _) => Ok(entry.map_origin(|o| request_key(o.principal, o.request_id, o.fingerprint))),
                     })
-                    .map_err(|e| ReplayError { index, reason: format!("record {} is not an entry: {e}", at.seq) });
+                    .map(|entry| (at, entry))
+                    .map_err(|reason| ReplayError { index, reason });
                 let failed = decoded.is_err();
                 batch.push(decoded);
                 if failed || batch.len() == REPLAY_BATCH {
@@ -234,29 +259,99 @@ pub fn replay<'a>(
     })
 }
 
+fn request_key(principal: &str, request_id: &str, fingerprint: Fingerprint) -> RequestKey {
+    RequestKey { digest: requests::key_digest(principal, request_id), fingerprint }
+}
+
+/// Opens a sealed entry: the `Apply` entry it holds, for the same auction and stamp.
+fn open_sealed(
+    key: &seal::AuctionKey,
+    at: Timestamp,
+    auction: AuctionId,
+    nonce: &[u8; 24],
+    ciphertext: &[u8],
+) -> Result<Entry<RequestKey>, String> {
+    let plain = key
+        .open(auction, at, nonce, ciphertext)
+        .ok_or_else(|| format!("a sealed entry of {auction} does not open with its key (wrong key, or changed)"))?;
+    match Entry::decode(&plain).map_err(|e| format!("a sealed entry of {auction} holds no entry: {e}"))? {
+        Entry::Apply { at: inner, auction: inside, command, origin, settled: None }
+            if inner == at && inside == auction =>
+        {
+            let origin = origin.map(|o| request_key(&o.principal, &o.request_id, o.fingerprint));
+            Ok(Entry::Apply { at, auction, command, origin, settled: None })
+        }
+        _ => Err(format!("a sealed entry of {auction} holds something other than a bid of {auction} at its stamp")),
+    }
+}
+
 /// The applying half of [`replay`].
+struct Applier {
+    auctions: BTreeMap<AuctionId, (Auction, Timestamp)>,
+    settlements: Vec<RecordedSettlement>,
+    requests: ReplayedRequests,
+    registry: Registry,
+    /// Entries of auctions that hold a sealed entry not opened yet, in journal order: they
+    /// wait for the auction's key, so that each auction's entries apply in journal order.
+    waiting: BTreeMap<AuctionId, Vec<(usize, Appended, Entry<RequestKey>)>>,
+    /// Auctions whose key the journal holds.
+    unsealed: std::collections::BTreeSet<AuctionId>,
+}
+
 fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<Replayed, ReplayError> {
-    let mut auctions: BTreeMap<AuctionId, (Auction, Timestamp)> = BTreeMap::new();
-    let mut settlements = Vec::new();
-    // Nearly every record is a client's request.
-    let mut requests = ReplayedRequests::with_capacity(expected);
-    let mut registry = Registry::default();
+    let mut applier = Applier {
+        auctions: BTreeMap::new(),
+        settlements: Vec::new(),
+        // Nearly every record is a client's request.
+        requests: ReplayedRequests::with_capacity(expected),
+        registry: Registry::default(),
+        waiting: BTreeMap::new(),
+        unsealed: Default::default(),
+    };
     for (index, decoded) in decoded.enumerate() {
         let (position, entry) = decoded?;
+        applier.take(index, position, entry)?;
+    }
+    let Applier { auctions, mut settlements, requests, registry, waiting, unsealed } = applier;
+    settlements.sort_by_key(|s| s.sequence);
+    let still_sealed = waiting.into_iter().map(|(id, entries)| (id, entries.len())).collect();
+    Ok(Replayed { auctions, settlements, requests, registry, unsealed, still_sealed })
+}
+
+impl Applier {
+    /// Takes the next entry in journal order: applies it, or keeps it behind its auction's
+    /// sealed entries.
+    fn take(&mut self, index: usize, position: Appended, entry: Entry<RequestKey>) -> Result<(), ReplayError> {
+        let auction = match &entry {
+            Entry::Sealed { auction, .. } => Some(*auction),
+            Entry::Apply { auction, .. } | Entry::Tick { auction, .. } => {
+                Some(*auction).filter(|a| self.waiting.contains_key(a))
+            }
+            _ => None,
+        };
+        if let Some(auction) = auction {
+            self.waiting.entry(auction).or_default().push((index, position, entry));
+            return Ok(());
+        }
+        self.apply(index, position, entry)
+    }
+
+    fn apply(&mut self, index: usize, position: Appended, entry: Entry<RequestKey>) -> Result<(), ReplayError> {
         let fail = |reason: String| ReplayError { index, reason };
+        let requests = &mut self.requests;
         let (events, settled) = match entry {
             Entry::Create { spec, seed, origin } => {
                 let (id, at) = (spec.id, spec.created_at);
                 let seed = Entry::seed_of(&seed).map_err(fail)?;
                 let auction = Auction::from_spec(*spec, seed).map_err(|e| fail(format!("{id}: {e}")))?;
-                auctions.insert(id, (auction, at));
+                self.auctions.insert(id, (auction, at));
                 if let Some(key) = origin {
                     requests.record(key.digest, key.fingerprint, Outcome::Auction(id));
                 }
-                continue;
+                return Ok(());
             }
             Entry::Apply { at, auction, command, origin, settled } => {
-                let (a, last) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                let (a, last) = self.auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
                 *last = (*last).max(at);
                 let applied = a
                     .apply_command(at, command)
@@ -268,7 +363,7 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
                             let receipt = Receipt { bid: change.bid, pseudonym: change.pseudonym };
                             requests.record(key.digest, key.fingerprint, Outcome::Bid(receipt));
                         }
-                        continue;
+                        return Ok(());
                     }
                     Applied::Events(events) => {
                         if let Some(key) = origin {
@@ -279,19 +374,39 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
                 }
             }
             Entry::Tick { at, auction, settled } => {
-                let (a, last) = auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
+                let (a, last) = self.auctions.get_mut(&auction).ok_or_else(|| fail(format!("no auction {auction}")))?;
                 *last = (*last).max(at);
                 (a.tick(at), settled)
             }
             Entry::Registry { change, origin, .. } => {
-                let code = registry
+                let code = self
+                    .registry
                     .apply(*change)
                     .map_err(|e| fail(format!("the registry refused a journaled change: {e}")))?
                     .code;
                 if let Some(key) = origin {
                     requests.record(key.digest, key.fingerprint, Outcome::Registry(code));
                 }
-                continue;
+                return Ok(());
+            }
+            Entry::Sealed { auction, .. } => {
+                return Err(fail(format!("a sealed entry of {auction} reached the core unopened")));
+            }
+            Entry::Unseal { auction, key } => {
+                self.unsealed.insert(auction);
+                let key = seal::AuctionKey(key);
+                // Everything that waited for the key, in journal order.
+                for (index, position, entry) in self.waiting.remove(&auction).unwrap_or_default() {
+                    let entry = match entry {
+                        Entry::Sealed { at, auction, nonce, ciphertext } => {
+                            open_sealed(&key, at, auction, &nonce, &ciphertext)
+                                .map_err(|e| ReplayError { index, reason: format!("record {}: {e}", position.seq) })?
+                        }
+                        entry => entry,
+                    };
+                    self.apply(index, position, entry)?;
+                }
+                return Ok(());
             }
         };
         for event in events {
@@ -303,12 +418,11 @@ fn apply_all(decoded: impl Iterator<Item = Decoded>, expected: usize) -> Result<
                     ))
                 })?;
                 let journal = JournalPosition::from(position);
-                settlements.push(RecordedSettlement { sequence, journal, settlement: *settlement });
+                self.settlements.push(RecordedSettlement { sequence, journal, settlement: *settlement });
             }
         }
+        Ok(())
     }
-    settlements.sort_by_key(|s| s.sequence);
-    Ok(Replayed { auctions, settlements, requests, registry })
 }
 
 impl Exchange {
@@ -318,6 +432,10 @@ impl Exchange {
     /// Every settlement the replay derives goes into the outbox; each recorder then receives
     /// what it does not hold yet, from its own cursor. A recorder holding more than the
     /// journal derives means the journal lost records: that refuses the start, naming both.
+    ///
+    /// Sealed bids are journaled under a key that lives as long as this process
+    /// ([`seal::MasterKey::ephemeral`]): for tests and benchmarks. The server passes its
+    /// master key to [`Exchange::recover_keyed`].
     pub async fn recover(
         policy: PricePolicy,
         clock: Arc<dyn Clock>,
@@ -325,7 +443,34 @@ impl Exchange {
         recordings: Vec<Recording>,
         records: &Recovered,
     ) -> Result<Exchange, ReplayError> {
-        let Replayed { auctions, settlements, requests, registry } = replay(records.entries())?;
+        Exchange::recover_keyed(policy, clock, journal, recordings, records, seal::MasterKey::ephemeral()).await
+    }
+
+    /// [`Exchange::recover`] with the master key that opens the journal's sealed entries and
+    /// seals new ones.
+    pub async fn recover_keyed(
+        policy: PricePolicy,
+        clock: Arc<dyn Clock>,
+        journal: Arc<Journal>,
+        recordings: Vec<Recording>,
+        records: &Recovered,
+        master: seal::MasterKey,
+    ) -> Result<Exchange, ReplayError> {
+        let Replayed { auctions, settlements, requests, registry, unsealed, still_sealed: _ } =
+            replay_with(records.entries(), Some(&master))?;
+        // A crash between a sealed auction's conclusion and the entry with its key leaves the
+        // key out of the journal: journal it now, so that the journal alone opens its bids.
+        for (id, (auction, _)) in &auctions {
+            if auction.phase().is_terminal() && actor::is_sealed(auction.spec().format) && !unsealed.contains(id) {
+                let entry = Entry::Unseal { auction: *id, key: master.auction_key(*id).0 };
+                let encoded = entry.encode().map_err(|e| ReplayError { index: 0, reason: e.to_string() })?;
+                let unavailable = |e: crate::journal::JournalError| ReplayError {
+                    index: records.records.len(),
+                    reason: format!("journaling the key of {id}: {e}"),
+                };
+                journal.reserve().await.map_err(unavailable)?.submit(encoded).wait().await.map_err(unavailable)?;
+            }
+        }
         let derived = settlements.last().map_or(0, |s| s.sequence);
         for recording in &recordings {
             // A recorder that cannot answer now catches up later; one that answers must not be
@@ -366,6 +511,8 @@ impl Exchange {
             journal,
             registry: std::sync::RwLock::new(registry),
             eligibility: EligibilityPolicy::default(),
+            signer: seal::ReceiptSigner::of(&master),
+            master,
             tasks: Mutex::new(Vec::new()),
             delivery: Mutex::new(Vec::new()),
         };
@@ -397,6 +544,7 @@ impl Exchange {
             health: Arc::clone(&self.health),
             journal_failed: Arc::clone(&self.journal_failed),
             phases: self.phases.clone(),
+            master: self.master.clone(),
         };
         let outlets = Outlets { snapshot: snapshot_tx, feed: Arc::clone(&feed) };
         let actor = AuctionActor::new(auction, last_stamp, rx, outlets, shared);
@@ -456,6 +604,27 @@ impl Exchange {
         for task in delivery {
             let _ = task.await;
         }
+    }
+
+    /// What signs receipts; its public key is the server's key.
+    pub fn receipt_signer(&self) -> &seal::ReceiptSigner {
+        &self.signer
+    }
+
+    /// Once auction `id` concluded: `bidder`'s bid `bid` as it stood in the final book, its
+    /// index there, and every leaf of the book (by bid id). Another bidder's bid is
+    /// BID_NOT_FOUND, exactly like a made-up id.
+    pub async fn inclusion(
+        &self,
+        id: AuctionId,
+        bidder: BidderId,
+        bid: BidId,
+    ) -> Result<(Receipt, usize, Vec<[u8; 32]>), ServiceError> {
+        let book = self.ask(id, |reply| Request::Book { reply }).await??;
+        let found = book.iter().position(|(view, _, _)| view.id == bid && view.bidder == bidder);
+        let Some(index) = found else { return Err(ServiceError::Engine(EngineError::BidNotFound)) };
+        let (view, pseudonym, _) = book[index];
+        Ok((Receipt { bid: view, pseudonym }, index, book.into_iter().map(|(_, _, leaf)| leaf).collect()))
     }
 
     pub fn policy(&self) -> &PricePolicy {

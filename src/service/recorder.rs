@@ -85,6 +85,7 @@ impl JsonLinesRecorder {
         let name = path.display().to_string();
         let io = |source| RecorderError::Io { recorder: name.clone(), source };
         let file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
+        crate::private::restrict(&file).map_err(io)?;
         let (complete, last) = Self::scan(path)?;
         let length = file.metadata().map_err(io)?.len();
         if complete < length {

@@ -48,6 +48,7 @@ impl BoardServer {
         principals.save(&dir.path().join("principals.json")).unwrap();
         let mut config = Config::default();
         config.set_data_dir(dir.path().to_owned());
+        crate::sealing::key_inside(&mut config, dir.path());
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let board = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (api_addr, board_addr) = (api.local_addr().unwrap(), board.local_addr().unwrap());
@@ -299,6 +300,7 @@ async fn board_report_of_a_data_directory_offline() {
     let dir = server.stop().await;
     let mut config = Config::default();
     config.set_data_dir(dir.path().to_owned());
+    crate::sealing::key_inside(&mut config, dir.path());
     let out = dir.path().join("report.html");
     emission_auction::board::report::run(&config, None, None, &out).unwrap();
     let html = std::fs::read_to_string(&out).unwrap();

@@ -30,6 +30,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.set_data_dir(dir.path().to_owned());
+        crate::sealing::key_inside(&mut config, dir.path());
         let mut principals = Principals::default();
         let operator =
             principals.add(Principal { name: "operator".into(), role: Role::Operator, enterprise: None }).unwrap();

@@ -105,7 +105,7 @@ impl Server {
 /// One bid as its terminal knows it.
 #[derive(Debug, Clone)]
 enum Sent {
-    Acked(pb::BidReceipt),
+    Acked(Box<pb::BidReceipt>),
     /// Sent, but no answer came (the server died) or an error did.
     Unknown,
 }
@@ -158,7 +158,7 @@ async fn terminal_load(
         sent.fetch_add(1, Ordering::SeqCst);
         match t.trading.place_bid(place(&auction, terminal, k)).await {
             Ok(receipt) => {
-                ledger.lock().await.bids.insert(k, (auction, Sent::Acked(receipt.into_inner())));
+                ledger.lock().await.bids.insert(k, (auction, Sent::Acked(Box::new(receipt.into_inner()))));
             }
             Err(_) => break,
         }
@@ -207,7 +207,7 @@ async fn reconcile(addr: &str, token: &str, terminal: usize, ledger: &mut Ledger
                     }
                     None => placed += 1,
                 }
-                *sent = Sent::Acked(receipt);
+                *sent = Sent::Acked(Box::new(receipt));
             }
         }
     }

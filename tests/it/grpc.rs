@@ -99,6 +99,7 @@ impl TestServer {
     ) -> TestServer {
         let mut config = Config::default();
         config.set_data_dir(dir.path().to_owned());
+        crate::sealing::key_inside(&mut config, dir.path());
         config.eligibility = eligibility.clone();
         config.policy = prices.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -177,6 +177,7 @@ async fn a_torn_last_settlement_line_is_cut_and_derived_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.set_data_dir(dir.path().to_owned());
+    crate::sealing::key_inside(&mut config, dir.path());
     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
     let exchange = emission_auction::server::assemble_with_clock(&config, clock.clone()).await.unwrap().exchange;
     for n in 1..=3 {
@@ -213,6 +214,7 @@ async fn a_lost_journal_refuses_start_when_the_settlements_cite_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.set_data_dir(dir.path().to_owned());
+    crate::sealing::key_inside(&mut config, dir.path());
     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(T0)));
     let exchange = emission_auction::server::assemble_with_clock(&config, clock.clone()).await.unwrap().exchange;
     for n in 1..=2 {

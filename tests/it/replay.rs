@@ -35,6 +35,7 @@ fn origin(principal: &str, request: u64) -> Origin {
 async fn start(dir: &std::path::Path, at: i64) -> Arc<Exchange> {
     let mut config = Config::default();
     config.set_data_dir(dir.to_owned());
+    crate::sealing::key_inside(&mut config, dir);
     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(at)));
     emission_auction::server::assemble_with_clock(&config, clock).await.unwrap().exchange
 }
@@ -347,6 +348,7 @@ async fn a_sealed_auction_opened_by_a_bid_shows_only_its_opening() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.set_data_dir(dir.path().to_owned());
+    crate::sealing::key_inside(&mut config, dir.path());
     let clock = Arc::new(SilentClock(std::sync::atomic::AtomicI64::new(T0)));
     let exchange = emission_auction::server::assemble_with_clock(&config, clock.clone()).await.unwrap().exchange;
     let t0 = Timestamp::from_micros(T0);

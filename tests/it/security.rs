@@ -71,6 +71,7 @@ impl Server {
     async fn start(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Server {
         let mut config = Config::default();
         config.set_data_dir(dir.path().to_owned());
+        crate::sealing::key_inside(&mut config, dir.path());
         config.principals_poll = Duration::from_millis(50);
         edit(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -278,6 +279,7 @@ async fn plaintext_off_loopback_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.set_data_dir(dir.path().to_owned());
+    crate::sealing::key_inside(&mut config, dir.path());
     let parts = emission_auction::server::assemble(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let err = emission_auction::server::run(parts, listener, std::future::pending()).await.unwrap_err();

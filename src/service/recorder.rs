@@ -75,7 +75,13 @@ pub struct JsonLinesRecorder {
     path: PathBuf,
     /// The file, and the sequence of its last line.
     file: Arc<Mutex<(File, u64)>>,
+    /// Fault injection for tests: while set, the file behaves as a disk with this many bytes
+    /// left (a write past it stops there and fails with ENOSPC).
+    space_left: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// `space_left` when no fault is injected.
+const UNLIMITED: u64 = u64::MAX;
 
 impl JsonLinesRecorder {
     /// Opens `path`, creating it if needed. A torn last line (a crash in the middle of a
@@ -93,7 +99,11 @@ impl JsonLinesRecorder {
             file.set_len(complete).map_err(io)?;
             file.sync_data().map_err(io)?;
         }
-        Ok(JsonLinesRecorder { path: path.to_owned(), file: Arc::new(Mutex::new((file, last))) })
+        Ok(JsonLinesRecorder {
+            path: path.to_owned(),
+            file: Arc::new(Mutex::new((file, last))),
+            space_left: Arc::new(std::sync::atomic::AtomicU64::new(UNLIMITED)),
+        })
     }
 
     /// The length of the file's whole lines and the sequence of the last one. A last line
@@ -150,6 +160,12 @@ impl JsonLinesRecorder {
         &self.path
     }
 
+    /// For tests: the disk has `bytes` left (`None`: no limit). A write past it is cut short
+    /// there and fails with ENOSPC, as on a nearly full disk.
+    pub fn set_space_left(&self, bytes: Option<u64>) {
+        self.space_left.store(bytes.unwrap_or(UNLIMITED), std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The line `journal replay --out` and this recorder write for a settlement.
     pub fn line(settlement: &RecordedSettlement) -> Result<Vec<u8>, serde_json::Error> {
         let mut line = serde_json::to_vec(settlement)?;
@@ -170,6 +186,7 @@ impl Recorder for JsonLinesRecorder {
 
     async fn record(&self, batch: &[Arc<RecordedSettlement>]) -> Result<(), RecorderError> {
         let (file, path) = (Arc::clone(&self.file), self.path.display().to_string());
+        let space_left = self.space_left.load(std::sync::atomic::Ordering::SeqCst);
         let batch: Vec<Arc<RecordedSettlement>> = batch.to_vec();
         let write = move || {
             let mut guard = file.lock().unwrap_or_else(|p| p.into_inner());
@@ -189,8 +206,20 @@ impl Recorder for JsonLinesRecorder {
                 return Ok(());
             }
             let io = |source| RecorderError::Io { recorder: path.clone(), source };
-            (&guard.0).write_all(&bytes).map_err(io)?;
-            guard.0.sync_data().map_err(io)?;
+            let before = guard.0.metadata().map_err(io)?.len();
+            let written = if (bytes.len() as u64) > space_left {
+                // The injected nearly full disk: part of the batch lands, then ENOSPC.
+                let part = &bytes[..usize::try_from(space_left).unwrap_or(0)];
+                (&guard.0).write_all(part).and(Err(std::io::Error::from_raw_os_error(28)))
+            } else {
+                (&guard.0).write_all(&bytes)
+            };
+            if let Err(e) = written.and_then(|()| guard.0.sync_data()) {
+                // Take back whatever part of the batch landed, so that the file never holds a
+                // partial line and the retry appends whole lines after the last good one.
+                let _ = guard.0.set_len(before).and_then(|()| guard.0.sync_data());
+                return Err(io(e));
+            }
             guard.1 = last;
             Ok(())
         };

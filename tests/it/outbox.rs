@@ -240,3 +240,44 @@ async fn an_open_auction_is_not_settled() {
     assert!(matches!(exchange.settlement(id).await, Err(ServiceError::NotSettled { .. })));
     exchange.shutdown().await;
 }
+
+/// A nearly full disk under settlements.jsonl (fault injection): the write is cut short and
+/// fails, the partial line is taken back, the settlement is not shown (nothing is published
+/// that is not durable) and health says why; bids go on; once space is freed the recorder
+/// appends the whole line and the settlement is shown, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearly_full_disk_never_publishes_a_settlement_that_is_not_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("settlements.jsonl");
+    let jsonl = Arc::new(JsonLinesRecorder::open(&file).unwrap());
+    let store = MemoryStore::new();
+    let exchange = exchange_on(&store, vec![Recording { recorder: jsonl.clone(), required: true }]).await;
+    let first = settle_one(&exchange, 1).await;
+    assert_eq!(exchange.settlement(first).await.unwrap().sequence, 1);
+    let whole = std::fs::read(&file).unwrap();
+
+    jsonl.set_space_left(Some(100));
+    let second = settle_one(&exchange, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(exchange.hub().get(second).is_none(), "not shown: the settlements file does not hold it");
+    assert_eq!(std::fs::read(&file).unwrap(), whole, "the partial line was taken back");
+    let health = exchange.health().borrow().clone();
+    assert!(health.as_deref().is_some_and(|h| h.contains("No space left")), "{health:?}");
+    // Bids elsewhere are still taken.
+    let third = settle_one(&exchange, 3).await;
+    assert_eq!(exchange.get(third).unwrap().phase, Phase::Settled);
+
+    jsonl.set_space_left(None);
+    assert_eq!(exchange.settlement(third).await.unwrap().sequence, 3);
+    assert_eq!(exchange.settlement(second).await.unwrap().sequence, 2);
+    let lines = JsonLinesRecorder::read_all(&file).unwrap();
+    assert_eq!(lines.iter().map(|s| s.sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
+    for _ in 0..200 {
+        if exchange.health().borrow().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(exchange.health().borrow().is_none(), "serving again once the disk has room");
+    exchange.shutdown().await;
+}

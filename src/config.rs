@@ -121,6 +121,10 @@ pub struct Limits {
     /// after `keepalive_timeout` without an answer.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// The most bids one bidder may place in one auction (revisions excepted); `None`: no
+    /// limit. An auction rule, so it is copied into the price policy and fixed into each
+    /// auction at its creation.
+    pub max_bids_per_bidder_per_auction: Option<u32>,
 }
 
 impl Default for Limits {
@@ -132,6 +136,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
+            max_bids_per_bidder_per_auction: None,
         }
     }
 }
@@ -348,6 +353,7 @@ impl Config {
             });
         }
         config.limits = file.limits.apply(config.limits)?;
+        config.policy.max_bids_per_bidder = config.limits.max_bids_per_bidder_per_auction;
         Ok(config)
     }
 
@@ -378,12 +384,10 @@ impl Config {
 
 impl FileLimits {
     fn apply(self, mut limits: Limits) -> Result<Limits, ConfigError> {
-        if self.max_bids_per_bidder_per_auction.is_some() {
-            return Err(invalid(
-                "limits.max_bids_per_bidder_per_auction",
-                "is reserved for the engine's bid limit, which is not implemented yet",
-            ));
+        if self.max_bids_per_bidder_per_auction == Some(0) {
+            return Err(invalid("limits.max_bids_per_bidder_per_auction", "must be at least 1"));
         }
+        limits.max_bids_per_bidder_per_auction = self.max_bids_per_bidder_per_auction;
         if let Some(r) = self.rate_per_second {
             if !(r.is_finite() && r > 0.0) {
                 return Err(invalid("limits.rate_per_second", "must be a positive number"));
@@ -707,8 +711,10 @@ idle_timeout_seconds = 60
         std::fs::write(&path, "[tls]\ncert = \"a.pem\"\n").unwrap();
         assert!(Config::load(Some(&path)).unwrap_err().to_string().contains("tls"));
         std::fs::write(&path, "[limits]\nmax_bids_per_bidder_per_auction = 10\n").unwrap();
+        assert_eq!(Config::load(Some(&path)).unwrap().policy.max_bids_per_bidder, Some(10));
+        std::fs::write(&path, "[limits]\nmax_bids_per_bidder_per_auction = 0\n").unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("reserved"), "{err}");
+        assert!(err.contains("max_bids_per_bidder_per_auction"), "{err}");
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub struct PricePolicy {
     pub reserve_markup: Ratio,
     /// Conversion factors by region and by industry section, with the dates they take effect.
     pub factors: Vec<PriceFactor>,
+    /// The most bids one bidder may place in one auction (revisions excepted); `None`: no
+    /// limit. Fixed into each auction at its creation.
+    pub max_bids_per_bidder: Option<u32>,
 }
 
 impl PricePolicy {
@@ -177,6 +180,7 @@ impl Default for PricePolicy {
             enterprise_cap: Some(Ratio::from_ppm(200_000)),
             reserve_markup: Ratio::ONE,
             factors: Vec::new(),
+            max_bids_per_bidder: None,
         }
     }
 }

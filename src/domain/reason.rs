@@ -129,6 +129,8 @@ reasons! {
         "Bids stay sealed until the auction concludes (`closes_at`).";
     BookFull = "BOOK_FULL", FAILED_PRECONDITION,
         "The auction holds as many bids as one book can.";
+    TooManyBids = "TOO_MANY_BIDS", FAILED_PRECONDITION,
+        "The bidder has placed as many bids in this auction as the server allows one bidder (`limit`).";
     DuplicateBidId = "DUPLICATE_BID_ID", ABORTED,
         "The server drew a bid id already in use; it draws again, so clients never see this.";
     NotSettled = "NOT_SETTLED", FAILED_PRECONDITION,

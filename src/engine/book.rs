@@ -85,6 +85,11 @@ impl SealedBook {
         self.by_bidder.get(&bidder).map_or(QuantityTotal::ZERO, |e| e.active_quantity)
     }
 
+    /// How many bids (not versions: a revision is the same bid) `bidder` has placed.
+    pub fn bids_placed_by(&self, bidder: BidderId) -> u32 {
+        self.by_bidder.get(&bidder).map_or(0, |e| u32::try_from(e.bids.len()).unwrap_or(u32::MAX))
+    }
+
     pub fn has_active_bid(&self, bidder: BidderId) -> bool {
         self.by_bidder.get(&bidder).is_some_and(|e| e.active_bids > 0)
     }

@@ -104,11 +104,14 @@ pub(super) struct BidderCap {
     pub quantity: Quantity,
 }
 
-/// Whether the book can take one more bid under this id.
+/// Whether the book can take one more bid under this id, and from this bidder.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BookRoom {
     pub full: bool,
     pub id_taken: bool,
+    /// The most bids one bidder may place in the auction (its spec's limit), when the bid is a
+    /// new one (a revision is not), and how many the bidder has placed.
+    pub bidder_limit: Option<(u32, u32)>,
 }
 
 /// A bid's price and quantity once every default is applied and every check passed.
@@ -294,6 +297,11 @@ impl BookRoom {
         }
         if self.id_taken {
             return Err(EngineError::DuplicateBidId);
+        }
+        if let Some((limit, placed)) = self.bidder_limit
+            && placed >= limit
+        {
+            return Err(EngineError::TooManyBids { limit });
         }
         Ok(())
     }

@@ -28,6 +28,8 @@ struct Demand {
     current: Option<Statement>,
     /// The latest statement, whatever the round: what an allocation refers to.
     latest: Option<Statement>,
+    /// How many statements the bidder has made, in every round.
+    statements: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,7 +122,13 @@ impl ClockBook {
                 allowed: self.allowed(bidder, spec.lot.quantity, spec.bidder_cap_quantity()),
             },
             exposure: None,
-            book: BookRoom { full: self.history.len() >= MAX_STATEMENTS, id_taken: self.ids.contains(&bid) },
+            book: BookRoom {
+                full: self.history.len() >= MAX_STATEMENTS,
+                id_taken: self.ids.contains(&bid),
+                bidder_limit: spec
+                    .max_bids_per_bidder
+                    .map(|max| (max, self.bidders.get(&bidder).map_or(0, |d| d.statements))),
+            },
         }
     }
 
@@ -161,6 +169,7 @@ impl ClockBook {
         let demand = self.bidders.entry(bidder).or_default();
         demand.current = Some(statement);
         demand.latest = Some(statement);
+        demand.statements = demand.statements.saturating_add(1);
         let view = BidView { id: bid, bidder, price: self.price, quantity, placed_at: at, state: BidState::Active };
         self.history.push(view);
         self.ids.insert(bid);

@@ -147,7 +147,11 @@ impl English {
             quantity: QuantityRule::WholeLot(spec.lot.quantity),
             holdings: Holdings::Unbounded,
             exposure: None,
-            book: BookRoom { full: self.book.is_full(), id_taken: self.book.contains(bid) },
+            book: BookRoom {
+                full: self.book.is_full(),
+                id_taken: self.book.contains(bid),
+                bidder_limit: spec.max_bids_per_bidder.map(|max| (max, self.book.bids_placed_by(bidder))),
+            },
         }
     }
 

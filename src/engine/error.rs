@@ -68,6 +68,8 @@ pub enum EngineError {
     DuplicateBidId,
     #[error("the auction holds as many bids as one book can")]
     BookFull,
+    #[error("you have placed {limit} bids in this auction, as many as one bidder may")]
+    TooManyBids { limit: u32 },
     #[error("the lot is on sale in auction {auction}, which has not concluded")]
     LotOnSale { auction: AuctionId },
     #[error("the lot was sold in auction {auction} and cannot be offered again")]
@@ -128,6 +130,7 @@ impl EngineError {
             BidsSealed { .. } => Reason::BidsSealed,
             DuplicateBidId => Reason::DuplicateBidId,
             BookFull => Reason::BookFull,
+            TooManyBids { .. } => Reason::TooManyBids,
             LotOnSale { .. } => Reason::LotOnSale,
             LotSold { .. } => Reason::LotSold,
             NotRegistered => Reason::NotRegistered,
@@ -188,6 +191,7 @@ impl EngineError {
                 ("room_left", room_left.to_string()),
             ],
             LotOnSale { auction } | LotSold { auction } => vec![("auction_id", auction.to_string())],
+            TooManyBids { limit } => vec![("limit", limit.to_string())],
             BidderTotalTooLarge { limit, room_left } => {
                 vec![("limit", limit.to_string()), ("room_left", room_left.to_string())]
             }

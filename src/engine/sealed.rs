@@ -18,6 +18,7 @@ pub(super) struct Sealed {
     price: PriceRule,
     quantity: QuantityRule,
     cap: Option<BidderCap>,
+    max_bids: Option<u32>,
 }
 
 impl Sealed {
@@ -34,7 +35,7 @@ impl Sealed {
         };
         let cap =
             spec.per_bidder_cap.zip(spec.bidder_cap_quantity()).map(|(ratio, quantity)| BidderCap { ratio, quantity });
-        Sealed { book: SealedBook::default(), price, quantity, cap }
+        Sealed { book: SealedBook::default(), price, quantity, cap, max_bids: spec.max_bids_per_bidder }
     }
 
     /// The rules for a bid by `bidder`; `revising` is the bid it replaces, if any; its
@@ -62,7 +63,14 @@ impl Sealed {
             }
             _ => Holdings::OneBid { exists: revising.is_none() && self.book.has_active_bid(bidder) },
         };
-        let book = BookRoom { full: self.book.is_full(), id_taken: revising.is_none() && self.book.contains(bid) };
+        let book = BookRoom {
+            full: self.book.is_full(),
+            id_taken: revising.is_none() && self.book.contains(bid),
+            bidder_limit: self
+                .max_bids
+                .filter(|_| revising.is_none())
+                .map(|max| (max, self.book.bids_placed_by(bidder))),
+        };
         BidRules { price: self.price, quantity: self.quantity, holdings, exposure: None, book }
     }
 

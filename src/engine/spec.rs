@@ -339,6 +339,9 @@ pub struct AuctionSpec {
     pub min_bidders: u32,
     pub per_bidder_cap: Option<Ratio>,
     pub revision: BidRevision,
+    /// The most bids one bidder may place (revisions excepted), from the server's limits at
+    /// creation; `None`: no limit.
+    pub max_bids_per_bidder: Option<u32>,
     pub prices: PriceBand,
     pub opens_at: Timestamp,
     pub closes_at: Timestamp,
@@ -531,6 +534,7 @@ impl AuctionSpec {
             undersubscription: req.undersubscription,
             min_bidders: req.min_bidders,
             per_bidder_cap: req.per_bidder_cap,
+            max_bids_per_bidder: policy.max_bids_per_bidder,
             // Open bids stand: others have already bid against them.
             revision: if req.format.is_open_outcry() { BidRevision::Irrevocable } else { req.revision },
             prices: PriceBand {

@@ -15,7 +15,8 @@
 //! - `auction key=value ...`: format=first|uniform|pay-as-bid|fixed, pollutant=SO2..., origin=reserve|
 //!   erc|allocated, quantity, fill, tie=time|pro-rata|seeded, under=sell|cancel|floor,
 //!   min_bidders, bidder_cap (percent), irrevocable=yes, factor, markup, cap=default|none|PCT,
-//!   opens, closes (seconds), seed (one hex byte, repeated 32 times), lot (the lot id; by default
+//!   opens, closes (seconds), seed (one hex byte, repeated 32 times), max_bids (the server's
+//!   limit on bids per bidder), lot (the lot id; by default
 //!   each `auction` line offers a lot of its own). A later `auction` line starts the next
 //!   auction; naming the lot of the one before offers that lot again.
 //! - `bid BIDDER PRICE QTY [id=N]` (ids count up from 1 by default), `revise BIDDER ID PRICE QTY`;
@@ -395,6 +396,8 @@ impl Run {
             return render_error(&e);
         }
         self.auctions += 1;
+        // The server's limit on bids per bidder is policy, fixed into the auction at creation.
+        self.prices.max_bids_per_bidder = o.get("max_bids").map(|n| n.parse().unwrap());
         match Auction::create(id, request, &self.prices, at(-10), seed) {
             Ok(a) => {
                 let p = &a.spec().prices;

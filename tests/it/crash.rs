@@ -39,7 +39,7 @@ const FLOOR_FEN: u64 = 1_800_000;
 const SERVE_WITHIN: Duration = Duration::from_secs(5);
 
 /// The release binary, built (or found up to date) by cargo.
-fn release_binary() -> PathBuf {
+pub fn release_binary() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "--bin", "emission-auction"])

@@ -7,61 +7,21 @@ use std::time::Duration;
 
 use emission_auction::config::Config;
 use emission_auction::domain::{Price, PricePolicy, Quantity, Timestamp};
-use emission_auction::engine::{
-    AuctionRequest, BidRevision, CapMode, CapRequest, Command, Format, LotRequest, OriginKind, Phase, TieRule,
-    Undersubscription,
-};
+use emission_auction::engine::{AuctionRequest, Command, Format, Phase};
 use emission_auction::journal::{Journal, MemoryStore, Options};
 use emission_auction::service::clock::ManualClock;
 use emission_auction::service::outbox::Recording;
 use emission_auction::service::recorder::{JsonLinesRecorder, MemoryRecorder};
-use emission_auction::service::{Exchange, Fingerprint, Origin, ServiceError};
+use emission_auction::service::{Exchange, ServiceError};
 
 use super::grpc::firm;
+use super::pipeline::{origin, request_for};
 
 /// 2026-03-01T00:00:00Z.
 const T0: i64 = 1_772_323_200_000_000;
-const HOUR: i64 = 3_600_000_000;
-
-fn origin(principal: &str, n: u64) -> Origin {
-    Origin {
-        principal: principal.into(),
-        request_id: format!("r-{n}"),
-        fingerprint: Fingerprint::of("t", &n.to_le_bytes()),
-    }
-}
 
 fn request(lot: &str) -> AuctionRequest {
-    AuctionRequest {
-        lot: LotRequest {
-            id: lot.parse().unwrap(),
-            pollutant: emission_auction::domain::Pollutant::So2,
-            quantity: Quantity::from_units(10_000).unwrap(),
-            fill_unit: Some(Quantity::from_units(1000).unwrap()),
-            seller: firm(20),
-            origin: OriginKind::Allocated,
-            certificate_id: None,
-            region: "140100".parse().unwrap(),
-            vintage_year: 2025,
-            valid_years: 5,
-            project: Default::default(),
-        },
-        format: Format::SealedUniformPrice,
-        tie_rule: TieRule::TimePriority,
-        undersubscription: Undersubscription::SellAvailable,
-        min_bidders: 0,
-        per_bidder_cap: None,
-        revision: BidRevision::Revisable,
-        conversion_factor: emission_auction::domain::Ratio::ONE,
-        reserve_markup: None,
-        cap: CapRequest { mode: CapMode::None, percent: None },
-        opens_at: Timestamp::from_micros(T0 + HOUR),
-        closes_at: Timestamp::from_micros(T0 + 2 * HOUR),
-        ascending: None,
-        clock: None,
-        deposit: None,
-        seller_section: None,
-    }
+    request_for(Format::SealedUniformPrice, lot)
 }
 
 /// Creates, opens, bids on and closes one auction; returns its id.

@@ -19,7 +19,7 @@ use super::grpc::firm;
 const T0: i64 = 1_772_323_200_000_000;
 const HOUR: i64 = 3_600_000_000;
 
-fn origin(principal: &str, n: u64) -> Origin {
+pub fn origin(principal: &str, n: u64) -> Origin {
     Origin {
         principal: principal.into(),
         request_id: format!("r-{n}"),
@@ -35,10 +35,15 @@ async fn exchange(store: &MemoryStore, faults: Option<Arc<Faults>>) -> Arc<Excha
 }
 
 fn request(format: Format) -> AuctionRequest {
+    request_for(format, "PIPE-1")
+}
+
+/// An auction of a 10 t lot `lot`, opening an hour after T0, with the terms its format needs.
+pub fn request_for(format: Format, lot: &str) -> AuctionRequest {
     let english = format == Format::AscendingEnglish;
     AuctionRequest {
         lot: LotRequest {
-            id: "PIPE-1".parse().unwrap(),
+            id: lot.parse().unwrap(),
             pollutant: emission_auction::domain::Pollutant::So2,
             quantity: Quantity::from_units(10_000).unwrap(),
             fill_unit: None,

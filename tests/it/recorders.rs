@@ -17,7 +17,7 @@
 //!   with it up.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,7 @@ use emission_auction::service::clock::{Clock, SystemClock};
 use emission_auction::service::recorder::{JsonLinesRecorder, Recorder};
 use tokio_postgres::NoTls;
 
+use crate::crash::release_binary;
 use crate::grpc::{create, reserve_lot};
 
 fn postgres_url() -> Option<String> {
@@ -263,19 +264,6 @@ async fn nats_publishes_each_settlement_once_in_order_on_its_subject() {
     let again = NatsRecorder::new(&url, &stream, &prefix, Directory::fixed(sample::lookup()));
     assert_eq!(again.cursor().await.unwrap(), 60);
     js(&url).await.delete_stream(&stream).await.unwrap();
-}
-
-/// The release binary, built (or found up to date) by cargo, as the crash test uses it.
-fn release_binary() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--bin", "emission-auction"])
-        .current_dir(manifest)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build --release failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| manifest.join("target"), PathBuf::from);
-    target.join("release").join("emission-auction")
 }
 
 fn firm(n: usize) -> CreditCode {

@@ -1,20 +1,28 @@
 //! The PostgreSQL recorder: settlements, their allocations, and the auctions and lots they
 //! concluded, in a schema of its own that it creates and migrates.
 //!
-//! Each batch is one transaction: the settlements, their allocations, the auctions and lots
-//! they name, and the cursor itself (`recorder_cursor`, one row). A settlement is keyed by its
-//! sequence (`ON CONFLICT DO NOTHING`, likewise allocations and lots), an auction's phase moves
-//! only to a later settlement's, and the cursor only forward (`GREATEST`), so replaying a batch
-//! is a no-op. Rows go in with one multi-row `INSERT ... SELECT FROM unnest(...)` per table;
-//! the statements are prepared once per connection and pipelined, so a batch of up to 512
-//! settlements costs three round trips (begin, the five statements, commit).
+//! Each batch is written with the cursor (`recorder_cursor`, one row) in the same transaction,
+//! so the tables hold exactly the settlements up to the cursor. That makes the writes
+//! idempotent: settlements and allocations at or below the cursor are skipped by the insert
+//! itself (`WHERE sequence > cursor`), lots and auctions by their keys (`ON CONFLICT`), an
+//! auction's phase moves only to a later settlement's, and the cursor only forward
+//! (`GREATEST`). Replaying a batch is a no-op; a plain insert that still met a key held would
+//! fail the batch rather than write a row twice.
+//!
+//! Rows go in with one multi-row `INSERT ... SELECT FROM unnest(...)` per table; the statements
+//! are prepared once per connection and pipelined. A batch of [`SPLIT_AT`] settlements or more
+//! is written in two halves on two connections at once, so that two database backends share
+//! the work (inserting rows and index entries is what the time goes on): each half is its own
+//! transaction, and the second half's (which moves the cursor past the first's) commits only
+//! after the first half's has committed. A failure in either leaves a prefix of the batch and
+//! a cursor that says so; the outbox retries from the cursor.
 //!
 //! Enterprise codes (unified social credit codes), regions (GB/T 2260) and pollutants are
 //! plain columns on every table, so a deal joins the rest of an enterprise's records
 //! (一企一档); the view `enterprise_deals` lists every allocation once for its buyer and once
 //! for its seller. Money is in fen (`*_fen`), quantities in kilograms (`*_kg`), as integers.
 //!
-//! The connection is opened lazily and again after any error (a `tokio_postgres::Client`
+//! The connections are opened lazily and again after any error (a `tokio_postgres::Client`
 //! dies with its connection): a cut connection costs one failed batch, which the outbox
 //! retries from the cursor. No TLS: reach the database over a trusted network or a local
 //! socket.
@@ -25,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, NoTls, Statement, Transaction};
 
 use super::Directory;
 use crate::domain::Timestamp;
@@ -43,7 +51,7 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema's migrations, in order; `{schema}` is replaced by the configured schema.
 /// Applied ones are listed in `schema_migrations`; a new version is appended, never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 const V1: &str = r#"
 CREATE TABLE {schema}.auctions (
@@ -144,13 +152,28 @@ CREATE VIEW {schema}.enterprise_deals AS
       FROM {schema}.allocations a JOIN {schema}.settlements s USING (sequence);
 "#;
 
+/// Allocations are written in the transaction that writes their settlement, which is what the
+/// deferred foreign key checked at every commit, one lookup per allocation: a third of an
+/// allocation's cost. The invariant is the recorder's (and `allocations.sequence` is still
+/// indexed by the primary key for the join).
+const V2: &str = r#"
+ALTER TABLE {schema}.allocations DROP CONSTRAINT IF EXISTS allocations_sequence_fkey;
+"#;
+
+/// Connections one batch is spread over: one database backend per half.
+const LANES: usize = 2;
+
+/// A batch of fewer settlements goes over one connection: splitting it would cost more round
+/// trips than the backends' shared work saves.
+pub const SPLIT_AT: usize = 64;
+
 pub struct PostgresRecorder {
     name: String,
     config: Config,
     schema: String,
     directory: Directory,
-    /// The live connection, if any; one batch at a time.
-    session: tokio::sync::Mutex<Option<Session>>,
+    /// The live connections, if any; one batch at a time.
+    sessions: tokio::sync::Mutex<[Option<Session>; LANES]>,
 }
 
 impl PostgresRecorder {
@@ -181,7 +204,7 @@ impl PostgresRecorder {
             config,
             schema: schema.to_owned(),
             directory,
-            session: tokio::sync::Mutex::new(None),
+            sessions: tokio::sync::Mutex::new([None, None]),
         })
     }
 
@@ -217,121 +240,152 @@ impl PostgresRecorder {
         Ok(slot.as_mut().expect("connected above"))
     }
 
-    /// Runs `work` on the live session; any failure drops the connection, so the next call
-    /// starts on a fresh one.
-    async fn with_session<T>(
+    /// Runs `work` on the connections; any failure drops them all, so the next call starts on
+    /// fresh ones.
+    async fn with_sessions<T>(
         &self,
-        work: impl AsyncFnOnce(&mut Session) -> Result<T, RecorderError>,
+        work: impl AsyncFnOnce(&mut [Option<Session>; LANES]) -> Result<T, RecorderError>,
     ) -> Result<T, RecorderError> {
-        let mut slot = self.session.lock().await;
-        let attempt = tokio::time::timeout(BATCH_TIMEOUT, async {
-            let session = self.connected(&mut slot).await?;
-            work(session).await
-        })
-        .await;
+        let mut slots = self.sessions.lock().await;
+        let attempt = tokio::time::timeout(BATCH_TIMEOUT, work(&mut slots)).await;
         let result = attempt.unwrap_or_else(|_| Err(self.unavailable(format!("no answer within {BATCH_TIMEOUT:?}"))));
         if result.is_err() {
-            *slot = None;
+            *slots = [None, None];
         }
         result
     }
 
-    /// One transaction: every table's rows and the cursor, sent together (the statements are
-    /// prepared once per connection and pipelined), so a batch costs three round trips.
-    async fn write(&self, session: &mut Session, batch: &[Rows]) -> Result<(), RecorderError> {
-        let Some(last) = batch.last().map(|r| r.sequence) else { return Ok(()) };
+    /// Writes a batch: in one transaction on one connection, or, from [`SPLIT_AT`] settlements,
+    /// in two halves on two connections at once, the second committed only after the first.
+    async fn write(&self, slots: &mut [Option<Session>; LANES], batch: &[Rows]) -> Result<(), RecorderError> {
         let pg = |e: tokio_postgres::Error| self.unavailable(e);
-        // The latest settlement of an auction in the batch sets its phase.
-        let latest: BTreeMap<&str, &Rows> = batch.iter().map(|r| (r.auction_id.as_str(), r)).collect();
-        let a: Vec<&Rows> = latest.into_values().collect();
-        let auctions = [
-            col(a.iter().map(|r| r.auction_id.clone()).collect()),
-            col(a.iter().map(|r| r.lot_id.clone()).collect()),
-            col(a.iter().map(|r| r.pollutant).collect()),
-            col(a.iter().map(|r| r.region.clone()).collect()),
-            col(a.iter().map(|r| r.seller_code.clone()).collect()),
-            col(a.iter().map(|r| r.format).collect()),
-            col(a.iter().map(|r| r.spec.prices.benchmark.units()).collect()),
-            col(a.iter().map(|r| r.spec.prices.floor.units()).collect()),
-            col(a.iter().map(|r| r.spec.prices.cap.map(|c| c.units())).collect()),
-            col(a.iter().map(|r| time(r.spec.opens_at)).collect()),
-            col(a.iter().map(|r| time(r.spec.closes_at)).collect()),
-            col(a.iter().map(|r| time(r.spec.created_at)).collect()),
-            col(a.iter().map(|r| r.phase).collect()),
-            col(a.iter().map(|r| r.sequence).collect()),
-        ];
-        let lots = [
-            col(a.iter().map(|r| r.auction_id.clone()).collect()),
-            col(a.iter().map(|r| r.lot_id.clone()).collect()),
-            col(a.iter().map(|r| r.pollutant).collect()),
-            col(a.iter().map(|r| r.region.clone()).collect()),
-            col(a.iter().map(|r| r.seller_code.clone()).collect()),
-            col(a.iter().map(|r| r.spec.lot.quantity.units()).collect()),
-            col(a.iter().map(|r| r.spec.lot.fill_unit.units()).collect()),
-            col(a.iter().map(|r| origin(&r.spec.lot.origin).0).collect()),
-            col(a.iter().map(|r| origin(&r.spec.lot.origin).1.map(str::to_owned)).collect()),
-            col(a.iter().map(|r| i32::from(r.spec.lot.vintage_year)).collect()),
-            col(a.iter().map(|r| i32::from(r.spec.lot.valid_years)).collect()),
-        ];
-        let b = batch;
-        let settlements = [
-            col(b.iter().map(|r| r.sequence).collect()),
-            col(b.iter().map(|r| r.auction_id.clone()).collect()),
-            col(b.iter().map(|r| r.lot_id.clone()).collect()),
-            col(b.iter().map(|r| r.pollutant).collect()),
-            col(b.iter().map(|r| r.region.clone()).collect()),
-            col(b.iter().map(|r| r.seller_code.clone()).collect()),
-            col(b.iter().map(|r| r.format).collect()),
-            col(b.iter().map(|r| status(r.s().status)).collect()),
-            col(b.iter().map(|r| r.s().reason.map(|x| x.code())).collect()),
-            col(b.iter().map(|r| r.s().note.clone()).collect()),
-            col(b.iter().map(|r| r.s().clearing_price.map(|p| p.units())).collect()),
-            col(b.iter().map(|r| r.s().floor.units()).collect()),
-            col(b.iter().map(|r| r.s().cap.map(|c| c.units())).collect()),
-            col(b.iter().map(|r| r.s().sold.units()).collect()),
-            col(b.iter().map(|r| r.s().unsold.units()).collect()),
-            col(b.iter().map(|r| r.s().total_amount.units()).collect()),
-            col(b.iter().map(|r| r.s().total_buyer_fee.units()).collect()),
-            col(b.iter().map(|r| r.s().total_seller_fee.units()).collect()),
-            col(b.iter().map(|r| time(r.s().settled_at)).collect()),
-            col(b.iter().map(|r| r.settlement.journal.seq as i64).collect()),
-            col(b.iter().map(|r| r.settlement.journal.hash.clone()).collect()),
-            col(b.iter().map(|r| r.tie_break.clone()).collect()),
-        ];
-        let al: Vec<(&Rows, i32, &crate::engine::Allocation)> = batch
-            .iter()
-            .flat_map(|r| r.s().allocations.iter().enumerate().map(move |(i, a)| (r, i as i32, a)))
-            .collect();
-        let allocations = [
-            col(al.iter().map(|(r, _, _)| r.sequence).collect()),
-            col(al.iter().map(|(_, i, _)| *i).collect()),
-            col(al.iter().map(|(r, _, _)| r.auction_id.clone()).collect()),
-            col(al.iter().map(|(_, _, a)| a.bid_id.to_string()).collect()),
-            col(al.iter().map(|(_, _, a)| a.bidder.as_str().to_owned()).collect()),
-            col(al.iter().map(|(r, _, _)| r.seller_code.clone()).collect()),
-            col(al.iter().map(|(r, _, _)| r.pollutant).collect()),
-            col(al.iter().map(|(r, _, _)| r.region.clone()).collect()),
-            col(al.iter().map(|(_, _, a)| a.quantity.units()).collect()),
-            col(al.iter().map(|(_, _, a)| a.unit_price.units()).collect()),
-            col(al.iter().map(|(_, _, a)| a.amount.units()).collect()),
-            col(al.iter().map(|(_, _, a)| a.buyer_fee.units()).collect()),
-            col(al.iter().map(|(_, _, a)| a.seller_fee.units()).collect()),
-        ];
-        let st = &session.statements;
-        let tx = session.client.transaction().await.map_err(pg)?;
-        let (auctions, lots, settlements, allocations) =
-            (params(&auctions), params(&lots), params(&settlements), params(&allocations));
-        let cursor: [&(dyn ToSql + Sync); 1] = [&last];
-        tokio::try_join!(
-            tx.execute(&st.auctions, &auctions),
-            tx.execute(&st.lots, &lots),
-            tx.execute(&st.settlements, &settlements),
-            tx.execute(&st.allocations, &allocations),
-            tx.execute(&st.cursor, &cursor),
-        )
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)
+        let [first_slot, second_slot] = slots;
+        if batch.len() < SPLIT_AT {
+            let Some(last) = batch.last().map(|r| r.sequence) else { return Ok(()) };
+            let session = self.connected(first_slot).await?;
+            let tx = session.client.transaction().await.map_err(pg)?;
+            let (inserted, moved) =
+                tokio::join!(insert(&tx, &session.statements, batch), advance(&tx, &session.statements, last));
+            inserted.and(moved).map_err(pg)?;
+            return tx.commit().await.map_err(pg);
+        }
+        let (first, second) = batch.split_at(batch.len() / 2);
+        let (first_end, second_end) = (first[first.len() - 1].sequence, second[second.len() - 1].sequence);
+        let one = self.connected(first_slot).await?;
+        let two = self.connected(second_slot).await?;
+        let (tx1, tx2) = tokio::try_join!(one.client.transaction(), two.client.transaction()).map_err(pg)?;
+        // Both halves' rows at once, each in its own backend; the first half also moves the
+        // cursor to its end (the second half's statements read the cursor as committed before
+        // this batch, and hold only later settlements).
+        let (one_done, two_done) = tokio::join!(
+            async {
+                let (inserted, moved) =
+                    tokio::join!(insert(&tx1, &one.statements, first), advance(&tx1, &one.statements, first_end));
+                inserted.and(moved)
+            },
+            insert(&tx2, &two.statements, second),
+        );
+        one_done.map_err(pg)?;
+        // The first half is whole: commit it, then move the cursor over the second. Dropping
+        // `tx2` on an error rolls it back, leaving the first half and a cursor at its end.
+        tx1.commit().await.map_err(pg)?;
+        two_done.map_err(pg)?;
+        advance(&tx2, &two.statements, second_end).await.map_err(pg)?;
+        tx2.commit().await.map_err(pg)
     }
+}
+
+/// Inserts the rows of `batch` (after the cursor) in the transaction `tx`: one statement per
+/// table, pipelined.
+async fn insert(tx: &Transaction<'_>, st: &Statements, batch: &[Rows]) -> Result<(), tokio_postgres::Error> {
+    // The latest settlement of an auction in the batch sets its phase.
+    let latest: BTreeMap<&str, &Rows> = batch.iter().map(|r| (r.auction_id.as_str(), r)).collect();
+    let a: Vec<&Rows> = latest.into_values().collect();
+    let auctions = [
+        col(a.iter().map(|r| r.auction_id.clone()).collect()),
+        col(a.iter().map(|r| r.lot_id.clone()).collect()),
+        col(a.iter().map(|r| r.pollutant).collect()),
+        col(a.iter().map(|r| r.region.clone()).collect()),
+        col(a.iter().map(|r| r.seller_code.clone()).collect()),
+        col(a.iter().map(|r| r.format).collect()),
+        col(a.iter().map(|r| r.spec.prices.benchmark.units()).collect()),
+        col(a.iter().map(|r| r.spec.prices.floor.units()).collect()),
+        col(a.iter().map(|r| r.spec.prices.cap.map(|c| c.units())).collect()),
+        col(a.iter().map(|r| time(r.spec.opens_at)).collect()),
+        col(a.iter().map(|r| time(r.spec.closes_at)).collect()),
+        col(a.iter().map(|r| time(r.spec.created_at)).collect()),
+        col(a.iter().map(|r| r.phase).collect()),
+        col(a.iter().map(|r| r.sequence).collect()),
+    ];
+    let lots = [
+        col(a.iter().map(|r| r.auction_id.clone()).collect()),
+        col(a.iter().map(|r| r.lot_id.clone()).collect()),
+        col(a.iter().map(|r| r.pollutant).collect()),
+        col(a.iter().map(|r| r.region.clone()).collect()),
+        col(a.iter().map(|r| r.seller_code.clone()).collect()),
+        col(a.iter().map(|r| r.spec.lot.quantity.units()).collect()),
+        col(a.iter().map(|r| r.spec.lot.fill_unit.units()).collect()),
+        col(a.iter().map(|r| origin(&r.spec.lot.origin).0).collect()),
+        col(a.iter().map(|r| origin(&r.spec.lot.origin).1.map(str::to_owned)).collect()),
+        col(a.iter().map(|r| i32::from(r.spec.lot.vintage_year)).collect()),
+        col(a.iter().map(|r| i32::from(r.spec.lot.valid_years)).collect()),
+    ];
+    let b = batch;
+    let settlements = [
+        col(b.iter().map(|r| r.sequence).collect()),
+        col(b.iter().map(|r| r.auction_id.clone()).collect()),
+        col(b.iter().map(|r| r.lot_id.clone()).collect()),
+        col(b.iter().map(|r| r.pollutant).collect()),
+        col(b.iter().map(|r| r.region.clone()).collect()),
+        col(b.iter().map(|r| r.seller_code.clone()).collect()),
+        col(b.iter().map(|r| r.format).collect()),
+        col(b.iter().map(|r| status(r.s().status)).collect()),
+        col(b.iter().map(|r| r.s().reason.map(|x| x.code())).collect()),
+        col(b.iter().map(|r| r.s().note.clone()).collect()),
+        col(b.iter().map(|r| r.s().clearing_price.map(|p| p.units())).collect()),
+        col(b.iter().map(|r| r.s().floor.units()).collect()),
+        col(b.iter().map(|r| r.s().cap.map(|c| c.units())).collect()),
+        col(b.iter().map(|r| r.s().sold.units()).collect()),
+        col(b.iter().map(|r| r.s().unsold.units()).collect()),
+        col(b.iter().map(|r| r.s().total_amount.units()).collect()),
+        col(b.iter().map(|r| r.s().total_buyer_fee.units()).collect()),
+        col(b.iter().map(|r| r.s().total_seller_fee.units()).collect()),
+        col(b.iter().map(|r| time(r.s().settled_at)).collect()),
+        col(b.iter().map(|r| r.settlement.journal.seq as i64).collect()),
+        col(b.iter().map(|r| r.settlement.journal.hash.clone()).collect()),
+        col(b.iter().map(|r| r.tie_break.clone()).collect()),
+    ];
+    let al: Vec<(&Rows, i32, &crate::engine::Allocation)> =
+        batch.iter().flat_map(|r| r.s().allocations.iter().enumerate().map(move |(i, a)| (r, i as i32, a))).collect();
+    let allocations = [
+        col(al.iter().map(|(r, _, _)| r.sequence).collect()),
+        col(al.iter().map(|(_, i, _)| *i).collect()),
+        col(al.iter().map(|(r, _, _)| r.auction_id.clone()).collect()),
+        col(al.iter().map(|(_, _, a)| a.bid_id.to_string()).collect()),
+        col(al.iter().map(|(_, _, a)| a.bidder.as_str().to_owned()).collect()),
+        col(al.iter().map(|(r, _, _)| r.seller_code.clone()).collect()),
+        col(al.iter().map(|(r, _, _)| r.pollutant).collect()),
+        col(al.iter().map(|(r, _, _)| r.region.clone()).collect()),
+        col(al.iter().map(|(_, _, a)| a.quantity.units()).collect()),
+        col(al.iter().map(|(_, _, a)| a.unit_price.units()).collect()),
+        col(al.iter().map(|(_, _, a)| a.amount.units()).collect()),
+        col(al.iter().map(|(_, _, a)| a.buyer_fee.units()).collect()),
+        col(al.iter().map(|(_, _, a)| a.seller_fee.units()).collect()),
+    ];
+    let (auctions, lots, settlements, allocations) =
+        (params(&auctions), params(&lots), params(&settlements), params(&allocations));
+    tokio::try_join!(
+        tx.execute(&st.auctions, &auctions),
+        tx.execute(&st.lots, &lots),
+        tx.execute(&st.settlements, &settlements),
+        tx.execute(&st.allocations, &allocations),
+    )?;
+    Ok(())
+}
+
+/// Moves the cursor forward to `last` in the transaction `tx`.
+async fn advance(tx: &Transaction<'_>, st: &Statements, last: i64) -> Result<(), tokio_postgres::Error> {
+    tx.execute(&st.cursor, &[&last]).await.map(drop)
 }
 
 /// A connection and its prepared statements.
@@ -359,9 +413,9 @@ fn params(columns: &[Column]) -> Vec<&(dyn ToSql + Sync)> {
     columns.iter().map(|c| c.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
-/// The statements of a batch. Each is idempotent: a replayed settlement, allocation or lot is
-/// skipped by its key, an auction's phase moves only to a later settlement's, and the cursor
-/// only forward.
+/// The statements of a batch. Each is idempotent: a replayed settlement or allocation is at or
+/// below the cursor (committed with it) and skipped, a lot by its key, an auction's phase moves
+/// only to a later settlement's, and the cursor only forward.
 const AUCTIONS: &str = "INSERT INTO {schema}.auctions (auction_id, lot_id, pollutant, region, seller_code, format,
         benchmark_fen, floor_fen, cap_fen, opens_at, closes_at, created_at, phase, last_sequence)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[],
@@ -384,13 +438,14 @@ const SETTLEMENTS: &str = "INSERT INTO {schema}.settlements (sequence, auction_i
             $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[],
             $17::int8[], $18::int8[], $19::timestamptz[], $20::int8[], $21::text[], $22::text[])
          AS u(q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, tie)
-     ON CONFLICT (sequence) DO NOTHING";
+      WHERE q > (SELECT sequence FROM {schema}.recorder_cursor WHERE id = 1)";
 
 const ALLOCATIONS: &str = "INSERT INTO {schema}.allocations (sequence, position, auction_id, bid_id, bidder_code,
         seller_code, pollutant, region, quantity_kg, unit_price_fen, amount_fen, buyer_fee_fen, seller_fee_fen)
      SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
         $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[])
-     ON CONFLICT (sequence, position) DO NOTHING";
+         AS u(q, i, a, b, bc, sc, p, r, qk, up, am, bf, sf)
+      WHERE q > (SELECT sequence FROM {schema}.recorder_cursor WHERE id = 1)";
 
 const CURSOR: &str =
     "UPDATE {schema}.recorder_cursor SET sequence = GREATEST(sequence, $1::int8), updated_at = now() WHERE id = 1";
@@ -487,8 +542,10 @@ impl Recorder for PostgresRecorder {
 
     async fn cursor(&self) -> Result<u64, RecorderError> {
         let schema = &self.schema;
-        self.with_session(async |session| {
-            let row = session
+        self.with_sessions(async |[slot, _]| {
+            let row = self
+                .connected(slot)
+                .await?
                 .client
                 .query_one(&format!("SELECT sequence FROM {schema}.recorder_cursor WHERE id = 1"), &[])
                 .await
@@ -504,6 +561,6 @@ impl Recorder for PostgresRecorder {
             let spec = self.directory.spec(settlement.settlement.auction_id, &self.name).await?;
             rows.push(Rows::of(settlement, spec).map_err(|e| self.unavailable(e))?);
         }
-        self.with_session(async |session| self.write(session, &rows).await).await
+        self.with_sessions(async |slots| self.write(slots, &rows).await).await
     }
 }

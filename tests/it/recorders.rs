@@ -29,7 +29,7 @@ use emission_auction::cli::client::Terminal;
 use emission_auction::domain::{CreditCode, Timestamp};
 use emission_auction::proto as pb;
 use emission_auction::recorders::nats::NatsRecorder;
-use emission_auction::recorders::postgres::PostgresRecorder;
+use emission_auction::recorders::postgres::{self, PostgresRecorder};
 use emission_auction::recorders::{Directory, sample};
 use emission_auction::service::RecordedSettlement;
 use emission_auction::service::clock::{Clock, SystemClock};
@@ -235,6 +235,42 @@ async fn postgres_reconnects_after_its_connection_is_terminated() {
     let expected: Vec<RecordedSettlement> = all.iter().map(|s| (**s).clone()).collect();
     check_database(&base, &schema, &expected).await;
     drop_schema(&base, &schema).await;
+}
+
+/// A batch large enough to be written in two halves on two connections, whose second half
+/// fails (a stray allocation already holds one of its keys): the first half is kept with the
+/// cursor at its end, nothing of the second half is, and the retry completes the batch.
+#[tokio::test]
+async fn postgres_split_batch_failing_in_its_second_half_keeps_the_first_half_and_its_cursor() {
+    let Some(url) = postgres_url() else { return };
+    let schema = format!("ea_test_{}", suffix());
+    let recorder = PostgresRecorder::new(&url, &schema, Directory::fixed(sample::lookup())).unwrap();
+    assert_eq!(recorder.cursor().await.unwrap(), 0);
+    let all = sample::settlements(1, 200, 3);
+    assert!(all.len() >= postgres::SPLIT_AT, "the batch is split");
+    let db = pg(&url).await;
+    let stray = format!(
+        "INSERT INTO {schema}.allocations VALUES (150, 0, 'AUC-9', 'B-1', '91140100000000000', '12140000MB0CENTRE',
+                'SO2', '140100', 1000, 100, 100, 0, 0)"
+    );
+    db.execute(&stray, &[]).await.unwrap();
+
+    let failed = recorder.record(&all).await;
+    assert!(failed.is_err(), "the second half meets the stray key: {failed:?}");
+    assert_eq!(recorder.cursor().await.unwrap(), 100, "the first half, and the cursor at its end");
+    let count = |table: &'static str| {
+        let (db, schema) = (&db, &schema);
+        async move { db.query_one(&format!("SELECT count(*) FROM {schema}.{table}"), &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!((count("settlements").await, count("allocations").await), (100, 301));
+
+    db.execute(&format!("DELETE FROM {schema}.allocations WHERE sequence = 150"), &[]).await.unwrap();
+    recorder.record(&all).await.unwrap();
+    assert_eq!(recorder.cursor().await.unwrap(), 200);
+    assert_eq!((count("settlements").await, count("allocations").await), (200, 600));
+    let expected: Vec<RecordedSettlement> = all.iter().map(|s| (**s).clone()).collect();
+    check_database(&url, &schema, &expected).await;
+    drop_schema(&url, &schema).await;
 }
 
 #[tokio::test]

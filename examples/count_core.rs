@@ -7,9 +7,13 @@
 //! valgrind --tool=callgrind target/release/examples/count_core insert     # + sealed inserts
 //! valgrind --tool=callgrind target/release/examples/count_core clear      # + the close
 //! valgrind --tool=callgrind target/release/examples/count_core ascending  # English raises
+//! valgrind --tool=callgrind target/release/examples/count_core commit     # + the book's tree
 //! ```
 //!
-//! Subtract `setup` from each; BENCHMARKS.md compares the figures across versions.
+//! Subtract `setup` from each (and `insert` from `clear` and `commit`); BENCHMARKS.md compares
+//! the figures across versions. The close computes the book's tree (the commitment a settlement
+//! carries) besides clearing: `commit` does that work alone, on the same book, so that
+//! `clear - commit` is clearing itself.
 use emission_auction::domain::*;
 use emission_auction::engine::*;
 
@@ -98,6 +102,10 @@ fn main() {
             (*p, *q)
         };
         ok += a.place_bid(Timestamp::from_micros(T0 + 1 + i as i64), *b, *id, Some(p), Some(q)).is_ok() as usize;
+    }
+    if mode == "commit" {
+        let leaves: Vec<[u8; 32]> = a.book().into_iter().map(|(_, leaf)| leaf).collect();
+        std::hint::black_box(emission_auction::domain::receipt::merkle_root(&leaves));
     }
     if mode == "clear" {
         let e = a.apply(Timestamp::from_micros(T0 + 10_000_000), Command::Close).unwrap();

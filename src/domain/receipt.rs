@@ -22,7 +22,7 @@ pub const RECEIPT_HEADER: &str = "emission-auction/v1/receipt";
 
 /// A receipt's fields as text, exactly as they enter the canonical encoding; what `receipt
 /// verify` reads (as JSON) and what the server signs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptFields {
     pub auction_id: String,
     pub bid_id: String,
@@ -38,23 +38,43 @@ pub struct ReceiptFields {
 impl ReceiptFields {
     /// The bytes a receipt's signature covers.
     pub fn canonical(&self) -> Vec<u8> {
-        format!(
-            "{RECEIPT_HEADER}\nauction_id={}\nbid_id={}\nbidder={}\nprice={}\nquantity={}\nreceived_at={}\nstate={}\npseudonym={}\n",
-            self.auction_id,
-            self.bid_id,
-            self.bidder,
-            self.price,
-            self.quantity,
-            self.received_at,
-            self.state,
-            self.pseudonym
-        )
-        .into_bytes()
+        let mut out = Vec::with_capacity(256);
+        self.each_part(|part| out.extend_from_slice(part));
+        out
     }
 
     /// The bid's leaf in the book's tree.
     pub fn leaf(&self) -> [u8; 32] {
-        Sha256::new().chain_update([0u8]).chain_update(self.canonical()).finalize().into()
+        let mut hasher = Sha256::new().chain_update([0u8]);
+        self.each_part(|part| hasher.update(part));
+        hasher.finalize().into()
+    }
+
+    /// The canonical encoding in pieces, in order: the one place that defines it.
+    fn each_part(&self, mut part: impl FnMut(&[u8])) {
+        let mut received_at = [0u8; 24];
+        let written = {
+            let mut cursor = &mut received_at[..];
+            // An i64 takes at most 20 bytes: the write cannot fail.
+            let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}", self.received_at));
+            24 - cursor.len()
+        };
+        let fields: [(&str, &[u8]); 8] = [
+            ("\nauction_id=", self.auction_id.as_bytes()),
+            ("\nbid_id=", self.bid_id.as_bytes()),
+            ("\nbidder=", self.bidder.as_bytes()),
+            ("\nprice=", self.price.as_bytes()),
+            ("\nquantity=", self.quantity.as_bytes()),
+            ("\nreceived_at=", &received_at[..written]),
+            ("\nstate=", self.state.as_bytes()),
+            ("\npseudonym=", self.pseudonym.as_bytes()),
+        ];
+        part(RECEIPT_HEADER.as_bytes());
+        for (name, value) in fields {
+            part(name.as_bytes());
+            part(value);
+        }
+        part(b"\n");
     }
 }
 
@@ -134,6 +154,28 @@ pub fn root_from(leaf: [u8; 32], path: &[ProofStep]) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The encoding, spelled out as docs/API.md gives it; the leaf hashes exactly it.
+    #[test]
+    fn canonical_encoding_is_the_published_one() {
+        let fields = ReceiptFields {
+            auction_id: "AUC-0007".into(),
+            bid_id: "00000000000000ff".into(),
+            bidder: "91140100MA0DEM001U".into(),
+            price: "18000.50".into(),
+            quantity: "4.048".into(),
+            received_at: -1_767_225_600_000_001,
+            state: "WITHDRAWN".into(),
+            pseudonym: String::new(),
+        };
+        let text = "emission-auction/v1/receipt\nauction_id=AUC-0007\nbid_id=00000000000000ff\n\
+                    bidder=91140100MA0DEM001U\nprice=18000.50\nquantity=4.048\nreceived_at=-1767225600000001\n\
+                    state=WITHDRAWN\npseudonym=\n";
+        assert_eq!(String::from_utf8(fields.canonical()).unwrap(), text);
+        let mut prefixed = vec![0u8];
+        prefixed.extend_from_slice(text.as_bytes());
+        assert_eq!(fields.leaf(), <[u8; 32]>::from(Sha256::digest(&prefixed)));
+    }
 
     #[test]
     fn every_leaf_proves_into_the_root_and_no_other_leaf_does() {

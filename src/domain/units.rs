@@ -82,7 +82,22 @@ pub fn parse_non_negative(text: &str, max_scale: u32, max_units: i64) -> Result<
 
 /// Renders `units` of `10^-scale` as a decimal with exactly `scale` places.
 pub fn format_units(units: i64, scale: u32) -> String {
-    Decimal::new(units, scale).to_string()
+    let mut out = String::with_capacity(24);
+    // Writing to a String cannot fail.
+    let _ = write_units(&mut out, units, scale);
+    out
+}
+
+/// Writes `units` of `10^-scale` as a decimal with exactly `scale` places (scale at most 18),
+/// without allocating: the whole part, a point, and the fraction padded with zeros.
+pub fn write_units(out: &mut impl fmt::Write, units: i64, scale: u32) -> fmt::Result {
+    let sign = if units < 0 { "-" } else { "" };
+    let magnitude = units.unsigned_abs();
+    if scale == 0 {
+        return write!(out, "{sign}{magnitude}");
+    }
+    let divisor = 10u64.pow(scale.min(18));
+    write!(out, "{sign}{}.{:0width$}", magnitude / divisor, magnitude % divisor, width = scale as usize)
 }
 
 macro_rules! unit_type {
@@ -126,7 +141,7 @@ macro_rules! unit_type {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&format_units(self.0, $scale))
+                write_units(f, self.0, $scale)
             }
         }
 
@@ -353,6 +368,30 @@ mod tests {
         assert_eq!(Quantity::parse_positive("0.0001"), Err(DecimalError::TooFine { max_scale: 3 }));
         assert!(matches!(Price::parse_positive("12345678901234567890123456789"), Err(DecimalError::TooLarge { .. })));
         assert!(matches!(Price::parse_positive("100000000.00"), Err(DecimalError::TooLarge { .. })));
+    }
+
+    /// The text of units is what `rust_decimal` writes for the same value and scale.
+    #[test]
+    fn units_render_as_decimals_do() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut values = vec![0, 1, -1, 9, 10, 99, 100, 101, -100, -101, 999, 1000, i64::MAX, i64::MIN + 1];
+        for _ in 0..2_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push((x >> (x % 60)) as i64 * if x % 3 == 0 { -1 } else { 1 });
+        }
+        for units in values {
+            for scale in [0, 2, 3, 6] {
+                assert_eq!(
+                    format_units(units, scale),
+                    Decimal::new(units, scale).to_string(),
+                    "{units} at scale {scale}"
+                );
+            }
+        }
+        assert_eq!(Price::from_units(1_800_005).unwrap().to_string(), "18000.05");
+        assert_eq!(Quantity::from_units(40).unwrap().to_string(), "0.040");
     }
 
     #[test]

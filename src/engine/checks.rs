@@ -13,7 +13,9 @@
 //!    in a single-lot sealed auction, the activity rule of a clock auction; then, when the
 //!    auction asks for a deposit, its exposure ([`Exposure`]): the deposit must cover the
 //!    amount the auction requires and the bidder's maximum bid value with this bid;
-//! 8. the book: room for one more bid, and an unused bid id.
+//! 8. the book: room for one more bid, the bidder's limit on bids, and an unused bid id (the
+//!    sealed and English books check the id as they take the bid, so that a bid probes their
+//!    id index once: `SealedBook::insert`, which changes nothing when it refuses).
 //!
 //! Each mechanism says what its rules are for this bid ([`BidRules`]); this module applies them.
 //! Nothing here changes state: a bid that passes is taken by its mechanism, and taking it

@@ -10,9 +10,9 @@ use std::cmp::Reverse;
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Amount, BidId, MAX_PRICE_FEN, Price, Quantity, QuantityTotal, Reason, Timestamp};
+use crate::domain::{Amount, BidId, BidderId, MAX_PRICE_FEN, Price, Quantity, QuantityTotal, Reason, Timestamp};
 
-use super::book::{SealedBook, Slot};
+use super::book::{BidderNo, SealedBook, Slot};
 use super::clock::{ClockFinal, FinalDemand};
 use super::settlement::{Allocation, Settlement, SettlementStatus, TieBreak};
 use super::{AuctionSpec, Format, TieRule, Undersubscription};
@@ -97,7 +97,7 @@ pub(crate) fn clear(spec: &AuctionSpec, book: &SealedBook, seed: Option<&Seed>, 
     let slots = book.slots();
     if !spec.format.is_divisible() {
         return match first_price(spec, slots, seed) {
-            Some(fills) => settle(spec, fills, at),
+            Some(fills) => settle(spec, fills, |n| book.code(n), at),
             None => empty(spec, SettlementStatus::Failed, Reason::NoBids, seed, at),
         };
     }
@@ -114,7 +114,7 @@ pub(crate) fn clear(spec: &AuctionSpec, book: &SealedBook, seed: Option<&Seed>, 
         }
         _ => fill_by_price(spec, slots, selection, seed),
     };
-    settle(spec, fills, at)
+    settle(spec, fills, |n| book.code(n), at)
 }
 
 /// Clears a clock auction that ended at `price` with these final demands (see
@@ -129,9 +129,12 @@ pub(crate) fn clear_clock(spec: &AuctionSpec, end: &ClockFinal, at: Timestamp) -
         return empty(spec, SettlementStatus::Failed, Reason::TooFewBidders, None, at);
     }
     let unit = spec.lot.fill_unit;
+    // Slots name bidders by number: here, a demand's position in `demands`.
+    let numbers: std::collections::HashMap<BidId, BidderNo> =
+        demands.iter().enumerate().map(|(n, d)| (d.bid, n as BidderNo)).collect();
     let slot = |d: &FinalDemand, quantity: Quantity| Slot {
         id: d.bid,
-        bidder: d.bidder,
+        bidder: numbers.get(&d.bid).copied().unwrap_or_default(),
         price,
         quantity,
         placed_at: d.stated_at,
@@ -185,7 +188,9 @@ pub(crate) fn clear_clock(spec: &AuctionSpec, end: &ClockFinal, at: Timestamp) -
     }
     let slots: Vec<Slot> = totals.iter().filter(|(_, q)| !q.is_zero()).map(|(d, q)| slot(d, *q)).collect();
     let served = slots.iter().map(|s| (s, s.quantity)).collect();
-    settle(spec, Fills { served, pricing: Pricing::Uniform(price), tie_break }, at)
+    // Every number is a position in `demands` (from `numbers`).
+    let code = |n: BidderNo| demands[n as usize].bidder;
+    settle(spec, Fills { served, pricing: Pricing::Uniform(price), tie_break }, code, at)
 }
 
 /// How winners pay.
@@ -513,7 +518,8 @@ fn share_margin<'a>(
     }
 }
 
-fn settle(spec: &AuctionSpec, fills: Fills<'_>, at: Timestamp) -> Settlement {
+/// The settlement of `fills`; `code` names the bidder of a slot's number.
+fn settle(spec: &AuctionSpec, fills: Fills<'_>, code: impl Fn(BidderNo) -> BidderId, at: Timestamp) -> Settlement {
     let mut total_amount = Amount::ZERO;
     let mut total_buyer_fee = Amount::ZERO;
     let mut total_seller_fee = Amount::ZERO;
@@ -531,7 +537,7 @@ fn settle(spec: &AuctionSpec, fills: Fills<'_>, at: Timestamp) -> Settlement {
             let amount = Amount::of(unit_price, *quantity).expect("in-range price x quantity fits an amount");
             let alloc = Allocation {
                 bid_id: bid.id,
-                bidder: bid.bidder,
+                bidder: code(bid.bidder),
                 quantity: *quantity,
                 unit_price,
                 amount,
@@ -618,7 +624,6 @@ mod tests {
     #[test]
     fn select_agrees_with_a_full_sort_on_large_books() {
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let code = crate::domain::CreditCode::with_check_digit("91140100MA0GRXY71").unwrap();
         for (n, levels) in [(5_000usize, 7i64), (20_000, 300), (50_000, 20_000)] {
             let slots: Vec<Slot> = (0..n)
                 .map(|i| {
@@ -627,7 +632,7 @@ mod tests {
                     x ^= x << 17;
                     Slot {
                         id: BidId::new(i as u64),
-                        bidder: code,
+                        bidder: 0,
                         price: Price::from_units(1_000 + (x % levels as u64) as i64).unwrap(),
                         quantity: Quantity::from_units((x >> 32) as i64 % 9 + 1).unwrap(),
                         placed_at: Timestamp::from_micros(i as i64),

@@ -5,11 +5,9 @@
 //! every bid stays in the book, and the auction clears like a first-price one: ties happen only
 //! at the cap, where the first to reach it wins, or a seeded lottery draws among those there.
 
-use std::collections::BTreeMap;
-
 use crate::domain::{BidId, BidderId, Price, Quantity, Timestamp};
 
-use super::book::{BidView, SealedBook};
+use super::book::{BidView, Bidder, BidderNo, IdTaken, SealedBook};
 use super::checks::{Barrier, BidRules, BookRoom, Holdings, PriceRule, QuantityRule};
 use super::clearing::{self, Seed};
 use super::{AscendingTerms, AuctionSpec, Settlement, TieRule};
@@ -33,10 +31,10 @@ enum Period {
 #[derive(Debug)]
 pub(super) struct English {
     terms: AscendingTerms,
+    /// Every bid stays here. A bidder's pseudonym is its number in this book plus one: numbered
+    /// from 1 in the order bidders first bid.
     book: SealedBook,
     lead: Option<Lead>,
-    /// Numbered from 1 in the order bidders first bid.
-    pseudonyms: BTreeMap<BidderId, u32>,
     period: Period,
 }
 
@@ -67,7 +65,7 @@ pub(super) enum FreePeriodEnd {
 
 impl English {
     pub(super) fn new(terms: AscendingTerms) -> English {
-        English { terms, book: SealedBook::default(), lead: None, pseudonyms: BTreeMap::new(), period: Period::Free }
+        English { terms, book: SealedBook::default(), lead: None, period: Period::Free }
     }
 
     pub(super) fn book(&self) -> &SealedBook {
@@ -75,7 +73,7 @@ impl English {
     }
 
     fn bidders(&self) -> u32 {
-        u32::try_from(self.pseudonyms.len()).unwrap_or(u32::MAX)
+        self.book.bidder_count()
     }
 
     /// When the timed period's first countdown ends.
@@ -117,7 +115,7 @@ impl English {
         Some(FreePeriodEnd::Timed { deadline })
     }
 
-    pub(super) fn rules(&self, spec: &AuctionSpec, bidder: BidderId, bid: BidId) -> BidRules {
+    pub(super) fn rules(&self, spec: &AuctionSpec, bidder: &Bidder) -> BidRules {
         let cap = spec.prices.cap;
         let lottery = spec.tie_rule == TieRule::SeededRandom;
         let price = match self.lead {
@@ -131,7 +129,9 @@ impl English {
                 }
             }
             Some(lead) if Some(lead.price) == cap => PriceRule::Barred(Barrier::CapReached { cap: lead.price }),
-            Some(lead) if lead.bidder == bidder => PriceRule::Barred(Barrier::AlreadyLeading { current: lead.price }),
+            Some(lead) if lead.bidder == bidder.code => {
+                PriceRule::Barred(Barrier::AlreadyLeading { current: lead.price })
+            }
             Some(lead) => match lead.price.checked_add(self.terms.increment) {
                 Some(next) => PriceRule::AtLeast {
                     current: Some(lead.price),
@@ -149,25 +149,25 @@ impl English {
             exposure: None,
             book: BookRoom {
                 full: self.book.is_full(),
-                id_taken: self.book.contains(bid),
-                bidder_limit: spec.max_bids_per_bidder.map(|max| (max, self.book.bids_placed_by(bidder))),
+                // The book checks the id as it takes the bid (`SealedBook::insert`).
+                id_taken: false,
+                bidder_limit: spec.max_bids_per_bidder.map(|max| (max, self.book.bids_placed(bidder))),
             },
         }
     }
 
     /// Takes a checked bid: it may lead, and in the timed period it restarts the countdown.
-    /// Returns the bid and its bidder's pseudonym.
+    /// Returns the bid and its bidder's pseudonym, or, changing nothing, that its id is taken.
     pub(super) fn raise(
         &mut self,
         spec: &AuctionSpec,
         at: Timestamp,
-        bidder: BidderId,
+        bidder: Bidder,
         bid: BidId,
         price: Price,
         quantity: Quantity,
-    ) -> (BidView, u32) {
-        let next = self.bidders().saturating_add(1);
-        let pseudonym = *self.pseudonyms.entry(bidder).or_insert(next);
+    ) -> Result<(BidView, u32), IdTaken> {
+        let (view, number) = self.book.insert(bid, bidder, price, quantity, at)?;
         if at >= spec.closes_at {
             let (deadline, extensions) = match self.period {
                 Period::Timed { deadline, extensions } => (deadline, extensions),
@@ -183,13 +183,13 @@ impl English {
         }
         // The first to reach the cap stays in the lead; later bidders at the cap join the draw.
         if self.lead.is_none_or(|lead| price > lead.price) {
-            self.lead = Some(Lead { bidder, price });
+            self.lead = Some(Lead { bidder: bidder.code, price });
         }
-        (self.book.insert(bid, bidder, price, quantity, at), pseudonym)
+        Ok((view, pseudonym(number)))
     }
 
     pub(super) fn pseudonym_of(&self, bidder: BidderId) -> Option<u32> {
-        self.pseudonyms.get(&bidder).copied()
+        self.book.bidder(bidder).number.map(pseudonym)
     }
 
     pub(super) fn view(&self, spec: &AuctionSpec, over: bool) -> AscendingView {
@@ -220,4 +220,9 @@ impl English {
     pub(super) fn clear(&self, spec: &AuctionSpec, seed: Option<&Seed>, at: Timestamp) -> Settlement {
         clearing::clear(spec, &self.book, seed, at)
     }
+}
+
+/// A bidder's pseudonym (竞买号): its number in the book, counted from 1.
+fn pseudonym(number: BidderNo) -> u32 {
+    number.saturating_add(1)
 }

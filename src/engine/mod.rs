@@ -48,25 +48,41 @@ use crate::domain::{
 
 use checks::Exposure;
 
+use book::Bidder;
 use clock::{ClockBook, RoundEnd};
 use english::{English, FreePeriodEnd};
 use sealed::Sealed;
 
 /// The receipt fields of `bid` in `auction`: what the server signs and the book's tree hashes.
 pub fn receipt_fields(auction: AuctionId, bid: &BidView, pseudonym: Option<u32>) -> receipt::ReceiptFields {
-    receipt::ReceiptFields {
-        auction_id: auction.to_string(),
-        bid_id: bid.id.to_string(),
-        bidder: bid.bidder.to_string(),
-        price: bid.price.to_string(),
-        quantity: bid.quantity.to_string(),
-        received_at: bid.placed_at.as_micros(),
-        state: match bid.state {
-            BidState::Active => "ACTIVE",
-            BidState::Withdrawn => "WITHDRAWN",
-        }
-        .to_owned(),
-        pseudonym: pseudonym.map(|n| format!("B{n:03}")).unwrap_or_default(),
+    let mut fields = receipt::ReceiptFields::default();
+    fill_receipt_fields(&mut fields, auction, bid, pseudonym);
+    fields
+}
+
+/// Writes `bid`'s receipt fields into `fields`, reusing the room its strings have: hashing a
+/// whole book at the close allocates once, not once per field per bid.
+fn fill_receipt_fields(fields: &mut receipt::ReceiptFields, auction: AuctionId, bid: &BidView, pseudonym: Option<u32>) {
+    use std::fmt::Write;
+    let text = |field: &mut String, value: &dyn std::fmt::Display| {
+        field.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(field, "{value}");
+    };
+    text(&mut fields.auction_id, &auction);
+    text(&mut fields.bid_id, &bid.id);
+    text(&mut fields.bidder, &bid.bidder);
+    text(&mut fields.price, &bid.price);
+    text(&mut fields.quantity, &bid.quantity);
+    fields.received_at = bid.placed_at.as_micros();
+    let state = match bid.state {
+        BidState::Active => "ACTIVE",
+        BidState::Withdrawn => "WITHDRAWN",
+    };
+    text(&mut fields.state, &state);
+    fields.pseudonym.clear();
+    if let Some(n) = pseudonym {
+        let _ = write!(fields.pseudonym, "B{n:03}");
     }
 }
 
@@ -212,6 +228,18 @@ enum Mechanism {
     English(English),
     /// ASCENDING_CLOCK.
     Clock(ClockBook),
+}
+
+impl Mechanism {
+    /// `code` as the mechanism's book knows it (a clock keeps no book of numbers).
+    #[inline]
+    fn bidder(&self, code: BidderId) -> Bidder {
+        match self {
+            Mechanism::Sealed(sealed) => sealed.book.bidder(code),
+            Mechanism::English(english) => english.book().bidder(code),
+            Mechanism::Clock(_) => Bidder { code, number: None },
+        }
+    }
 }
 
 /// One auction: its terms, its phase, and its mechanism's state.
@@ -586,17 +614,36 @@ impl Auction {
 
     /// The final book's bids (each bid's last version) in bid-id order, with their leaves.
     pub fn book(&self) -> Vec<(BidView, [u8; 32])> {
-        let mut bids = match &self.mechanism {
-            Mechanism::Sealed(sealed) => sealed.book.all_bids(),
-            Mechanism::English(english) => english.book().all_bids(),
-            Mechanism::Clock(book) => book.statements(),
-        };
-        bids.sort_by_key(|b| b.id.get());
-        bids.into_iter().map(|b| (b, self.receipt_fields(&b).leaf())).collect()
+        let bids = self.final_bids();
+        let leaves = self.leaves(&bids);
+        bids.into_iter().zip(leaves).collect()
+    }
+
+    /// Each bid's last version, in bid-id order: the leaves' order.
+    fn final_bids(&self) -> Vec<BidView> {
+        match &self.mechanism {
+            Mechanism::Sealed(sealed) => sealed.book.bids_by_id(),
+            Mechanism::English(english) => english.book().bids_by_id(),
+            Mechanism::Clock(book) => {
+                let mut bids = book.statements();
+                bids.sort_by_key(|b| b.id.get());
+                bids
+            }
+        }
+    }
+
+    fn leaves(&self, bids: &[BidView]) -> Vec<[u8; 32]> {
+        let mut fields = receipt::ReceiptFields::default();
+        bids.iter()
+            .map(|bid| {
+                fill_receipt_fields(&mut fields, self.spec.id, bid, self.pseudonym_of(bid.bidder));
+                fields.leaf()
+            })
+            .collect()
     }
 
     fn book_leaves(&self) -> Vec<[u8; 32]> {
-        self.book().into_iter().map(|(_, leaf)| leaf).collect()
+        self.leaves(&self.final_bids())
     }
 
     /// Step 1 of the shared checks: a bid stamped `at` falls inside bidding. Returns whether
@@ -651,6 +698,7 @@ impl Auction {
         self.take_bid(at, bidder, bid, price, quantity, None)
     }
 
+    #[inline]
     fn take_bid(
         &mut self,
         at: Timestamp,
@@ -662,24 +710,30 @@ impl Auction {
     ) -> Result<BidChange, EngineError> {
         let opening = self.window(at)?;
         let affiliates = self.eligible(at, eligibility)?;
+        let who = self.mechanism.bidder(bidder);
         let mut rules = match &self.mechanism {
-            Mechanism::Sealed(sealed) => sealed.rules(bidder, bid, None, affiliates),
-            Mechanism::English(english) => english.rules(&self.spec, bidder, bid),
+            Mechanism::Sealed(sealed) => sealed.rules(&who, None, affiliates),
+            Mechanism::English(english) => english.rules(&self.spec, &who),
             Mechanism::Clock(book) => book.rules(&self.spec, bidder, bid),
         };
-        rules.exposure = self.exposure(bidder, None);
+        if self.spec.deposit.is_some() {
+            rules.exposure = self.exposure(bidder, None);
+        }
         let checked = rules.check(price, quantity)?;
-        // Accepted: nothing below may fail.
-        let opened_at = self.open_for_bid(opening, at);
         let (price, quantity) = (checked.price, checked.quantity);
+        // The books check the id as they take the bid; once taken, nothing below may fail.
+        let duplicate = |_| EngineError::DuplicateBidId;
         let (view, pseudonym) = match &mut self.mechanism {
-            Mechanism::Sealed(sealed) => (sealed.book.insert(bid, bidder, price, quantity, at), None),
+            Mechanism::Sealed(sealed) => {
+                (sealed.book.insert(bid, who, price, quantity, at).map_err(duplicate)?.0, None)
+            }
             Mechanism::English(english) => {
-                let (view, pseudonym) = english.raise(&self.spec, at, bidder, bid, price, quantity);
+                let (view, pseudonym) = english.raise(&self.spec, at, who, bid, price, quantity).map_err(duplicate)?;
                 (view, Some(pseudonym))
             }
             Mechanism::Clock(book) => (book.state(bidder, bid, quantity, at), None),
         };
+        let opened_at = self.open_for_bid(opening, at);
         Ok(BidChange { opened_at, bid: view, pseudonym })
     }
 
@@ -727,8 +781,10 @@ impl Auction {
         let opening = self.window(at)?;
         let affiliates = self.eligible(at, eligibility)?;
         let (sealed, current) = self.own_active_bid(bidder, bid)?;
-        let mut rules = sealed.rules(bidder, bid, Some(&current), affiliates);
-        rules.exposure = self.exposure(bidder, Some(bid));
+        let mut rules = sealed.rules(&sealed.book.bidder(bidder), Some(&current), affiliates);
+        if self.spec.deposit.is_some() {
+            rules.exposure = self.exposure(bidder, Some(bid));
+        }
         let checked = rules.check(price, quantity)?;
         let opened_at = self.open_for_bid(opening, at);
         let Mechanism::Sealed(sealed) = &mut self.mechanism else { return Err(EngineError::BidIrrevocable) };

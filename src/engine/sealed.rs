@@ -3,9 +3,9 @@
 //! may be revised or withdrawn (unless the auction says irrevocable), and clear in
 //! [`super::clearing`].
 
-use crate::domain::{BidId, BidderId, Quantity, QuantityTotal, Timestamp};
+use crate::domain::{BidderId, Quantity, QuantityTotal, Timestamp};
 
-use super::book::{BidView, SealedBook};
+use super::book::{BidView, Bidder, SealedBook};
 use super::checks::{BidRules, BidderCap, BookRoom, Holdings, PriceRule, QuantityRule};
 use super::clearing::{self, Seed};
 use super::{AuctionSpec, Format, Settlement};
@@ -38,22 +38,16 @@ impl Sealed {
         Sealed { book: SealedBook::default(), price, quantity, cap, max_bids: spec.max_bids_per_bidder }
     }
 
-    /// The rules for a bid by `bidder`; `revising` is the bid it replaces, if any; its
-    /// `affiliates` share its cap.
+    /// The rules for a bid by `bidder` (as the book knows it); `revising` is the bid it
+    /// replaces, if any; its `affiliates` share its cap.
     #[inline(always)]
-    pub(super) fn rules(
-        &self,
-        bidder: BidderId,
-        bid: BidId,
-        revising: Option<&BidView>,
-        affiliates: &[BidderId],
-    ) -> BidRules {
+    pub(super) fn rules(&self, bidder: &Bidder, revising: Option<&BidView>, affiliates: &[BidderId]) -> BidRules {
         let holdings = match self.quantity {
             QuantityRule::FillUnits { .. } => {
                 // Affiliates share one cap: what the group holds counts as the bidder's own.
                 let held = affiliates
                     .iter()
-                    .try_fold(self.book.active_quantity_of(bidder), |held, a| {
+                    .try_fold(self.book.active_quantity(bidder), |held, a| {
                         held.plus_total(self.book.active_quantity_of(*a))
                     })
                     .unwrap_or(QuantityTotal::of(Quantity::MAX));
@@ -65,11 +59,9 @@ impl Sealed {
         };
         let book = BookRoom {
             full: self.book.is_full(),
-            id_taken: revising.is_none() && self.book.contains(bid),
-            bidder_limit: self
-                .max_bids
-                .filter(|_| revising.is_none())
-                .map(|max| (max, self.book.bids_placed_by(bidder))),
+            // The book checks the id as it takes the bid (`SealedBook::insert`).
+            id_taken: false,
+            bidder_limit: self.max_bids.filter(|_| revising.is_none()).map(|max| (max, self.book.bids_placed(bidder))),
         };
         BidRules { price: self.price, quantity: self.quantity, holdings, exposure: None, book }
     }

@@ -1,6 +1,6 @@
 //! Recording throughput into PostgreSQL: 100,000 synthetic settlements (three allocations
-//! each) recorded through the `Recorder` API in batches of 512, as the outbox hands them out,
-//! each batch one transaction with the cursor.
+//! each, a final book of five bids each) recorded through the `Recorder` API in batches of
+//! 512, as the outbox hands them out, each batch committed with the cursor.
 //!
 //! Run: `EMISSION_AUCTION_TEST_POSTGRES="host=127.0.0.1 port=5432 user=postgres dbname=test"
 //! cargo bench --bench recorders`. Without the variable it prints a notice and does nothing.
@@ -11,6 +11,9 @@
 use std::time::Instant;
 
 use emission_auction::recorders::postgres::PostgresRecorder;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use emission_auction::recorders::{Directory, sample};
 use emission_auction::service::recorder::Recorder;
 
@@ -31,9 +34,18 @@ fn main() {
         let mut suffix = [0u8; 4];
         getrandom::fill(&mut suffix).unwrap();
         let schema = format!("ea_bench_{}", hex::encode(suffix));
-        let recorder = PostgresRecorder::new(&url, &schema, Directory::fixed(sample::lookup())).unwrap();
-        recorder.cursor().await.unwrap();
+        // The auctions' terms and final books are made before the clock starts: in the server
+        // the exchange holds them, and making them is the engine's work, not the recorder's.
         let settlements = sample::settlements(1, count, WINNERS);
+        let ids = || settlements.iter().map(|s| s.settlement.auction_id);
+        let specs: Arc<HashMap<_, _>> = Arc::new(ids().map(|id| (id, Arc::new(sample::spec(id)))).collect());
+        let books: Arc<HashMap<_, _>> = Arc::new(ids().map(|id| (id, sample::book(id))).collect());
+        let directory = Directory::fixed(
+            Arc::new(move |id| specs.get(&id).cloned()),
+            Arc::new(move |id| Box::pin(std::future::ready(books.get(&id).cloned()))),
+        );
+        let recorder = PostgresRecorder::new(&url, &schema, directory).unwrap();
+        recorder.cursor().await.unwrap();
         let started = Instant::now();
         for batch in settlements.chunks(BATCH) {
             recorder.record(batch).await.unwrap();
@@ -42,8 +54,9 @@ fn main() {
         assert_eq!(recorder.cursor().await.unwrap(), count);
         let rate = count as f64 / took.as_secs_f64();
         println!(
-            "postgres recorder: {count} settlements ({} allocations) in batches of {BATCH}: {took:.2?}, {rate:.0} settlements/s",
-            count * WINNERS
+            "postgres recorder: {count} settlements ({} allocations, {} bids in their books) in batches of {BATCH}: {took:.2?}, {rate:.0} settlements/s",
+            count * WINNERS,
+            count * sample::BOOK
         );
         let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);

@@ -5,9 +5,10 @@
 //! outbox can retry any failed batch after reading the cursor again.
 //!
 //! A settlement names its auction but not the lot's region or seller, which both recorders
-//! need (NATS subjects are per pollutant and region; the database keys deals by enterprise).
-//! They look the auction's terms up in a [`Directory`], which the server attaches to the
-//! exchange once the exchange is built ([`Hooks::attach`]). Until then a batch waits.
+//! need (NATS subjects are per pollutant and region; the database keys deals by enterprise),
+//! nor the final bid book, which the database keeps for audit. They look both up in a
+//! [`Directory`], which the server attaches to the exchange once the exchange is built
+//! ([`Hooks::attach`]). Until then a batch waits.
 //!
 //! Invariant: no recorder is ever awaited by an auction task; they run only in the outbox's
 //! delivery tasks (and the NATS phase follower, which only reads a broadcast).
@@ -15,13 +16,15 @@
 pub mod nats;
 pub mod postgres;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::domain::AuctionId;
-use crate::engine::AuctionSpec;
+use crate::engine::{AuctionSpec, BidView};
 use crate::service::Exchange;
 use crate::service::recorder::RecorderError;
 
@@ -32,48 +35,83 @@ const ATTACH_PATIENCE: Duration = Duration::from_secs(10);
 /// Finds an auction's terms by its id.
 pub type Lookup = Arc<dyn Fn(AuctionId) -> Option<Arc<AuctionSpec>> + Send + Sync>;
 
-/// Where recorders find the terms (lot, region, seller) of the auction a settlement concluded.
-/// Cheap to clone; every clone sees the same attachment.
+/// One bid of a concluded auction's final book: its last version, its bidder's pseudonym
+/// (English auctions), and its leaf in the book's tree.
+pub type BookEntry = (BidView, Option<u32>, [u8; 32]);
+
+/// Finds a concluded auction's final book by its id, in bid-id order (the tree's order).
+pub type BookLookup =
+    Arc<dyn Fn(AuctionId) -> Pin<Box<dyn Future<Output = Option<Vec<BookEntry>>> + Send>> + Send + Sync>;
+
+/// Where the directory's answers come from.
+#[derive(Clone)]
+struct Sources {
+    spec: Lookup,
+    book: BookLookup,
+}
+
+/// Where recorders find the terms (lot, region, seller) and the final book of the auction a
+/// settlement concluded. Cheap to clone; every clone sees the same attachment.
 #[derive(Clone)]
 pub struct Directory {
-    lookup: Arc<watch::Sender<Option<Lookup>>>,
+    sources: Arc<watch::Sender<Option<Sources>>>,
 }
 
 impl Default for Directory {
     fn default() -> Self {
-        Directory { lookup: Arc::new(watch::channel(None).0) }
+        Directory { sources: Arc::new(watch::channel(None).0) }
     }
 }
 
 impl Directory {
-    /// A directory answered by `lookup` from the start (tests and benchmarks).
-    pub fn fixed(lookup: Lookup) -> Directory {
+    /// A directory answered by `spec` and `book` from the start (tests and benchmarks).
+    pub fn fixed(spec: Lookup, book: BookLookup) -> Directory {
         let directory = Directory::default();
-        directory.lookup.send_replace(Some(lookup));
+        directory.sources.send_replace(Some(Sources { spec, book }));
         directory
     }
 
     /// Answers from `exchange`, which holds every auction, concluded ones included, from its
     /// start on. Holds it weakly: the exchange owns the recorders, not the other way round.
     pub fn attach(&self, exchange: &Arc<Exchange>) {
-        let exchange: Weak<Exchange> = Arc::downgrade(exchange);
-        let lookup: Lookup = Arc::new(move |id| exchange.upgrade()?.get(id).ok().map(|s| s.spec));
-        self.lookup.send_replace(Some(lookup));
+        let weak: Weak<Exchange> = Arc::downgrade(exchange);
+        let spec: Lookup = {
+            let exchange = weak.clone();
+            Arc::new(move |id| exchange.upgrade()?.get(id).ok().map(|s| s.spec))
+        };
+        let book: BookLookup = Arc::new(move |id| {
+            let exchange = weak.clone();
+            Box::pin(async move { exchange.upgrade()?.final_book(id).await.ok() })
+        });
+        self.sources.send_replace(Some(Sources { spec, book }));
     }
 
-    /// The terms of auction `id`, waiting a while for the directory to be attached.
-    pub async fn spec(&self, id: AuctionId, recorder: &str) -> Result<Arc<AuctionSpec>, RecorderError> {
-        let unavailable = |reason: String| RecorderError::Unavailable { recorder: recorder.to_owned(), reason };
-        let lookup = {
-            let mut attached = self.lookup.subscribe();
-            let waited = tokio::time::timeout(ATTACH_PATIENCE, attached.wait_for(Option::is_some)).await;
-            match waited {
-                Ok(Ok(lookup)) => lookup.clone().expect("waited for Some"),
-                _ => return Err(unavailable("the exchange has not started yet".into())),
-            }
-        };
-        lookup(id).ok_or_else(|| unavailable(format!("the terms of auction {id} are not available")))
+    /// Where answers come from, waiting a while for the directory to be attached.
+    async fn sources(&self, recorder: &str) -> Result<Sources, RecorderError> {
+        let mut attached = self.sources.subscribe();
+        match tokio::time::timeout(ATTACH_PATIENCE, attached.wait_for(Option::is_some)).await {
+            Ok(Ok(sources)) => sources.clone().ok_or_else(|| unavailable(recorder, "the exchange has not started yet")),
+            _ => Err(unavailable(recorder, "the exchange has not started yet")),
+        }
     }
+
+    /// The terms of auction `id`.
+    pub async fn spec(&self, id: AuctionId, recorder: &str) -> Result<Arc<AuctionSpec>, RecorderError> {
+        let sources = self.sources(recorder).await?;
+        (sources.spec)(id).ok_or_else(|| unavailable(recorder, &format!("the terms of auction {id} are not available")))
+    }
+
+    /// The final book of concluded auction `id`, in bid-id order.
+    pub async fn book(&self, id: AuctionId, recorder: &str) -> Result<Vec<BookEntry>, RecorderError> {
+        let sources = self.sources(recorder).await?;
+        (sources.book)(id)
+            .await
+            .ok_or_else(|| unavailable(recorder, &format!("the book of auction {id} is not available")))
+    }
+}
+
+fn unavailable(recorder: &str, reason: &str) -> RecorderError {
+    RecorderError::Unavailable { recorder: recorder.to_owned(), reason: reason.to_owned() }
 }
 
 /// What the server does with its recorders once the exchange is built: attach the directory
@@ -114,13 +152,14 @@ pub(crate) fn phase_code(phase: crate::engine::Phase) -> &'static str {
 pub mod sample {
     use std::sync::Arc;
 
-    use super::Lookup;
+    use super::{BookEntry, BookLookup, Directory, Lookup};
+    use crate::domain::receipt::merkle_root;
     use crate::domain::{
         Amount, AuctionId, BidId, CreditCode, Pollutant, Price, PricePolicy, Quantity, Ratio, RegionCode, Timestamp,
     };
     use crate::engine::{
-        Allocation, AuctionRequest, AuctionSpec, BidRevision, CapMode, CapRequest, Format, LotRequest, OriginKind,
-        Settlement, SettlementStatus, TieRule, Undersubscription,
+        Allocation, AuctionRequest, AuctionSpec, BidRevision, BidState, BidView, CapMode, CapRequest, Format,
+        LotRequest, OriginKind, Settlement, SettlementStatus, TieRule, Undersubscription,
     };
     use crate::service::{JournalPosition, RecordedSettlement};
 
@@ -177,6 +216,44 @@ pub mod sample {
         Arc::new(|id| Some(Arc::new(spec(id))))
     }
 
+    /// Bids in each sample auction's final book.
+    pub const BOOK: u64 = 5;
+
+    /// The final book of auction `id`: [`BOOK`] bids for the whole lot by bidders 0, 1, ...,
+    /// bid ids `16 id + k`, at the floor plus k yuan (the winners of [`settlements`] are the
+    /// first of them), in bid-id order with their leaves.
+    pub fn book(id: AuctionId) -> Vec<BookEntry> {
+        let spec = spec(id);
+        (0..BOOK)
+            .map(|k| {
+                let bid = BidView {
+                    id: BidId::new(id.get() * 16 + k),
+                    bidder: bidder(k),
+                    price: Price::from_units(spec.prices.floor.units() + 100 * k as i64).expect("a price"),
+                    quantity: spec.lot.quantity,
+                    placed_at: Timestamp::from_micros(T0 + 1 + k as i64),
+                    state: BidState::Active,
+                };
+                let leaf = crate::engine::receipt_fields(id, &bid, None).leaf();
+                (bid, None, leaf)
+            })
+            .collect()
+    }
+
+    /// A book lookup that knows every auction [`settlements`] makes.
+    pub fn books() -> BookLookup {
+        Arc::new(|id| Box::pin(std::future::ready(Some(book(id)))))
+    }
+
+    /// A directory that knows every auction [`settlements`] makes.
+    pub fn directory() -> Directory {
+        Directory::fixed(lookup(), books())
+    }
+
+    fn bidder(k: u64) -> CreditCode {
+        CreditCode::with_check_digit(&format!("9114010{k:010}")).expect("a code")
+    }
+
     /// `count` settlements numbered from `first`, the n-th concluding auction n, each selling
     /// its 10 t to `winners` bidders (at most 10) at prices above the floor.
     pub fn settlements(first: u64, count: u64, winners: u64) -> Vec<Arc<RecordedSettlement>> {
@@ -193,7 +270,7 @@ pub mod sample {
                         let amount = Amount::of(unit_price, each).expect("an amount");
                         Allocation {
                             bid_id: BidId::new(sequence * 16 + k),
-                            bidder: CreditCode::with_check_digit(&format!("9114010{:010}", k)).expect("a code"),
+                            bidder: bidder(k),
                             quantity: each,
                             unit_price,
                             amount,
@@ -224,7 +301,9 @@ pub mod sample {
                     cap: spec.prices.cap,
                     settled_at: spec.closes_at,
                     deposits: Vec::new(),
-                    book_root: None,
+                    book_root: Some(hex::encode(merkle_root(
+                        &book(id).iter().map(|(_, _, leaf)| *leaf).collect::<Vec<_>>(),
+                    ))),
                 };
                 Arc::new(RecordedSettlement {
                     sequence,

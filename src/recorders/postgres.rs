@@ -1,9 +1,10 @@
-//! The PostgreSQL recorder: settlements, their allocations, and the auctions and lots they
-//! concluded, in a schema of its own that it creates and migrates.
+//! The PostgreSQL recorder: settlements, their allocations, the auctions and lots they
+//! concluded, and those auctions' final bid books for audit, in a schema of its own that it
+//! creates and migrates.
 //!
 //! Each batch is written with the cursor (`recorder_cursor`, one row) in the same transaction,
 //! so the tables hold exactly the settlements up to the cursor. That makes the writes
-//! idempotent: settlements and allocations at or below the cursor are skipped by the insert
+//! idempotent: settlements, allocations and books at or below the cursor are skipped by the insert
 //! itself (`WHERE sequence > cursor`), lots and auctions by their keys (`ON CONFLICT`), an
 //! auction's phase moves only to a later settlement's, and the cursor only forward
 //! (`GREATEST`). Replaying a batch is a no-op; a plain insert that still met a key held would
@@ -35,9 +36,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Statement, Transaction};
 
-use super::Directory;
+use super::{BookEntry, Directory};
 use crate::domain::Timestamp;
-use crate::engine::{AuctionSpec, LotOrigin, SettlementStatus};
+use crate::engine::{AuctionSpec, BidState, LotOrigin, SettlementStatus};
 use crate::service::recorder::{RecordedSettlement, Recorder, RecorderError};
 
 /// The `application_name` the recorder's sessions carry unless the URL sets one.
@@ -51,7 +52,7 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema's migrations, in order; `{schema}` is replaced by the configured schema.
 /// Applied ones are listed in `schema_migrations`; a new version is appended, never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 const V1: &str = r#"
 CREATE TABLE {schema}.auctions (
@@ -160,6 +161,36 @@ const V2: &str = r#"
 ALTER TABLE {schema}.allocations DROP CONSTRAINT IF EXISTS allocations_sequence_fkey;
 "#;
 
+/// The final bid book of each recorded auction, for audit: every bid's last version, sealed
+/// bids included (the book is public once the auction has concluded). From its fields an
+/// auditor recomputes each bid's leaf (its receipt encoding, hashed) and the settlement's
+/// `book_root` (docs/API.md gives both). A book is written once and read whole, so it is kept
+/// as one compact `json` array per auction, one array per bid (a row per bid costs an index
+/// entry each, and more than the rest of the settlement together); the view `bids` shows a row
+/// per bid with named columns.
+const V3: &str = r#"
+ALTER TABLE {schema}.settlements ADD COLUMN book_root text;  -- hex SHA-256 root of the final book's tree
+
+CREATE TABLE {schema}.books (
+    sequence        bigint PRIMARY KEY,     -- the settlement that concluded the auction
+    auction_id      text NOT NULL,
+    -- The bids in bid-id order (the order of the book's tree), each
+    -- [bid_id, bidder_code, pseudonym, price_fen, quantity_kg, placed_at_us, state]:
+    book            json NOT NULL
+);
+
+CREATE VIEW {schema}.bids AS
+    SELECT b.sequence, (e.position - 1)::integer AS position, b.auction_id,
+           e.bid->>0 AS bid_id,
+           e.bid->>1 AS bidder_code,                                -- unified social credit code
+           e.bid->>2 AS pseudonym,                                  -- ASCENDING_ENGLISH: B001...
+           (e.bid->>3)::bigint AS price_fen,
+           (e.bid->>4)::bigint AS quantity_kg,
+           timestamptz 'epoch' + (e.bid->>5)::bigint * interval '1 microsecond' AS placed_at,
+           e.bid->>6 AS state                                       -- ACTIVE or WITHDRAWN
+      FROM {schema}.books b, json_array_elements(b.book) WITH ORDINALITY AS e(bid, position);
+"#;
+
 /// Connections one batch is spread over: one database backend per half.
 const LANES: usize = 2;
 
@@ -233,6 +264,7 @@ impl PostgresRecorder {
                 lots: client.prepare(&LOTS.replace("{schema}", s)).await.map_err(pg)?,
                 settlements: client.prepare(&SETTLEMENTS.replace("{schema}", s)).await.map_err(pg)?,
                 allocations: client.prepare(&ALLOCATIONS.replace("{schema}", s)).await.map_err(pg)?,
+                books: client.prepare(&BOOKS.replace("{schema}", s)).await.map_err(pg)?,
                 cursor: client.prepare(&CURSOR.replace("{schema}", s)).await.map_err(pg)?,
             };
             *slot = Some(Session { client, statements });
@@ -354,6 +386,7 @@ async fn insert(tx: &Transaction<'_>, st: &Statements, batch: &[Rows]) -> Result
         col(b.iter().map(|r| r.settlement.journal.seq as i64).collect()),
         col(b.iter().map(|r| r.settlement.journal.hash.clone()).collect()),
         col(b.iter().map(|r| r.tie_break.clone()).collect()),
+        col(b.iter().map(|r| r.s().book_root.clone()).collect()),
     ];
     let al: Vec<(&Rows, i32, &crate::engine::Allocation)> =
         batch.iter().flat_map(|r| r.s().allocations.iter().enumerate().map(move |(i, a)| (r, i as i32, a))).collect();
@@ -372,13 +405,19 @@ async fn insert(tx: &Transaction<'_>, st: &Statements, batch: &[Rows]) -> Result
         col(al.iter().map(|(_, _, a)| a.buyer_fee.units()).collect()),
         col(al.iter().map(|(_, _, a)| a.seller_fee.units()).collect()),
     ];
-    let (auctions, lots, settlements, allocations) =
-        (params(&auctions), params(&lots), params(&settlements), params(&allocations));
+    let books = [
+        col(b.iter().map(|r| r.sequence).collect()),
+        col(b.iter().map(|r| r.auction_id.clone()).collect()),
+        col(b.iter().map(|r| r.book.clone()).collect()),
+    ];
+    let (auctions, lots, settlements, allocations, books) =
+        (params(&auctions), params(&lots), params(&settlements), params(&allocations), params(&books));
     tokio::try_join!(
         tx.execute(&st.auctions, &auctions),
         tx.execute(&st.lots, &lots),
         tx.execute(&st.settlements, &settlements),
         tx.execute(&st.allocations, &allocations),
+        tx.execute(&st.books, &books),
     )?;
     Ok(())
 }
@@ -399,6 +438,7 @@ struct Statements {
     lots: Statement,
     settlements: Statement,
     allocations: Statement,
+    books: Statement,
     cursor: Statement,
 }
 
@@ -432,12 +472,12 @@ const LOTS: &str = "INSERT INTO {schema}.lots (auction_id, lot_id, pollutant, re
 const SETTLEMENTS: &str = "INSERT INTO {schema}.settlements (sequence, auction_id, lot_id, pollutant, region,
         seller_code, format, status, reason, note, clearing_price_fen, floor_fen, cap_fen, sold_kg, unsold_kg,
         total_amount_fen, total_buyer_fee_fen, total_seller_fee_fen, settled_at, journal_seq, journal_hash,
-        tie_break)
-     SELECT q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, tie::json
+        tie_break, book_root)
+     SELECT q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, tie::json, br
        FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
             $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[],
-            $17::int8[], $18::int8[], $19::timestamptz[], $20::int8[], $21::text[], $22::text[])
-         AS u(q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, tie)
+            $17::int8[], $18::int8[], $19::timestamptz[], $20::int8[], $21::text[], $22::text[], $23::text[])
+         AS u(q, a, l, p, r, sc, f, st, re, n, cp, fl, c, so, un, ta, tb, ts, sa, js, jh, tie, br)
       WHERE q > (SELECT sequence FROM {schema}.recorder_cursor WHERE id = 1)";
 
 const ALLOCATIONS: &str = "INSERT INTO {schema}.allocations (sequence, position, auction_id, bid_id, bidder_code,
@@ -445,6 +485,10 @@ const ALLOCATIONS: &str = "INSERT INTO {schema}.allocations (sequence, position,
      SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
         $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[])
          AS u(q, i, a, b, bc, sc, p, r, qk, up, am, bf, sf)
+      WHERE q > (SELECT sequence FROM {schema}.recorder_cursor WHERE id = 1)";
+
+const BOOKS: &str = "INSERT INTO {schema}.books (sequence, auction_id, book)
+     SELECT q, a, b::json FROM unnest($1::int8[], $2::text[], $3::text[]) AS u(q, a, b)
       WHERE q > (SELECT sequence FROM {schema}.recorder_cursor WHERE id = 1)";
 
 const CURSOR: &str =
@@ -463,14 +507,24 @@ struct Rows {
     format: &'static str,
     phase: &'static str,
     tie_break: Option<String>,
+    /// The auction's final book, in bid-id order, as a JSON array of [`BookBid`]s.
+    book: String,
 }
+
+/// One bid of a final book as the `books` table holds it: bid id, bidder, pseudonym, price in
+/// fen, quantity in kg, when its last version was taken (microseconds since the epoch), state.
+type BookBid<'a> = (String, &'a str, Option<String>, i64, i64, i64, &'static str);
 
 impl Rows {
     fn s(&self) -> &crate::engine::Settlement {
         &self.settlement.settlement
     }
 
-    fn of(settlement: &Arc<RecordedSettlement>, spec: Arc<AuctionSpec>) -> Result<Rows, serde_json::Error> {
+    fn of(
+        settlement: &Arc<RecordedSettlement>,
+        spec: Arc<AuctionSpec>,
+        book: &[BookEntry],
+    ) -> Result<Rows, serde_json::Error> {
         let s = &settlement.settlement;
         Ok(Rows {
             sequence: settlement.sequence as i64,
@@ -482,6 +536,22 @@ impl Rows {
             format: s.format.code(),
             phase: status(s.status),
             tie_break: s.tie_break.as_ref().map(serde_json::to_string).transpose()?,
+            book: serde_json::to_string(
+                &book
+                    .iter()
+                    .map(|(bid, pseudonym, _)| -> BookBid<'_> {
+                        (
+                            bid.id.to_string(),
+                            bid.bidder.as_str(),
+                            pseudonym.map(|n| format!("B{n:03}")),
+                            bid.price.units(),
+                            bid.quantity.units(),
+                            bid.placed_at.as_micros(),
+                            bid_state(bid.state),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )?,
             settlement: Arc::clone(settlement),
             spec,
         })
@@ -493,6 +563,13 @@ fn status(status: SettlementStatus) -> &'static str {
         SettlementStatus::Settled => "SETTLED",
         SettlementStatus::Failed => "FAILED",
         SettlementStatus::Cancelled => "CANCELLED",
+    }
+}
+
+fn bid_state(state: BidState) -> &'static str {
+    match state {
+        BidState::Active => "ACTIVE",
+        BidState::Withdrawn => "WITHDRAWN",
     }
 }
 
@@ -558,8 +635,10 @@ impl Recorder for PostgresRecorder {
     async fn record(&self, batch: &[Arc<RecordedSettlement>]) -> Result<(), RecorderError> {
         let mut rows = Vec::with_capacity(batch.len());
         for settlement in batch {
-            let spec = self.directory.spec(settlement.settlement.auction_id, &self.name).await?;
-            rows.push(Rows::of(settlement, spec).map_err(|e| self.unavailable(e))?);
+            let id = settlement.settlement.auction_id;
+            let spec = self.directory.spec(id, &self.name).await?;
+            let book = self.directory.book(id, &self.name).await?;
+            rows.push(Rows::of(settlement, spec, &book).map_err(|e| self.unavailable(e))?);
         }
         self.with_sessions(async |slots| self.write(slots, &rows).await).await
     }

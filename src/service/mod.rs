@@ -620,11 +620,18 @@ impl Exchange {
         bidder: BidderId,
         bid: BidId,
     ) -> Result<(Receipt, usize, Vec<[u8; 32]>), ServiceError> {
-        let book = self.ask(id, |reply| Request::Book { reply }).await??;
+        let book = self.final_book(id).await?;
         let found = book.iter().position(|(view, _, _)| view.id == bid && view.bidder == bidder);
         let Some(index) = found else { return Err(ServiceError::Engine(EngineError::BidNotFound)) };
         let (view, pseudonym, _) = book[index];
         Ok((Receipt { bid: view, pseudonym }, index, book.into_iter().map(|(_, _, leaf)| leaf).collect()))
+    }
+
+    /// Once auction `id` concluded: every bid of its final book (each bid's last version) in
+    /// bid-id order, with its bidder's pseudonym (English auctions) and its leaf in the book's
+    /// tree. Before the close, BIDS_SEALED.
+    pub async fn final_book(&self, id: AuctionId) -> Result<Vec<(BidView, Option<u32>, [u8; 32])>, ServiceError> {
+        self.ask(id, |reply| Request::Book { reply }).await?
     }
 
     pub fn policy(&self) -> &PricePolicy {

@@ -155,6 +155,49 @@ async fn check_database(url: &str, schema: &str, expected: &[RecordedSettlement]
         .await
         .unwrap();
     assert!(mismatched.is_empty(), "allocations that do not sum to their settlement: {mismatched:?}");
+    // Each auction's final book is there for audit: from its bids' fields an auditor recomputes
+    // their leaves and the settlement's book root, which is the one the engine computed.
+    let books = db
+        .query(&format!("SELECT b.sequence, b.auction_id, b.book::text, s.book_root FROM {schema}.books b JOIN {schema}.settlements s USING (sequence) ORDER BY b.sequence"), &[])
+        .await
+        .unwrap();
+    assert_eq!(books.len(), expected.len(), "one book per settlement");
+    let mut bids_held = 0;
+    for (row, want) in books.iter().zip(expected) {
+        let (sequence, auction_id, book, recorded): (i64, String, String, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(sequence as u64, want.sequence);
+        assert_eq!(recorded, want.settlement.book_root, "settlement {sequence}: the book root as settled");
+        let bids: Vec<(String, String, Option<String>, i64, i64, i64, String)> = serde_json::from_str(&book).unwrap();
+        bids_held += bids.len() as i64;
+        let leaves: Vec<[u8; 32]> = bids
+            .into_iter()
+            .map(|(bid_id, bidder, pseudonym, price_fen, quantity_kg, received_at, state)| {
+                emission_auction::domain::receipt::ReceiptFields {
+                    auction_id: auction_id.clone(),
+                    bid_id,
+                    bidder,
+                    price: emission_auction::domain::format_units(price_fen, 2),
+                    quantity: emission_auction::domain::format_units(quantity_kg, 3),
+                    received_at,
+                    state,
+                    pseudonym: pseudonym.unwrap_or_default(),
+                }
+                .leaf()
+            })
+            .collect();
+        let root = hex::encode(emission_auction::domain::receipt::merkle_root(&leaves));
+        assert_eq!(Some(root), recorded, "settlement {sequence}: the recorded bids give the recorded root");
+    }
+    // The view shows the same bids a row each.
+    let (viewed, positions): (i64, i64) = {
+        let row = db
+            .query_one(&format!("SELECT count(*), count(DISTINCT (sequence, position)) FROM {schema}.bids"), &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!((viewed, positions), (bids_held, bids_held));
     let cursor: i64 =
         db.query_one(&format!("SELECT sequence FROM {schema}.recorder_cursor"), &[]).await.unwrap().get(0);
     assert_eq!(cursor as u64, expected.last().map_or(0, |s| s.sequence));
@@ -164,7 +207,7 @@ async fn check_database(url: &str, schema: &str, expected: &[RecordedSettlement]
 async fn postgres_records_each_settlement_once_and_replays_are_no_ops() {
     let Some(url) = postgres_url() else { return };
     let schema = format!("ea_test_{}", suffix());
-    let recorder = PostgresRecorder::new(&url, &schema, Directory::fixed(sample::lookup())).unwrap();
+    let recorder = PostgresRecorder::new(&url, &schema, sample::directory()).unwrap();
     assert_eq!(recorder.cursor().await.unwrap(), 0, "a new schema holds nothing");
     let all = sample::settlements(1, 300, 3);
     recorder.record(&all[..200]).await.unwrap();
@@ -204,7 +247,7 @@ async fn postgres_records_each_settlement_once_and_replays_are_no_ops() {
 
     // A second recorder on the same schema (a restart) finds the migrations applied and the
     // cursor where it was.
-    let again = PostgresRecorder::new(&url, &schema, Directory::fixed(sample::lookup())).unwrap();
+    let again = PostgresRecorder::new(&url, &schema, sample::directory()).unwrap();
     assert_eq!(again.cursor().await.unwrap(), 300);
     drop_schema(&url, &schema).await;
 }
@@ -215,7 +258,7 @@ async fn postgres_reconnects_after_its_connection_is_terminated() {
     let tag = suffix();
     let (schema, app) = (format!("ea_test_{tag}"), format!("ea-test-{tag}"));
     let url = format!("{base} application_name={app}");
-    let recorder = PostgresRecorder::new(&url, &schema, Directory::fixed(sample::lookup())).unwrap();
+    let recorder = PostgresRecorder::new(&url, &schema, sample::directory()).unwrap();
     let all = sample::settlements(1, 100, 2);
     recorder.record(&all[..50]).await.unwrap();
     let killed: i64 = pg(&base)
@@ -244,7 +287,7 @@ async fn postgres_reconnects_after_its_connection_is_terminated() {
 async fn postgres_split_batch_failing_in_its_second_half_keeps_the_first_half_and_its_cursor() {
     let Some(url) = postgres_url() else { return };
     let schema = format!("ea_test_{}", suffix());
-    let recorder = PostgresRecorder::new(&url, &schema, Directory::fixed(sample::lookup())).unwrap();
+    let recorder = PostgresRecorder::new(&url, &schema, sample::directory()).unwrap();
     assert_eq!(recorder.cursor().await.unwrap(), 0);
     let all = sample::settlements(1, 200, 3);
     assert!(all.len() >= postgres::SPLIT_AT, "the batch is split");
@@ -262,12 +305,12 @@ async fn postgres_split_batch_failing_in_its_second_half_keeps_the_first_half_an
         let (db, schema) = (&db, &schema);
         async move { db.query_one(&format!("SELECT count(*) FROM {schema}.{table}"), &[]).await.unwrap().get::<_, i64>(0) }
     };
-    assert_eq!((count("settlements").await, count("allocations").await), (100, 301));
+    assert_eq!((count("settlements").await, count("allocations").await, count("bids").await), (100, 301, 500));
 
     db.execute(&format!("DELETE FROM {schema}.allocations WHERE sequence = 150"), &[]).await.unwrap();
     recorder.record(&all).await.unwrap();
     assert_eq!(recorder.cursor().await.unwrap(), 200);
-    assert_eq!((count("settlements").await, count("allocations").await), (200, 600));
+    assert_eq!((count("settlements").await, count("allocations").await, count("bids").await), (200, 600, 1000));
     let expected: Vec<RecordedSettlement> = all.iter().map(|s| (**s).clone()).collect();
     check_database(&url, &schema, &expected).await;
     drop_schema(&url, &schema).await;
@@ -278,7 +321,7 @@ async fn nats_publishes_each_settlement_once_in_order_on_its_subject() {
     let Some(url) = nats_url() else { return };
     let tag = suffix();
     let (stream, prefix) = (format!("EA_TEST_{tag}"), format!("eatest{tag}"));
-    let recorder = NatsRecorder::new(&url, &stream, &prefix, Directory::fixed(sample::lookup()));
+    let recorder = NatsRecorder::new(&url, &stream, &prefix, sample::directory());
     assert_eq!(recorder.cursor().await.unwrap(), 0, "a new stream holds nothing");
     let all = sample::settlements(1, 60, 2);
     recorder.record(&all[..40]).await.unwrap();
@@ -297,7 +340,7 @@ async fn nats_publishes_each_settlement_once_in_order_on_its_subject() {
     assert!(held.iter().any(|(s, _, _)| s == &format!("{prefix}.settlements.so2.140100")));
     assert!(held.iter().any(|(s, _, _)| s == &format!("{prefix}.settlements.nh3_n.140200")));
     // A new recorder (a restart) takes its cursor from the stream.
-    let again = NatsRecorder::new(&url, &stream, &prefix, Directory::fixed(sample::lookup()));
+    let again = NatsRecorder::new(&url, &stream, &prefix, sample::directory());
     assert_eq!(again.cursor().await.unwrap(), 60);
     js(&url).await.delete_stream(&stream).await.unwrap();
 }

@@ -379,7 +379,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            values.push((x >> (x % 60)) as i64 * if x % 3 == 0 { -1 } else { 1 });
+            values.push((x >> (x % 60)) as i64 * if x.is_multiple_of(3) { -1 } else { 1 });
         }
         for units in values {
             for scale in [0, 2, 3, 6] {

@@ -95,6 +95,10 @@ async fn stream_settlements(url: &str, stream: &str, prefix: &str) -> Vec<(Strin
     out
 }
 
+/// One bid as the `books` table keeps it: bid id, bidder, pseudonym, price in fen, quantity in
+/// kg, when its last version was taken (microseconds since the epoch), state.
+type BookBid = (String, String, Option<String>, i64, i64, i64, String);
+
 /// Checks what the schema holds: each settlement of `expected` exactly once, as it was, with
 /// allocations that sum to its totals; the cursor at the last one.
 async fn check_database(url: &str, schema: &str, expected: &[RecordedSettlement]) {
@@ -168,7 +172,7 @@ async fn check_database(url: &str, schema: &str, expected: &[RecordedSettlement]
             (row.get(0), row.get(1), row.get(2), row.get(3));
         assert_eq!(sequence as u64, want.sequence);
         assert_eq!(recorded, want.settlement.book_root, "settlement {sequence}: the book root as settled");
-        let bids: Vec<(String, String, Option<String>, i64, i64, i64, String)> = serde_json::from_str(&book).unwrap();
+        let bids: Vec<BookBid> = serde_json::from_str(&book).unwrap();
         bids_held += bids.len() as i64;
         let leaves: Vec<[u8; 32]> = bids
             .into_iter()

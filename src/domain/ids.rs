@@ -52,6 +52,7 @@ pub struct CreditCode([u8; 18]);
 impl std::hash::Hash for CreditCode {
     /// Three fixed-width words rather than 18 loose bytes: the same equality, and hashers take
     /// their fast integer path (this is on every bid's way into a book).
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let b = &self.0;
         state.write_u64(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));

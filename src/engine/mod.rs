@@ -230,6 +230,15 @@ enum Mechanism {
     Clock(ClockBook),
 }
 
+/// A new bid or a revision as its command carries it (see [`Command::PlaceBid`]).
+struct BidOrder<'e> {
+    bidder: BidderId,
+    bid: BidId,
+    price: Option<Price>,
+    quantity: Option<Quantity>,
+    eligibility: Option<&'e Eligibility>,
+}
+
 impl Mechanism {
     /// `code` as the mechanism's book knows it (a clock keeps no book of numbers).
     #[inline]
@@ -441,10 +450,12 @@ impl Auction {
             Command::Close => self.close(at).map(events),
             Command::Cancel { note } => self.cancel(at, note).map(events),
             Command::PlaceBid { bidder, bid, price, quantity, eligibility } => {
-                self.take_bid(at, bidder, bid, price, quantity, eligibility.as_deref()).map(Applied::Bid)
+                let order = BidOrder { bidder, bid, price, quantity, eligibility: eligibility.as_deref() };
+                self.take_bid(at, order).map(Applied::Bid)
             }
             Command::ReviseBid { bidder, bid, price, quantity, eligibility } => {
-                self.take_revision(at, bidder, bid, price, quantity, eligibility.as_deref()).map(Applied::Bid)
+                let order = BidOrder { bidder, bid, price, quantity, eligibility: eligibility.as_deref() };
+                self.take_revision(at, order).map(Applied::Bid)
             }
             Command::WithdrawBid { bidder, bid } => self.withdraw_bid(at, bidder, bid).map(Applied::Bid),
             Command::AdvanceRound => self.advance_round(at).map(events),
@@ -695,21 +706,21 @@ impl Auction {
         price: Option<Price>,
         quantity: Option<Quantity>,
     ) -> Result<BidChange, EngineError> {
-        self.take_bid(at, bidder, bid, price, quantity, None)
+        self.take_bid(at, BidOrder { bidder, bid, price, quantity, eligibility: None })
     }
 
-    #[inline]
-    fn take_bid(
-        &mut self,
-        at: Timestamp,
-        bidder: BidderId,
-        bid: BidId,
-        price: Option<Price>,
-        quantity: Option<Quantity>,
-        eligibility: Option<&Eligibility>,
-    ) -> Result<BidChange, EngineError> {
-        let opening = self.window(at)?;
-        let affiliates = self.eligible(at, eligibility)?;
+    /// Steps 1 and 2 of the shared checks, for a new bid or a revision: whether taking it also
+    /// opens the auction, and the bidder's affiliates (who share its cap).
+    #[inline(always)]
+    fn admit<'e>(&self, at: Timestamp, order: &BidOrder<'e>) -> Result<(bool, &'e [BidderId]), EngineError> {
+        Ok((self.window(at)?, self.eligible(at, order.eligibility)?))
+    }
+
+    // Inlined into both callers: the order's fields then stay in registers.
+    #[inline(always)]
+    fn take_bid(&mut self, at: Timestamp, order: BidOrder<'_>) -> Result<BidChange, EngineError> {
+        let (opening, affiliates) = self.admit(at, &order)?;
+        let BidOrder { bidder, bid, price, quantity, .. } = order;
         let who = self.mechanism.bidder(bidder);
         let mut rules = match &self.mechanism {
             Mechanism::Sealed(sealed) => sealed.rules(&who, None, affiliates),
@@ -758,28 +769,9 @@ impl Auction {
         Ok((sealed, current))
     }
 
-    pub fn revise_bid(
-        &mut self,
-        at: Timestamp,
-        bidder: BidderId,
-        bid: BidId,
-        price: Option<Price>,
-        quantity: Option<Quantity>,
-    ) -> Result<BidChange, EngineError> {
-        self.take_revision(at, bidder, bid, price, quantity, None)
-    }
-
-    fn take_revision(
-        &mut self,
-        at: Timestamp,
-        bidder: BidderId,
-        bid: BidId,
-        price: Option<Price>,
-        quantity: Option<Quantity>,
-        eligibility: Option<&Eligibility>,
-    ) -> Result<BidChange, EngineError> {
-        let opening = self.window(at)?;
-        let affiliates = self.eligible(at, eligibility)?;
+    fn take_revision(&mut self, at: Timestamp, order: BidOrder<'_>) -> Result<BidChange, EngineError> {
+        let (opening, affiliates) = self.admit(at, &order)?;
+        let BidOrder { bidder, bid, price, quantity, .. } = order;
         let (sealed, current) = self.own_active_bid(bidder, bid)?;
         let mut rules = sealed.rules(&sealed.book.bidder(bidder), Some(&current), affiliates);
         if self.spec.deposit.is_some() {

@@ -2,8 +2,8 @@
 
 use emission_auction::domain::{Amount, AuctionId, BidId, Pollutant, Price, PricePolicy, Quantity, Ratio, Timestamp};
 use emission_auction::engine::{
-    Auction, AuctionRequest, BidRevision, CapMode, CapRequest, Format, LotRequest, OriginKind, Seed, Settlement,
-    SettlementStatus, TieRule, Undersubscription,
+    Auction, AuctionRequest, BidRevision, CapMode, CapRequest, Command, Format, LotRequest, OriginKind, Seed,
+    Settlement, SettlementStatus, TieRule, Undersubscription,
 };
 use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -140,7 +140,14 @@ fn run(case: &Case) -> Option<(Settlement, Vec<ActiveBid>)> {
             }
             Op::Revise(n, p, q) if !accepted.is_empty() => {
                 let (id, who) = accepted[n % accepted.len()];
-                let _ = auction.revise_bid(at, who, id, Some(price(*p)), Some(qty(*q)));
+                let revise = Command::ReviseBid {
+                    bidder: who,
+                    bid: id,
+                    price: Some(price(*p)),
+                    quantity: Some(qty(*q)),
+                    eligibility: None,
+                };
+                let _ = auction.apply(at, revise);
             }
             Op::Withdraw(n) if !accepted.is_empty() => {
                 let (id, who) = accepted[n % accepted.len()];

@@ -12,61 +12,22 @@
 //!
 //! Subtract `setup` from each (and `insert` from `clear` and `commit`); BENCHMARKS.md compares
 //! the figures across versions. The close computes the book's tree (the commitment a settlement
-//! carries) besides clearing: `commit` does that work alone, on the same book, so that
-//! `clear - commit` is clearing itself.
+//! carries) besides clearing; `commit` builds the same tree on the same book through the public
+//! API (`Auction::book`, then the root), for what the tree costs. The auctions are the
+//! benchmarks' own (`benches/support`).
 use emission_auction::domain::*;
 use emission_auction::engine::*;
 
-const T0: i64 = 1_767_225_600_000_000;
-const N: usize = 200_000;
+#[path = "../benches/support/mod.rs"]
+mod support;
 
-fn request(format: Format, lot_tonnes: i64) -> AuctionRequest {
-    AuctionRequest {
-        lot: LotRequest {
-            id: "BENCH-1".parse().unwrap(),
-            pollutant: Pollutant::So2,
-            quantity: Quantity::from_units(lot_tonnes * 1000).unwrap(),
-            fill_unit: Some(
-                Quantity::from_units(if format == Format::AscendingEnglish { lot_tonnes * 1000 } else { 1000 })
-                    .unwrap(),
-            ),
-            seller: CreditCode::with_check_digit("12140000MB0CENTRE").unwrap(),
-            origin: OriginKind::GovernmentReserve,
-            certificate_id: None,
-            region: "140100".parse().unwrap(),
-            vintage_year: 2025,
-            valid_years: 5,
-            project: Default::default(),
-        },
-        format,
-        tie_rule: TieRule::TimePriority,
-        undersubscription: Undersubscription::SellAvailable,
-        min_bidders: 0,
-        per_bidder_cap: None,
-        revision: BidRevision::Revisable,
-        conversion_factor: Ratio::ONE,
-        reserve_markup: None,
-        cap: CapRequest { mode: CapMode::None, percent: None },
-        opens_at: Timestamp::from_micros(T0),
-        closes_at: Timestamp::from_micros(T0 + 3_600_000_000),
-        ascending: (format == Format::AscendingEnglish).then_some(AscendingRequest {
-            start_price: None,
-            increment: Price::from_units(100).unwrap(),
-            countdown_seconds: 30,
-            hard_stop: None,
-            max_extensions: None,
-            timed_min_bidders: 0,
-        }),
-        clock: None,
-        deposit: None,
-        seller_section: None,
-    }
-}
+use support::T0;
+
+const N: usize = 200_000;
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    let who: Vec<CreditCode> =
-        (0..2000).map(|i| CreditCode::with_check_digit(&format!("9114010{i:010}")).unwrap()).collect();
+    let who = support::bidders(2000);
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let stream: Vec<(BidId, CreditCode, Price, Quantity)> = (0..N)
         .map(|i| {
@@ -81,15 +42,11 @@ fn main() {
             )
         })
         .collect();
-    let format = if mode == "ascending" { Format::AscendingEnglish } else { Format::SealedUniformPrice };
-    let mut a = Auction::create(
-        AuctionId::new(1),
-        request(format, if mode == "ascending" { 10 } else { 100_000 }),
-        &PricePolicy::default(),
-        Timestamp::from_micros(T0 - 1),
-        Seed([1; 32]),
-    )
-    .unwrap();
+    let mut a = if mode == "ascending" {
+        support::english_auction()
+    } else {
+        support::reserve_auction(Format::SealedUniformPrice, TieRule::TimePriority, 100_000)
+    };
     if mode == "setup" {
         std::hint::black_box(&stream);
         return;

@@ -15,6 +15,7 @@
 //! print their seed; `CRASH_SEED=<n>` reproduces a run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,18 +57,30 @@ fn firm(n: usize) -> CreditCode {
 }
 
 /// A running server process.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Server {
     /// Starts the binary on `data` and waits until it answers; returns how long that took.
     async fn start(binary: &Path, data: &Path, probe_token: &str) -> (Server, Duration) {
         let started = Instant::now();
+        let server = Server::serve(binary, [OsStr::new("--data-dir"), data.as_os_str()], probe_token).await;
+        (server, started.elapsed())
+    }
+
+    /// Starts `binary serve` on a free loopback port with `args` and waits until it answers
+    /// `probe_token`'s call. Its log goes to the test's stderr, but for recorder failures,
+    /// which tests that cut a recorder cause on purpose.
+    pub(crate) async fn serve<A: AsRef<OsStr>>(
+        binary: &Path,
+        args: impl IntoIterator<Item = A>,
+        probe_token: &str,
+    ) -> Server {
         let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -84,7 +97,7 @@ impl Server {
                 {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
                     sent = true;
-                } else if !line.is_empty() {
+                } else if !line.is_empty() && !line.contains("recorder failed") {
                     eprintln!("server: {line}");
                 }
             }
@@ -93,10 +106,10 @@ impl Server {
         let addr = format!("http://{addr}");
         let mut probe = Terminal::connect(&addr, probe_token).await.expect("connect");
         probe.trading.list_auctions(pb::ListAuctionsRequest::default()).await.expect("the server answers");
-        (Server { child, addr }, started.elapsed())
+        Server { child, addr }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();
     }

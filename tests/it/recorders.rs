@@ -16,9 +16,7 @@
 //! - `a_recorder_down_delays_no_bid`: bid latency with an unreachable recorder against a run
 //!   with it up.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,7 +34,7 @@ use emission_auction::service::clock::{Clock, SystemClock};
 use emission_auction::service::recorder::{JsonLinesRecorder, Recorder};
 use tokio_postgres::NoTls;
 
-use crate::crash::release_binary;
+use crate::crash::{Server, release_binary};
 use crate::grpc::{create, reserve_lot};
 
 fn postgres_url() -> Option<String> {
@@ -353,50 +351,6 @@ fn firm(n: usize) -> CreditCode {
     CreditCode::with_check_digit(&format!("91140100MA0R{n:05}")).unwrap()
 }
 
-/// A server process started from a config file.
-struct Process {
-    child: Child,
-    addr: String,
-}
-
-impl Process {
-    async fn start(binary: &Path, config: &Path, probe_token: &str) -> Process {
-        let mut child = Command::new(binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the server starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("emission-auction listening on ")
-                    && !sent
-                {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-                    sent = true;
-                } else if !line.is_empty() && !line.contains("recorder failed") {
-                    eprintln!("server: {line}");
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server prints its address");
-        let addr = format!("http://{addr}");
-        let mut probe = Terminal::connect(&addr, probe_token).await.expect("connect");
-        probe.trading.list_auctions(pb::ListAuctionsRequest::default()).await.expect("the server answers");
-        Process { child, addr }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
-    }
-}
-
 /// One step of a sale, as a terminal sends it.
 #[derive(Clone)]
 enum Call {
@@ -537,7 +491,7 @@ subject_prefix = "{prefix}"
     .unwrap();
 
     let started = Instant::now();
-    let server = Process::start(&binary, &config, &operator).await;
+    let server = Server::serve(&binary, [OsStr::new("--config"), config.as_os_str()], &operator).await;
     let addr = Arc::new(std::sync::RwLock::new(server.addr.clone()));
     let settled = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..TERMINALS)
@@ -567,7 +521,7 @@ subject_prefix = "{prefix}"
     }
     let killed_at = settled.load(Ordering::SeqCst);
     server.kill();
-    let server = Process::start(&binary, &config, &operator).await;
+    let server = Server::serve(&binary, [OsStr::new("--config"), config.as_os_str()], &operator).await;
     *addr.write().unwrap() = server.addr.clone();
     for task in tasks {
         task.await.unwrap();

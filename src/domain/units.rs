@@ -227,6 +227,8 @@ pub struct QuantityTotal(u64);
 
 impl QuantityTotal {
     pub const ZERO: QuantityTotal = QuantityTotal(0);
+    /// The largest total: where a sum that could not be held stops, above every cap.
+    pub const SATURATED: QuantityTotal = QuantityTotal(u64::MAX);
 
     pub fn of(quantity: Quantity) -> QuantityTotal {
         // Quantities are never negative.
@@ -328,7 +330,7 @@ impl Price {
     pub fn scaled_up(self, a: Ratio, b: Ratio) -> Option<Price> {
         let num = i128::from(self.0) * i128::from(a.0) * i128::from(b.0);
         let den = 1_000_000_000_000i128;
-        let fen = (num + den - 1) / den;
+        let fen = num.checked_add(den - 1)? / den;
         i64::try_from(fen).ok().and_then(Price::from_units)
     }
 
@@ -341,7 +343,7 @@ impl Price {
             num = num.checked_mul(i128::from(f.0))?;
             den = den.checked_mul(1_000_000)?;
         }
-        let fen = (num + den - 1) / den;
+        let fen = num.checked_add(den - 1)? / den;
         i64::try_from(fen).ok().and_then(Price::from_units)
     }
 

@@ -237,9 +237,10 @@ impl SealedBook {
             *active_bidders += 1;
         }
         entry.active_bids += 1;
-        // An i128 total of at most 2^30 quantities below 2^34 cannot overflow; saturating keeps
-        // even a broken invariant from panicking.
-        entry.active_quantity = entry.active_quantity.plus(quantity).unwrap_or(entry.active_quantity);
+        // A u64 total of at most 2^30 quantities of at most MAX_QUANTITY_KG (< 10^10) stays below
+        // 1.1 x 10^19, under u64::MAX; saturating keeps even a broken invariant from panicking
+        // without understating what the bidder holds.
+        entry.active_quantity = entry.active_quantity.plus(quantity).unwrap_or(QuantityTotal::SATURATED);
     }
 
     /// Marks the current slot of `id` inactive and takes it off its bidder's totals; `None`,
@@ -302,7 +303,7 @@ impl SealedBook {
             assert!((slot.bidder as usize) < self.bidders.len(), "a slot's bidder has no entry");
             if slot.active {
                 let t = totals.entry(slot.bidder).or_insert((QuantityTotal::ZERO, 0));
-                t.0 = t.0.plus(slot.quantity).expect("test oracle: totals fit an i128");
+                t.0 = t.0.plus(slot.quantity).expect("test oracle: totals fit a u64");
                 t.1 += 1;
             }
         }

@@ -38,16 +38,14 @@ pub(super) struct BidRules {
     pub book: BookRoom,
 }
 
-/// What the bidder's deposit must cover (保证金), when the auction asks for one.
-#[derive(Debug, Clone, Default)]
-pub(super) enum Exposure {
-    /// The auction asks no deposit.
-    #[default]
-    Unchecked,
-    /// The bidder's deposit must cover `required` and the maximum bid value of `standing`
-    /// (its active bids that stay: not one being revised, none at all in ascending formats,
-    /// where a new bid supersedes the last) together with the new bid.
-    Covered { deposit: Amount, required: Amount, standing: Vec<(Price, Quantity)> },
+/// What the bidder's deposit must cover (保证金), when the auction asks for one: `required` and
+/// the maximum bid value of `standing` (its active bids that stay: not one being revised, none
+/// at all in ascending formats, where a new bid supersedes the last) together with the new bid.
+#[derive(Debug, Clone)]
+pub(super) struct Exposure {
+    pub deposit: Amount,
+    pub required: Amount,
+    pub standing: Vec<(Price, Quantity)>,
 }
 
 /// What the price must be.
@@ -256,7 +254,7 @@ impl Holdings {
 
 impl Exposure {
     fn check(&self, price: Price, quantity: Quantity) -> Result<(), EngineError> {
-        let Exposure::Covered { deposit, required, standing } = self else { return Ok(()) };
+        let Exposure { deposit, required, standing } = self;
         // A clock bidder dropping out (zero demand) takes on nothing, whatever its deposit.
         if quantity.is_zero() {
             return Ok(());

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{Amount, BidId, BidderId, MAX_PRICE_FEN, Price, Quantity, QuantityTotal, Reason, Timestamp};
 
 use super::book::{BidderNo, SealedBook, Slot};
-use super::clock::{ClockFinal, FinalDemand};
+use super::clock::ClockFinal;
 use super::settlement::{Allocation, Settlement, SettlementStatus, TieBreak};
 use super::{AuctionSpec, Format, TieRule, Undersubscription};
 
@@ -129,66 +129,63 @@ pub(crate) fn clear_clock(spec: &AuctionSpec, end: &ClockFinal, at: Timestamp) -
         return empty(spec, SettlementStatus::Failed, Reason::TooFewBidders, None, at);
     }
     let unit = spec.lot.fill_unit;
-    // Slots name bidders by number: here, a demand's position in `demands`.
-    let numbers: std::collections::HashMap<BidId, BidderNo> =
-        demands.iter().enumerate().map(|(n, d)| (d.bid, n as BidderNo)).collect();
-    let slot = |d: &FinalDemand, quantity: Quantity| Slot {
-        id: d.bid,
-        bidder: numbers.get(&d.bid).copied().unwrap_or_default(),
-        price,
-        quantity,
-        placed_at: d.stated_at,
-        active: true,
+    // Demands are named by their position in `demands`, which is also their slots' bidder
+    // number (one demand per bidder).
+    let slot = |n: usize, quantity: Quantity| {
+        let d = &demands[n];
+        Slot { id: d.bid, bidder: n as BidderNo, price, quantity, placed_at: d.stated_at, active: true }
     };
     // Each bidder's share, in the order of their final statements.
-    let mut ordered: Vec<&FinalDemand> = demands.iter().collect();
-    ordered.sort_by_key(|d| (d.stated_at, d.arrival, d.bidder));
-    let mut totals: Vec<(FinalDemand, Quantity)> = Vec::new();
+    let mut ordered: Vec<usize> = (0..demands.len()).collect();
+    ordered.sort_by_key(|&n| (demands[n].stated_at, demands[n].arrival, demands[n].bidder));
+    let mut totals: Vec<(usize, Quantity)> = Vec::new();
     let tie_break;
     if excess {
         // Demand above supply at the cap or the hard stop: pro-rata to demand. Shares come back
         // in the level's order, which is the order of `holding`.
-        let holding: Vec<&&FinalDemand> = ordered.iter().filter(|d| !d.quantity.is_zero()).collect();
-        let level: Vec<Slot> = holding.iter().map(|d| slot(d, d.quantity)).collect();
+        let holding: Vec<usize> = ordered.iter().copied().filter(|&n| !demands[n].quantity.is_zero()).collect();
+        let level: Vec<Slot> = holding.iter().map(|&n| slot(n, demands[n].quantity)).collect();
         let refs: Vec<&Slot> = level.iter().collect();
         let (shares, order) = share_margin(TieRule::ProRata, &refs, spec.lot.quantity, unit, None);
-        for (d, (_, q)) in holding.iter().zip(shares) {
-            totals.push((***d, q));
-        }
+        totals.extend(holding.iter().zip(shares).map(|(&n, (_, q))| (n, q)));
         tie_break =
             Some(TieBreak { rule: TieRule::ProRata, marginal_price: Some(price), order, seed_hash: None, seed: None });
     } else {
-        let demand = ordered.iter().fold(QuantityTotal::ZERO, |sum, d| sum.plus(d.quantity).unwrap_or(sum));
+        let demand = demands.iter().fold(QuantityTotal::ZERO, |sum, d| sum.plus(d.quantity).unwrap_or(sum));
         // Demand fits the supply here, so the leftover is a quantity.
         let leftover = QuantityTotal::of(spec.lot.quantity)
             .minus_total(demand)
             .and_then(QuantityTotal::as_quantity)
             .unwrap_or(Quantity::ZERO);
-        let cutters: Vec<Slot> = ordered.iter().filter(|d| !d.cut.is_zero()).map(|d| slot(d, d.cut)).collect();
+        let cutters: Vec<Slot> =
+            ordered.iter().filter(|&&n| !demands[n].cut.is_zero()).map(|&n| slot(n, demands[n].cut)).collect();
         let cut = cutters.iter().fold(QuantityTotal::ZERO, |sum, s| sum.plus(s.quantity).unwrap_or(sum));
-        let mut extra: Vec<(BidId, Quantity)> = Vec::new();
+        // What each cutter gets back of the leftover, by bidder number.
+        let mut extra: Vec<Quantity> = vec![Quantity::ZERO; demands.len()];
         tie_break = if leftover.is_zero() || cutters.is_empty() {
             None
         } else if QuantityTotal::of(leftover) >= cut {
-            extra = cutters.iter().map(|s| (s.id, s.quantity)).collect();
+            for s in &cutters {
+                extra[s.bidder as usize] = s.quantity;
+            }
             None
         } else {
             let refs: Vec<&Slot> = cutters.iter().collect();
             let (shares, order) = share_margin(spec.tie_rule, &refs, leftover, unit, None);
-            extra = shares.into_iter().map(|(s, q)| (s.id, q)).collect();
+            for (s, q) in shares {
+                extra[s.bidder as usize] = q;
+            }
             Some(TieBreak { rule: spec.tie_rule, marginal_price: Some(price), order, seed_hash: None, seed: None })
         };
-        for d in &ordered {
-            let more = extra.iter().find(|(id, _)| *id == d.bid).map_or(Quantity::ZERO, |(_, q)| *q);
+        for &n in &ordered {
+            let d = &demands[n];
             // Demand plus a share of what it cut is at most its last round's demand, which the
             // activity rule kept within the lot.
-            let total = d.quantity.checked_add(more).unwrap_or(d.quantity);
-            totals.push((**d, total));
+            totals.push((n, d.quantity.checked_add(extra[n]).unwrap_or(d.quantity)));
         }
     }
-    let slots: Vec<Slot> = totals.iter().filter(|(_, q)| !q.is_zero()).map(|(d, q)| slot(d, *q)).collect();
+    let slots: Vec<Slot> = totals.iter().filter(|(_, q)| !q.is_zero()).map(|&(n, q)| slot(n, q)).collect();
     let served = slots.iter().map(|s| (s, s.quantity)).collect();
-    // Every number is a position in `demands` (from `numbers`).
     let code = |n: BidderNo| demands[n as usize].bidder;
     settle(spec, Fills { served, pricing: Pricing::Uniform(price), tie_break }, code, at)
 }

@@ -502,7 +502,7 @@ impl Auction {
             // An English raise or a clock statement supersedes the bidder's last one.
             Mechanism::English(_) | Mechanism::Clock(_) => Vec::new(),
         };
-        Some(Box::new(Exposure::Covered { deposit: self.deposit_of(bidder), required: terms.required, standing }))
+        Some(Box::new(Exposure { deposit: self.deposit_of(bidder), required: terms.required, standing }))
     }
 
     fn open(&mut self, at: Timestamp) -> Result<Event, EngineError> {

@@ -296,9 +296,9 @@ impl PostgresRecorder {
             let Some(last) = batch.last().map(|r| r.sequence) else { return Ok(()) };
             let session = self.connected(first_slot).await?;
             let tx = session.client.transaction().await.map_err(pg)?;
-            let (inserted, moved) =
-                tokio::join!(insert(&tx, &session.statements, batch), advance(&tx, &session.statements, last));
-            inserted.and(moved).map_err(pg)?;
+            // The inserts read the cursor to skip what is held: the cursor moves only after them.
+            insert(&tx, &session.statements, batch).await.map_err(pg)?;
+            advance(&tx, &session.statements, last).await.map_err(pg)?;
             return tx.commit().await.map_err(pg);
         }
         let (first, second) = batch.split_at(batch.len() / 2);
@@ -311,9 +311,9 @@ impl PostgresRecorder {
         // this batch, and hold only later settlements).
         let (one_done, two_done) = tokio::join!(
             async {
-                let (inserted, moved) =
-                    tokio::join!(insert(&tx1, &one.statements, first), advance(&tx1, &one.statements, first_end));
-                inserted.and(moved)
+                // The inserts read the cursor to skip what is held: it moves only after them.
+                insert(&tx1, &one.statements, first).await?;
+                advance(&tx1, &one.statements, first_end).await
             },
             insert(&tx2, &two.statements, second),
         );
@@ -627,7 +627,8 @@ impl Recorder for PostgresRecorder {
                 .query_one(&format!("SELECT sequence FROM {schema}.recorder_cursor WHERE id = 1"), &[])
                 .await
                 .map_err(|e| self.unavailable(e))?;
-            Ok(row.get::<_, i64>(0) as u64)
+            let cursor: i64 = row.try_get(0).map_err(|e| self.unavailable(e))?;
+            u64::try_from(cursor).map_err(|_| self.unavailable(format!("recorder_cursor holds {cursor}, below zero")))
         })
         .await
     }
